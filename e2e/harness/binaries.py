@@ -23,8 +23,8 @@ ENVTEST_BINARIES = ("etcd", "kube-apiserver", "kubectl")
 
 def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
     versions: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw_line in path.read_text().splitlines():
+        line = raw_line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             versions[key.strip()] = value.strip()

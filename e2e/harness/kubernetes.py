@@ -27,7 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import kr8s
 import yaml
+from kr8s.objects import APIObject
 
 from e2e.harness import pki
 from e2e.harness.binaries import Toolchain
@@ -74,7 +76,13 @@ def _unverified_tls() -> ssl.SSLContext:
 
 
 def write_kubeconfig(
-    path: Path, server: str, ca: Path, cert: Path, key: Path, user: str, context: str = "modelcanary-test"
+    path: Path,
+    server: str,
+    ca: Path,
+    client: pki.KeyPair,
+    user: str,
+    *,
+    context: str = "modelcanary-test",
 ) -> Path:
     config = {
         "apiVersion": "v1",
@@ -83,7 +91,10 @@ def write_kubeconfig(
             {"name": context, "cluster": {"server": server, "certificate-authority": str(ca)}}
         ],
         "users": [
-            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+            {
+                "name": user,
+                "user": {"client-certificate": str(client.cert), "client-key": str(client.key)},
+            }
         ],
         "contexts": [{"name": context, "context": {"cluster": context, "user": user}}],
         "current-context": context,
@@ -145,7 +156,11 @@ class ControlPlane:
         directory = self.workdir / "pki"
         pair = pki.issue_client(self._require_pki(), directory, stem, user, list(groups))
         return write_kubeconfig(
-            self.workdir / f"{stem}.kubeconfig", self.server, self.ca_cert, pair.cert, pair.key, user
+            self.workdir / f"{stem}.kubeconfig",
+            self.server,
+            self.ca_cert,
+            pair,
+            user,
         )
 
     def _tls(self) -> ssl.SSLContext:
@@ -159,7 +174,9 @@ class ControlPlane:
         """An authenticated GET against the API server (as the admin)."""
         return _https_get(self.server + path, self._tls())
 
-    def kubectl(self, *args: str, check: bool = True, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input_text: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.toolchain.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
             check=check,
@@ -273,15 +290,12 @@ class ControlPlane:
             ],
         )
         tls = self._tls()
-        process.wait_ready(
-            lambda: _https_get(self.server + "/readyz", tls)[0] == 200, timeout=90
-        )
+        process.wait_ready(lambda: _https_get(self.server + "/readyz", tls)[0] == 200, timeout=90)
         write_kubeconfig(
             self.kubeconfig,
             self.server,
             material.ca.cert,
-            material.clients["admin"].cert,
-            material.clients["admin"].key,
+            material.clients["admin"],
             "modelcanary-admin",
         )
 
@@ -289,7 +303,11 @@ class ControlPlane:
         material = self._require_pki()
         pair = material.clients[stem]
         return write_kubeconfig(
-            self.workdir / f"{stem}.kubeconfig", self.server, material.ca.cert, pair.cert, pair.key, _CLIENTS[stem][0]
+            self.workdir / f"{stem}.kubeconfig",
+            self.server,
+            material.ca.cert,
+            pair,
+            _CLIENTS[stem][0],
         )
 
     def _start_controller_manager(self) -> None:
@@ -318,7 +336,9 @@ class ControlPlane:
             ],
         )
         insecure = _unverified_tls()
-        process.wait_ready(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure), timeout=60)
+        process.wait_ready(
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure), timeout=60
+        )
 
     def _start_scheduler(self) -> None:
         kubeconfig = self._component_kubeconfig("scheduler")
@@ -339,7 +359,9 @@ class ControlPlane:
             ],
         )
         insecure = _unverified_tls()
-        process.wait_ready(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure), timeout=60)
+        process.wait_ready(
+            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure), timeout=60
+        )
 
     def _start_kwok(self) -> None:
         # kwok reads its Stage objects from one multi-document config file.
@@ -403,7 +425,9 @@ class ControlPlane:
             args += ["-f", str(crd)]
         self.kubectl(*args)
         self.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
             *[f"crd/{yaml.safe_load(crd.read_text())['metadata']['name']}" for crd in crds],
         )
 
@@ -422,7 +446,9 @@ def stop_detached(workdir: Path, *, remove: bool = True) -> list[str]:
     return stopped
 
 
-def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Any, *, timeout: float, interval: float = 0.2, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout
     while True:
@@ -450,3 +476,20 @@ def processes_mentioning(marker: str) -> list[tuple[int, str]]:
         if marker in cmdline:
             found.append((int(entry.name), cmdline.strip()))
     return found
+
+
+def list_objects(
+    api: kr8s.Api,
+    kind: str | type,
+    *,
+    namespace: str | None = None,
+    label_selector: str | dict[str, str] | None = None,
+) -> list[APIObject]:
+    """``api.get`` as a typed list of objects."""
+    objects: list[APIObject] = []
+    for found in api.get(kind, namespace=namespace, label_selector=label_selector):
+        # kr8s's sync classes derive from its private async base, not from
+        # kr8s.objects.APIObject, so only "not a raw dict" can be checked.
+        assert not isinstance(found, dict), found
+        objects.append(found)
+    return objects

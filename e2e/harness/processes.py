@@ -107,8 +107,10 @@ class ManagedProcess:
             start_new_session=True,
             preexec_fn=_die_with_parent if self._die_with_parent else None,  # noqa: PLW1509
         )
-        with _live_lock:
-            _live.add(self)
+        if self._die_with_parent:
+            # A detached component belongs to a state file, not to this interpreter.
+            with _live_lock:
+                _live.add(self)
         return self
 
     def is_running(self) -> bool:
@@ -127,7 +129,7 @@ class ManagedProcess:
             try:
                 if probe():
                     return
-            except Exception as error:  # noqa: BLE001 - any probe failure means "not yet"
+            except Exception as error:
                 last_error = error
             time.sleep(interval)
         detail = f" (last probe error: {last_error!r})" if last_error else ""

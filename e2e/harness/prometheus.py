@@ -47,7 +47,9 @@ def find_prometheus() -> Path:
 
 
 class PrometheusServer:
-    def __init__(self, workdir: Path, *, binary: Path | None = None, detached: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, binary: Path | None = None, detached: bool = False
+    ) -> None:
         self.workdir = workdir
         self.binary = binary or find_prometheus()
         self.detached = detached

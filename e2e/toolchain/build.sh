@@ -42,7 +42,7 @@ build_component() {
 }
 
 module_time() {  # the publish time of a module version, for buildDate
-  go mod download -json "$1" | sed -n 's/.*"Time": "\(.*\)",*/\1/p' | head -1
+  go list -m -json "$1" | sed -n 's/.*"Time": "\(.*\)",*/\1/p' | head -1
 }
 
 build_kubernetes() {

@@ -1,0 +1,115 @@
+# Model Canary Operator: the two commands a new user runs are `make demo` and
+# `make test`. Both install whatever is missing first: the Python venv, Debian's
+# Prometheus and nginx (when running as root), and the pinned Kubernetes test
+# binaries built from the Go module proxy (cached under ~/.cache/modelcanary).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+CLUSTER_DIR ?= .cluster
+PYTEST_ARGS ?=
+APT_PACKAGES := prometheus nginx
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+# ---- installing what is missing ---------------------------------------------
+
+$(VENV_STAMP): pyproject.toml
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv; \
+	  else echo "python3-venv is missing: apt-get install python3-venv" >&2; exit 1; fi; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## the Python virtualenv with runtime, test and dev dependencies
+
+.PHONY: system-deps
+system-deps: ## Prometheus and nginx from Debian (installed only when root and missing)
+	@missing=""; for pkg in $(APT_PACKAGES); do \
+	  PATH="$$PATH:/usr/sbin" command -v $$pkg >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing; install them with apt-get as root" >&2; exit 1; fi; \
+	  echo "installing$$missing from Debian"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+.PHONY: toolchain
+toolchain: ## kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm (cached)
+	e2e/toolchain/build.sh all
+
+.PHONY: deps
+deps: venv system-deps toolchain
+
+# ---- generated files --------------------------------------------------------
+
+.PHONY: crds
+crds: venv ## regenerate crds/ and the chart's crds/ from the pydantic models
+	$(PY) -m modelcanary.api.crd crds charts/modelcanary/crds
+
+# ---- checks -----------------------------------------------------------------
+
+.PHONY: lint
+lint: venv ## ruff, formatting, mypy and the import-linter layer contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: format
+format: venv ## rewrite the code in the project's style
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: unit
+unit: venv ## pure tests: no processes, no network
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: integration
+integration: deps ## fast tier: real etcd + kube-apiserver, real Prometheus
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: deps ## full tier: adds controller-manager, scheduler and kwok nodes
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+.PHONY: test
+test: deps lint ## install what is missing, then lint and run every test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ---- a local cluster for people ---------------------------------------------
+
+.PHONY: cluster-up
+cluster-up: deps ## a full-tier cluster and Prometheus left running; prints the kubeconfig
+	$(PY) -m e2e.harness up --dir $(CLUSTER_DIR) --tier full --prometheus --gateway-api
+
+.PHONY: cluster-down
+cluster-down: ## stop the cluster started by cluster-up or demo
+	@if [ -x $(PY) ]; then $(PY) -m e2e.harness down --dir $(CLUSTER_DIR); \
+	else echo "no venv, so no cluster was started from here"; fi
+
+.PHONY: demo
+demo: cluster-up ## the canary story on a local cluster (for now: the cluster and Prometheus)
+	@echo
+	@echo "The local cluster and Prometheus are running. The canary story itself"
+	@echo "arrives with the engine; until then, explore with the kubeconfig above."
+	@echo "Stop everything with: make demo-down"
+
+.PHONY: demo-down
+demo-down: cluster-down ## stop what make demo started
+
+.PHONY: clean
+clean: cluster-down ## remove the venv and caches (the toolchain cache in ~/.cache stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	find operator -name '*.egg-info' -type d -prune -exec rm -rf {} +

@@ -1,0 +1,97 @@
+"""The full tier runs workloads for real: controllers reconcile, the scheduler
+binds, and kwok's fake kubelets make Pods Ready, so a Deployment becomes
+Available exactly as it would on a real cluster."""
+
+from __future__ import annotations
+
+import kr8s
+import pytest
+from kr8s.objects import Deployment, Pod
+
+from e2e.harness import ControlPlane
+from e2e.harness.kubernetes import list_objects, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_fake_nodes_are_ready(full_control_plane: ControlPlane, k8s: kr8s.Api) -> None:
+    nodes = list_objects(k8s, "nodes", label_selector="type=kwok")
+    assert len(nodes) == full_control_plane.fake_nodes
+    for node in nodes:
+        ready = {c["type"]: c["status"] for c in node.raw["status"]["conditions"]}["Ready"]
+        assert ready == "True", node.name
+
+
+def test_deployment_created_through_kr8s_becomes_available(
+    full_control_plane: ControlPlane, k8s: kr8s.Api, namespace: str
+) -> None:
+    labels = {"app": "smoke"}
+    deployment = Deployment(
+        {
+            "metadata": {"name": "smoke", "namespace": namespace},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [{"name": "server", "image": "example.invalid/model:1"}]
+                    },
+                },
+            },
+        },
+        api=k8s,
+    )
+    deployment.create()
+
+    def available() -> bool:
+        deployment.refresh()
+        conditions = {c["type"]: c for c in deployment.raw.get("status", {}).get("conditions", [])}
+        condition = conditions.get("Available", {})
+        return bool(
+            condition.get("status") == "True"
+            and deployment.raw["status"].get("availableReplicas") == 3
+        )
+
+    wait_for(available, timeout=90, what="the Deployment to become Available")
+    pods = list_objects(k8s, Pod, namespace=namespace, label_selector=labels)
+    assert len(pods) == 3
+    assert {pod.raw["spec"]["nodeName"] for pod in pods} <= {
+        f"kwok-node-{i}" for i in range(full_control_plane.fake_nodes)
+    }
+    assert all(pod.raw["status"]["phase"] == "Running" for pod in pods)
+
+
+def test_scaling_to_zero_removes_the_pods(
+    full_control_plane: ControlPlane, k8s: kr8s.Api, namespace: str
+) -> None:
+    labels = {"app": "scaled"}
+    deployment = Deployment(
+        {
+            "metadata": {"name": "scaled", "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [{"name": "server", "image": "example.invalid/model:1"}]
+                    },
+                },
+            },
+        },
+        api=k8s,
+    )
+    deployment.create()
+
+    def one_ready_replica() -> bool:
+        deployment.refresh()
+        return bool(deployment.raw.get("status", {}).get("readyReplicas") == 1)
+
+    wait_for(one_ready_replica, timeout=90, what="one ready replica")
+    deployment.scale(0)
+    wait_for(
+        lambda: not list_objects(k8s, Pod, namespace=namespace, label_selector=labels),
+        timeout=90,
+        what="the pods to be deleted",
+    )
