@@ -51,7 +51,15 @@ def _inner_pytest(basetemp: Path, case: str, env: dict[str, str]) -> subprocess.
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # A shell starts background jobs with SIGINT ignored, and the child
+        # would inherit that; Ctrl-C must reach the inner pytest as it would
+        # from a terminal.
+        preexec_fn=_default_sigint,  # noqa: PLW1509
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _assert_nothing_left(basetemp: Path) -> None:
@@ -95,7 +103,7 @@ def test_interrupted_run_leaves_no_process_behind(
         binaries = {Path(cmdline.split()[0]).name for _, cmdline in running}
         assert set(COMPONENTS) <= binaries
         inner.send_signal(stop_signal)
-        inner.communicate(timeout=60)
+        inner.communicate(timeout=120)
     finally:
         if inner.poll() is None:
             inner.kill()
