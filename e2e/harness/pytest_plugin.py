@@ -26,6 +26,7 @@ from e2e.harness.kubernetes import ControlPlane, Tier
 from e2e.harness.prometheus import PrometheusServer
 
 TIER_MARKERS = ("unit", "integration", "e2e")
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 _run_dirs: list[Path] = []
 
 
@@ -98,6 +99,12 @@ def namespace(request: pytest.FixtureRequest, k8s: kr8s.Api) -> Iterator[str]:
     finally:
         # Deletion finishes in the background; the next test has its own name.
         ns.delete()
+
+
+@pytest.fixture(scope="session")
+def modelcanary_crds(control_plane: ControlPlane) -> list[str]:
+    """The project's generated CRDs (crds/*.yaml), installed and Established."""
+    return control_plane.install_crds(sorted(CRD_DIR.glob("*.yaml")))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,66 @@
+"""The conventions every API model shares.
+
+The pydantic models in this package are the single source of truth for the
+``modelcanary.io`` API: the CRDs are generated from them, and the operator and
+the CLI parse with them. So each model is written the way the Kubernetes API
+reads: camelCase field names, a docstring on every field (it becomes the
+``kubectl explain`` text), and unknown fields refused rather than ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# Go's time.ParseDuration grammar restricted to the units that make sense for a
+# rollout: "90s", "1m30s", "1.5h", "250ms".
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+# A DNS-1123 label: what Kubernetes accepts as a Service or Deployment name part.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Values that end up inside PromQL label matchers and object labels: no quotes,
+# backslashes, braces or spaces, so no value can break out of a matcher.
+LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.+]*[A-Za-z0-9])?$"
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration ("1m30s") into a timedelta."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+def _valid_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, max_length=32),
+    AfterValidator(_valid_duration),
+]
+"""A Go-style duration string; kept as written so the spec round-trips unchanged."""
+
+
+class ApiModel(BaseModel):
+    """Base of every spec and status model."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Kubernetes form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
