@@ -335,50 +335,45 @@ class ControlPlane:
 
     def _start_controller_manager(self) -> None:
         material = self._require_pki()
-        kubeconfig = self._component_kubeconfig("controller-manager")
-        port = free_port()
-        process = self._spawn(
+        self._start_secure_component(
             "kube-controller-manager",
+            self.toolchain.kube_controller_manager,
+            "controller-manager",
             [
-                str(self.toolchain.kube_controller_manager),
-                f"--kubeconfig={kubeconfig}",
-                f"--authentication-kubeconfig={kubeconfig}",
-                f"--authorization-kubeconfig={kubeconfig}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={port}",
-                f"--cert-dir={self.workdir / 'controller-manager-certs'}",
-                "--leader-elect=false",
                 # Each controller acts under its own service account, as in
                 # kubeadm clusters, so RBAC problems show up here too.
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={material.service_account_key}",
                 f"--root-ca-file={material.ca.cert}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-                "--profiling=false",
-                "--v=1",
             ],
-        )
-        insecure = _unverified_tls()
-        process.wait_ready(
-            lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure), timeout=60
         )
 
     def _start_scheduler(self) -> None:
-        kubeconfig = self._component_kubeconfig("scheduler")
+        self._start_secure_component(
+            "kube-scheduler", self.toolchain.kube_scheduler, "scheduler", []
+        )
+
+    def _start_secure_component(
+        self, name: str, binary: Path, identity: str, extra_args: list[str]
+    ) -> None:
+        """kube-controller-manager and kube-scheduler share their serving and client flags."""
+        kubeconfig = self._component_kubeconfig(identity)
         port = free_port()
         process = self._spawn(
-            "kube-scheduler",
+            name,
             [
-                str(self.toolchain.kube_scheduler),
+                str(binary),
                 f"--kubeconfig={kubeconfig}",
                 f"--authentication-kubeconfig={kubeconfig}",
                 f"--authorization-kubeconfig={kubeconfig}",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={port}",
-                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+                f"--cert-dir={self.workdir / (identity + '-certs')}",
                 "--leader-elect=false",
                 "--profiling=false",
                 "--v=1",
+                *extra_args,
             ],
         )
         insecure = _unverified_tls()

@@ -14,6 +14,28 @@ from e2e.harness.kubernetes import list_objects, wait_for
 pytestmark = pytest.mark.e2e
 
 
+def _deployment(
+    k8s: kr8s.Api, namespace: str, name: str, labels: dict[str, str], *, replicas: int
+) -> Deployment:
+    """Create a Deployment whose image no kwok node ever pulls: kwok fakes the kubelet."""
+    deployment = Deployment(
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "server", "image": "example.invalid/m:1"}]},
+                },
+            },
+        },
+        api=k8s,
+    )
+    deployment.create()
+    return deployment
+
+
 def test_fake_nodes_are_ready(full_control_plane: ControlPlane, k8s: kr8s.Api) -> None:
     nodes = list_objects(k8s, "nodes", label_selector="type=kwok")
     assert len(nodes) == full_control_plane.fake_nodes
@@ -26,23 +48,7 @@ def test_deployment_created_through_kr8s_becomes_available(
     full_control_plane: ControlPlane, k8s: kr8s.Api, namespace: str
 ) -> None:
     labels = {"app": "smoke"}
-    deployment = Deployment(
-        {
-            "metadata": {"name": "smoke", "namespace": namespace},
-            "spec": {
-                "replicas": 3,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [{"name": "server", "image": "example.invalid/model:1"}]
-                    },
-                },
-            },
-        },
-        api=k8s,
-    )
-    deployment.create()
+    deployment = _deployment(k8s, namespace, "smoke", labels, replicas=3)
 
     def available() -> bool:
         deployment.refresh()
@@ -66,23 +72,7 @@ def test_scaling_to_zero_removes_the_pods(
     full_control_plane: ControlPlane, k8s: kr8s.Api, namespace: str
 ) -> None:
     labels = {"app": "scaled"}
-    deployment = Deployment(
-        {
-            "metadata": {"name": "scaled", "namespace": namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [{"name": "server", "image": "example.invalid/model:1"}]
-                    },
-                },
-            },
-        },
-        api=k8s,
-    )
-    deployment.create()
+    deployment = _deployment(k8s, namespace, "scaled", labels, replicas=1)
 
     def one_ready_replica() -> bool:
         deployment.refresh()
