@@ -306,7 +306,7 @@ class NoDataPolicy(enum.StrEnum):
 
     HOLD = "hold"
     FAIL = "fail"
-    PASS = "pass"  # noqa: S105 - a policy name, not a password
+    PASS = "pass"
 
 
 class OutageAction(enum.StrEnum):
@@ -348,6 +348,12 @@ class PrometheusConnection(ApiModel):
 
     headers: Annotated[list[HeaderFromSecret], Field(max_length=8)] | None = None
     """Extra headers (tokens, tenant ids) read from Secrets."""
+
+    insecure_skip_verify: bool = False
+    """Do not verify Prometheus's TLS certificate (testing only)."""
+
+    ca_secret_ref: SecretKeySelector | None = None
+    """A CA bundle (PEM) in a Secret, to verify Prometheus's certificate."""
 
 
 class MinSamples(ApiModel):
@@ -554,7 +560,7 @@ class Phase(enum.StrEnum):
 
 
 class Verdict(enum.StrEnum):
-    PASS = "Pass"  # noqa: S105 - a verdict, not a password
+    PASS = "Pass"
     FAIL = "Fail"
     NO_DATA = "NoData"
     ERROR = "Error"
@@ -616,6 +622,15 @@ class AnalysisStatus(ApiModel):
     outage_since: datetime | None = None
     """Since when Prometheus has been unreachable, while it still is."""
 
+    outcome: Literal["Pass", "Fail", "NoData", "Outage"] | None = None
+    """The latest evaluation as a whole: Pass, Fail, NoData (held) or Outage (held)."""
+
+    reason: str = ""
+    """Which metric, value and bound decided the outcome."""
+
+    evaluations: Annotated[int, Field(ge=0)] = 0
+    """Evaluations so far for this candidate."""
+
     results: list[MetricResult] = Field(default_factory=list)
     """Per-metric results of the latest evaluation."""
 
@@ -640,6 +655,7 @@ class KnownGood(ApiModel):
 
 
 class RevisionOutcome(enum.StrEnum):
+    PROGRESSING = "Progressing"
     STABLE = "Stable"
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
@@ -700,6 +716,28 @@ class DrillSummary(ApiModel):
     """Why it failed."""
 
 
+class ActionRecord(ApiModel):
+    """The latest manual action (annotation modelcanary.io/action) and what came of it."""
+
+    id: str
+    """The request's id; a request is carried out once per id."""
+
+    action: str
+    """promote, promote-full, abort, pause, resume, retry or rollback."""
+
+    revision: str | None = None
+    """The target of a rollback."""
+
+    accepted: bool
+    """Whether the action was carried out."""
+
+    message: str = ""
+    """What was done, or why the action does not apply now."""
+
+    at: datetime
+    """When the operator handled it."""
+
+
 class ModelDeploymentStatus(ApiModel):
     """What is actually serving, and how the rollout stands."""
 
@@ -743,6 +781,18 @@ class ModelDeploymentStatus(ApiModel):
 
     last_drill: DrillSummary | None = None
     """The latest rollback drill."""
+
+    paused: bool = False
+    """A person paused the rollout; steps wait, analysis (and rollback) go on."""
+
+    restoring: str | None = None
+    """A revision being restored to 100% by rollback --to."""
+
+    promote_full: bool = False
+    """promote --full was asked for: go to 100% and promote, skipping steps and the bake."""
+
+    last_action: ActionRecord | None = None
+    """The latest manual action."""
 
 
 class ModelDeployment(ApiModel):

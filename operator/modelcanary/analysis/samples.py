@@ -1,0 +1,63 @@
+"""What one PromQL query returned, reduced to what judging needs.
+
+A metric provider turns every outcome of a query into a :class:`Sample`: a
+finite number, *no data* (an empty result, NaN or +-Inf), or an *error* (the
+query failed, timed out, or Prometheus could not be reached). Keeping the three
+apart is the point: no data is a question of traffic and follows the noData
+policy, an error is a question of the monitoring system and only ever holds the
+rollout. Neither may ever be mistaken for a pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Sample:
+    value: float | None = None
+    """A finite number, or None when there was no data or an error."""
+
+    error: str | None = None
+    """Why the query failed; None when it ran."""
+
+    @classmethod
+    def of(cls, value: float | None) -> Sample:
+        """A query result: NaN, +-Inf and missing values are all *no data*."""
+        if value is None or math.isnan(value) or math.isinf(value):
+            return cls(value=None)
+        return cls(value=float(value))
+
+    @classmethod
+    def failed(cls, reason: str) -> Sample:
+        return cls(value=None, error=reason)
+
+    @property
+    def has_value(self) -> bool:
+        return self.value is not None
+
+    @property
+    def is_error(self) -> bool:
+        return self.error is not None
+
+
+@dataclass(frozen=True)
+class MetricObservation:
+    """One metric's query, run for the candidate and (for relative bounds) for stable."""
+
+    name: str
+    candidate: Sample
+    stable: Sample | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisObservation:
+    """One evaluation's raw results, taken at ``at``."""
+
+    at: datetime
+    prometheus_online: bool
+    metrics: tuple[MetricObservation, ...] = ()
+    samples: Sample | None = None
+    """The minSamples query for the candidate, when one is configured."""

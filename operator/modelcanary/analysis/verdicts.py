@@ -1,0 +1,188 @@
+"""Judging one evaluation: a verdict per metric, then one outcome for all of them.
+
+Per metric, the candidate's value is held against the absolute bounds
+(``min``/``max``) and, where set, against the stable revision's value from the
+same query (``minRelativeToStable``/``maxRelativeToStable``). Each metric ends
+up ``Pass``, ``Fail``, ``NoData`` (empty, NaN, +-Inf, too few samples) or
+``Error`` (the query failed).
+
+The evaluation's outcome then follows a fixed precedence, chosen so that the
+monitoring system's own trouble can never decide a model's fate:
+
+1. any ``Error``, or Prometheus offline -> ``Outage`` (hold; never a failure);
+2. any ``Fail`` -> ``Fail``;
+3. any ``NoData`` -> the ``noData`` policy: ``hold`` -> ``NoData``,
+   ``fail`` -> ``Fail``, ``pass`` -> ``Pass`` (the NoData verdicts stay visible);
+4. otherwise ``Pass``.
+
+No metric configured and no minSamples guard is a ``Pass`` with nothing to
+show; the rollout records that it had no evidence.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
+from modelcanary.api.modeldeployment import (
+    Analysis,
+    Metric,
+    MetricResult,
+    NoDataPolicy,
+    Verdict,
+)
+
+
+class Outcome(enum.StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    NO_DATA = "NoData"
+    OUTAGE = "Outage"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    outcome: Outcome
+    results: tuple[MetricResult, ...]
+    reason: str
+    """For Fail, NoData and Outage: which metric, value and bound; empty for Pass."""
+
+
+def number(value: float) -> str:
+    """Compact and exact enough for a status line: 0.2, 0.0123, 1.5e+06."""
+    return f"{value:.4g}"
+
+
+def _absolute(metric: Metric, value: float) -> str | None:
+    """The broken absolute bound, described; None when both hold."""
+    if metric.max is not None and value > metric.max:
+        return f"{number(value)} > max {number(metric.max)}"
+    if metric.min is not None and value < metric.min:
+        return f"{number(value)} < min {number(metric.min)}"
+    return None
+
+
+def _relative(metric: Metric, value: float, stable: float) -> str | None:
+    low, high = metric.min_relative_to_stable, metric.max_relative_to_stable
+    if high is not None and value > high * stable:
+        return f"{number(value)} > {number(high)} x stable {number(stable)}"
+    if low is not None and value < low * stable:
+        return f"{number(value)} < {number(low)} x stable {number(stable)}"
+    return None
+
+
+def _has_relative_bound(metric: Metric) -> bool:
+    return metric.min_relative_to_stable is not None or metric.max_relative_to_stable is not None
+
+
+def _has_absolute_bound(metric: Metric) -> bool:
+    return metric.min is not None or metric.max is not None
+
+
+def judge_metric(metric: Metric, observed: MetricObservation) -> MetricResult:
+    """One metric's verdict from its candidate sample and, if needed, the stable one."""
+    candidate, stable = observed.candidate, observed.stable
+    stable_value = stable.value if stable is not None else None
+
+    def result(verdict: Verdict, message: str) -> MetricResult:
+        return MetricResult(
+            metric=metric.name,
+            candidate=candidate.value,
+            stable=stable_value,
+            verdict=verdict,
+            message=message,
+        )
+
+    if candidate.is_error:
+        return result(Verdict.ERROR, f"candidate query failed: {candidate.error}")
+    if candidate.value is None:
+        return result(Verdict.NO_DATA, "no data for the candidate (empty, NaN or Inf)")
+    broken = _absolute(metric, candidate.value)
+    if broken:
+        return result(Verdict.FAIL, broken)
+    if not _has_relative_bound(metric):
+        return result(Verdict.PASS, "within bounds")
+    if stable is None or stable.is_error:
+        reason = stable.error if stable is not None else "not queried"
+        return result(Verdict.ERROR, f"stable query failed: {reason}")
+    if stable.value is None:
+        return result(Verdict.NO_DATA, "no data for the stable revision")
+    if stable.value == 0:
+        # A ratio to zero means nothing; the absolute bounds, if any, decided.
+        if _has_absolute_bound(metric):
+            return result(Verdict.PASS, "within bounds (stable is 0: relative bound skipped)")
+        return result(Verdict.NO_DATA, "stable is 0: a relative bound cannot judge")
+    broken = _relative(metric, candidate.value, stable.value)
+    if broken:
+        return result(Verdict.FAIL, broken)
+    return result(Verdict.PASS, "within bounds")
+
+
+def _too_few_samples(analysis: Analysis, samples: Sample | None) -> MetricResult | None:
+    guard = analysis.min_samples
+    if guard is None:
+        return None
+    if samples is None or samples.is_error:
+        reason = samples.error if samples is not None else "not queried"
+        return MetricResult(
+            metric="minSamples",
+            verdict=Verdict.ERROR,
+            message=f"sample count query failed: {reason}",
+        )
+    if samples.value is None or samples.value < guard.value:
+        seen = number(samples.value) if samples.value is not None else "no data"
+        return MetricResult(
+            metric="minSamples",
+            candidate=samples.value,
+            verdict=Verdict.NO_DATA,
+            message=f"too little traffic: {seen} < {guard.value} samples",
+        )
+    return None
+
+
+def evaluate(analysis: Analysis, observation: AnalysisObservation) -> Evaluation:
+    """The outcome of one evaluation under the spec's noData policy."""
+    if not observation.prometheus_online:
+        return Evaluation(Outcome.OUTAGE, (), "Prometheus is unreachable")
+    by_name = {m.name: m for m in observation.metrics}
+    results: list[MetricResult] = []
+    guard = _too_few_samples(analysis, observation.samples)
+    if guard is not None:
+        results.append(guard)
+    for metric in analysis.metrics:
+        observed = by_name.get(metric.name)
+        if observed is None:
+            results.append(
+                MetricResult(metric=metric.name, verdict=Verdict.ERROR, message="not queried")
+            )
+        elif guard is not None and guard.verdict is Verdict.NO_DATA:
+            # Values from too little traffic are shown but prove nothing.
+            judged = judge_metric(metric, observed)
+            results.append(
+                judged.model_copy(update={"verdict": Verdict.NO_DATA, "message": guard.message})
+            )
+        else:
+            results.append(judge_metric(metric, observed))
+    return _outcome(analysis.no_data, tuple(results))
+
+
+def _first(results: tuple[MetricResult, ...], verdict: Verdict) -> MetricResult | None:
+    return next((r for r in results if r.verdict is verdict), None)
+
+
+def _outcome(policy: NoDataPolicy, results: tuple[MetricResult, ...]) -> Evaluation:
+    error = _first(results, Verdict.ERROR)
+    if error is not None:
+        return Evaluation(Outcome.OUTAGE, results, f"{error.metric}: {error.message}")
+    failed = _first(results, Verdict.FAIL)
+    if failed is not None:
+        return Evaluation(Outcome.FAIL, results, f"{failed.metric}: {failed.message}")
+    no_data = _first(results, Verdict.NO_DATA)
+    if no_data is not None:
+        reason = f"{no_data.metric}: {no_data.message}"
+        if policy is NoDataPolicy.FAIL:
+            return Evaluation(Outcome.FAIL, results, f"{reason} (noData: fail)")
+        if policy is NoDataPolicy.HOLD:
+            return Evaluation(Outcome.NO_DATA, results, reason)
+    return Evaluation(Outcome.PASS, results, "")

@@ -1,0 +1,71 @@
+"""What the edges saw in one reconcile pass: the decision core's only view of the world.
+
+Handlers fill these from the API server (Deployments), the router (weights it
+reads back) and the metric provider (samples); the core never looks anywhere
+else. Everything here is immutable plain data, so a test can build any
+situation in one expression and a restarted operator that observes the same
+world gets the same decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
+
+__all__ = [
+    "AnalysisObservation",
+    "ManualAction",
+    "MetricObservation",
+    "Observations",
+    "RevisionObservation",
+    "RouterObservation",
+    "Sample",
+]
+
+
+@dataclass(frozen=True)
+class RevisionObservation:
+    """One revision's Deployment as the API server reports it."""
+
+    revision: str
+    exists: bool = True
+    desired_replicas: int = 0
+    ready_replicas: int = 0
+    available: bool = False
+    """Deployment condition Available=True, rolled out (observedGeneration and
+    updatedReplicas current) and ready_replicas == desired_replicas > 0."""
+
+
+@dataclass(frozen=True)
+class RouterObservation:
+    """The weights the router reads back, revision -> percent (summing to 100)."""
+
+    weights: Mapping[str, int] | None = None
+    """None when the router object does not exist yet or could not be read."""
+
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ManualAction:
+    """A request from a person (annotation ``modelcanary.io/action``)."""
+
+    kind: str
+    """promote, promote-full, abort, pause, resume, retry or rollback."""
+
+    id: str
+    """Handled once per id; the CLI sets a fresh one each time."""
+
+    revision: str | None = None
+    """The target of ``rollback``."""
+
+
+@dataclass(frozen=True)
+class Observations:
+    revisions: Mapping[str, RevisionObservation] = field(default_factory=dict)
+    router: RouterObservation = field(default_factory=RouterObservation)
+    analysis: AnalysisObservation | None = None
+    """None when no evaluation was due (or possible) this pass."""
+    action: ManualAction | None = None

@@ -1,0 +1,149 @@
+"""Properties of the decision core over random rollouts.
+
+Hypothesis drives a world through random passes: metrics that pass, fail,
+have no data or error; Prometheus going away; a lagging router; manual
+actions; new predictors mid-canary. After every pass the invariants must hold.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelcanary.analysis.samples import Sample
+from modelcanary.api.modeldeployment import ModelDeploymentSpec
+from modelcanary.rollout.decision import SetWeights
+from modelcanary.rollout.observations import ManualAction
+from tests.unit.rollout.world import World, make_spec, spec_dict
+
+pytestmark = pytest.mark.unit
+
+REGIMES = ("healthy", "failing", "no-data", "error", "offline")
+
+
+def regime_metrics(regime: str, world: World) -> None:
+    world.prometheus_online = regime != "offline"
+    canary = world.status.canary_revision
+
+    def source(metric: str, revision: str) -> Sample:
+        if regime == "no-data":
+            return Sample.of(None)
+        if regime == "error":
+            return Sample.failed("query failed")
+        if regime == "failing" and revision == canary:
+            return Sample.of(1.0)
+        return Sample.of(0.001)
+
+    world.metrics = source
+
+
+@st.composite
+def specs(draw: st.DrawFn, version: str) -> ModelDeploymentSpec:
+    weights = [*sorted(draw(st.lists(st.integers(1, 99), max_size=3))), 100]
+    steps: list[dict[str, Any]] = []
+    for weight in weights:
+        steps.append({"setWeight": weight})
+        if draw(st.booleans()):
+            steps.append(
+                {"pause": draw(st.sampled_from([{}, {"duration": "30s"}, {"duration": "2m"}]))}
+            )
+    raw = spec_dict(
+        strategy={"steps": steps, "bake": {"duration": draw(st.sampled_from(["0s", "1m"]))}}
+    )
+    if draw(st.booleans()):
+        raw["analysis"] = None
+    else:
+        raw["analysis"]["failureLimit"] = draw(st.integers(0, 2))
+        raw["analysis"]["noData"] = draw(st.sampled_from(["hold", "fail", "pass"]))
+        raw["analysis"]["outage"] = {
+            "holdFor": "1m",
+            "then": draw(st.sampled_from(["hold", "pause", "rollback"])),
+        }
+    if draw(st.booleans()):
+        raw["traffic"] = {"replicas": {}}
+        raw["predictor"]["replicas"] = draw(st.integers(1, 5))
+    raw["revisionHistoryLimit"] = draw(st.integers(1, 4))
+    raw["predictor"]["model"]["version"] = version
+    return ModelDeploymentSpec.model_validate(raw)
+
+
+passes = st.lists(
+    st.tuples(
+        st.sampled_from(REGIMES),
+        st.integers(1, 90),  # seconds until the next pass
+        st.integers(0, 2),  # router lag
+        st.one_of(
+            st.none(),
+            st.sampled_from(
+                ["promote", "promote-full", "abort", "pause", "resume", "retry", "rollback"]
+            ),
+        ),
+        st.integers(0, 30),  # 0: a new predictor version arrives
+    ),
+    min_size=1,
+    max_size=80,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), events=passes)
+def test_invariants_hold_on_every_pass(data: st.DataObject, events: list[tuple[Any, ...]]) -> None:
+    version = 0
+    spec = data.draw(specs(f"1.{version}.0"))
+    world = World(spec)
+    for index, (regime, seconds, lag, action, change) in enumerate(events):
+        regime_metrics(regime, world)
+        world.router_lag = lag
+        if change == 0:
+            version += 1
+            world.roll_out(data.draw(specs(f"1.{version}.0")))
+        manual = None
+        if action is not None:
+            target = world.status.history[-1].revision if world.status.history else None
+            manual = ManualAction(action, f"id-{index}", target if action == "rollback" else None)
+        before = world.status
+        decision = world.step(action=manual, advance=timedelta(seconds=seconds))
+        status = decision.status
+        history = {entry.revision for entry in status.history}
+
+        for action_taken in decision.actions:
+            if isinstance(action_taken, SetWeights):
+                weights = action_taken.as_dict()
+                assert sum(weights.values()) == 100
+                assert set(weights) <= history | {world.spec.predictor.revision()}
+        assert 0 <= status.canary_weight <= 100
+        if status.last_known_good is not None:
+            assert status.last_known_good.revision in history, (
+                "the last known-good left the history"
+            )
+        reasons = [event.reason for event in decision.events]
+        if "RolledBack" in reasons:
+            assert status.stable_revision in history
+            assert status.canary_revision is None
+        if "Promoted" in reasons and before.canary_revision is not None:
+            _assert_promotion_had_evidence(world.spec, decision.status)
+
+
+def _assert_promotion_had_evidence(spec: ModelDeploymentSpec, status: Any) -> None:
+    known = status.last_known_good
+    assert known is not None
+    by_hand = "by hand" in known.note
+    if spec.analysis is None or by_hand:
+        return
+    verdicts = {result.verdict for result in known.evidence}
+    assert verdicts, "promoted without any evaluation"
+    assert "Fail" not in verdicts
+    assert "Error" not in verdicts
+    if spec.analysis.no_data != "pass":
+        assert verdicts == {"Pass"}
+
+
+def test_the_first_revision_has_no_evidence_and_says_so() -> None:
+    world = World(make_spec("1.0.0"))
+    world.run(lambda w: w.status.phase == "Healthy")
+    assert world.status.last_known_good is not None
+    assert "nothing to compare" in world.status.last_known_good.note
