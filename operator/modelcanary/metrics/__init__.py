@@ -1,0 +1,109 @@
+"""Metric providers: where a PromQL query meets the network.
+
+The interface is Flagger's, and deliberately tiny: run one query and get one
+:class:`~modelcanary.analysis.samples.Sample`, or ask whether the backend is
+online. A provider never raises for a query problem. A bad query, a timeout and
+an unreachable server all come back as error Samples, because the analysis
+policy decides what an error means (hold, never a failure). An exception here
+would skip that policy.
+
+Batching needs one thing more than a number, the label set of each series, so
+that one grouped query can be split back per revision. That is the
+:class:`SeriesProvider` extension, and :meth:`QueryResult.sample` is the single
+place where series become a Sample, so a batched answer and a single one are
+reduced by the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelcanary.analysis.samples import Sample
+
+_SHOWN_SERIES = 3
+
+
+class MetricProvider(Protocol):
+    async def run_query(self, query: str) -> Sample:
+        """The query's single number, no data, or an error. Never raises for query problems."""
+        ...
+
+    async def is_online(self) -> bool:
+        """Whether queries can run at all right now."""
+        ...
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of an instant query's answer."""
+
+    labels: Mapping[str, str]
+    value: float
+    """As Prometheus sent it; NaN and +-Inf included (they become no data in a Sample)."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Every series a query returned, or why it returned nothing usable."""
+
+    series: tuple[Series, ...] = ()
+    error: str | None = None
+    rejected: bool = False
+    """Prometheus refused this query itself (bad PromQL, an execution limit), as opposed to
+    being unreachable or slow. Only then can a differently shaped query do better."""
+
+    @classmethod
+    def failed(cls, reason: str, *, rejected: bool = False) -> QueryResult:
+        return cls(error=reason, rejected=rejected)
+
+    def sample(self) -> Sample:
+        """One series is a value; none is no data; several is an error, since a
+        bound can only be held against one number."""
+        if self.error is not None:
+            return Sample.failed(self.error)
+        if not self.series:
+            return Sample.of(None)
+        if len(self.series) == 1:
+            return Sample.of(self.series[0].value)
+        shown = ", ".join(format_labels(s.labels) for s in self.series[:_SHOWN_SERIES])
+        more = len(self.series) - _SHOWN_SERIES
+        if more > 0:
+            shown += f" and {more} more"
+        return Sample.failed(
+            f"the query must return one series but returned {len(self.series)}: {shown}; "
+            "aggregate it, e.g. with sum(...)"
+        )
+
+
+class SeriesProvider(MetricProvider, Protocol):
+    async def query_series(self, query: str) -> QueryResult:
+        """Every series of the query's answer. Never raises for query problems."""
+        ...
+
+
+def format_labels(labels: Mapping[str, str]) -> str:
+    """A label set as PromQL prints it: ``{code="500", revision="a1b2"}``."""
+    # JSON's string quoting matches PromQL's closely enough for a message.
+    inner = ", ".join(
+        f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in sorted(labels.items())
+    )
+    return "{" + inner + "}"
+
+
+async def run_queries(provider: MetricProvider, queries: Sequence[str]) -> list[Sample]:
+    """Run ``queries`` concurrently; the Samples come back in the same order."""
+    return list(await asyncio.gather(*(provider.run_query(query) for query in queries)))
+
+
+__all__ = [
+    "MetricProvider",
+    "QueryResult",
+    "Series",
+    "SeriesProvider",
+    "format_labels",
+    "run_queries",
+]
