@@ -87,6 +87,12 @@ e2e: deps ## full tier: adds controller-manager, scheduler and kwok nodes
 test: deps lint ## install what is missing, then lint and run every test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ---- running the operator ---------------------------------------------------
+
+.PHONY: run
+run: venv ## run the operator against the current kubeconfig (KUBECONFIG or ~/.kube/config)
+	$(PY) -m modelcanary run $(RUN_ARGS)
+
 # ---- a local cluster for people ---------------------------------------------
 
 .PHONY: cluster-up

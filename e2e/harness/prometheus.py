@@ -61,11 +61,12 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60) -> PrometheusServer:
+    def start(self, timeout: float = 60, *, port: int | None = None) -> PrometheusServer:
+        """Start (or start again, on the same ``port`` and data, after :meth:`stop`)."""
         self.targets_dir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self._config(), sort_keys=False))
-        self.port = free_port()
+        self.port = port or free_port()
         self.process = ManagedProcess(
             "prometheus",
             [

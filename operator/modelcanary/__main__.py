@@ -1,17 +1,59 @@
-"""The ``modelcanary`` command. Later issues add ``run`` and ``drill create``."""
+"""The ``modelcanary`` command: ``modelcanary run`` starts the operator.
+
+``python -m modelcanary run`` (or ``make run``) runs it against the current
+kubeconfig, outside the cluster, which is how the tests and the demo run it
+too. In a cluster the chart runs the same command in the operator's image.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 
 from modelcanary import __version__
 
 
+def _run(args: argparse.Namespace) -> int:
+    # Imported here so that `--version` and `--help` do not load kopf.
+    import kopf  # noqa: PLC0415
+
+    from modelcanary import handlers  # noqa: PLC0415 - registers the handlers with kopf
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    memo = kopf.Memo(metrics_port=args.metrics_port)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace or (),
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+        memo=memo,
+    )
+    del handlers
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="modelcanary", description=__doc__)
     parser.add_argument("--version", action="version", version=f"modelcanary {__version__}")
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run the operator against the current kubeconfig")
+    run.add_argument(
+        "--namespace", "-n", action="append", help="watch only this namespace (repeatable)"
+    )
+    run.add_argument("--metrics-port", type=int, default=8000, help="0 turns /metrics off")
+    run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument(
+        "--peering", default=None, help="a KopfPeering name for HA; standalone when unset"
+    )
+    run.add_argument("--verbose", "-v", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
     parser.print_help()
     return 0
 

@@ -10,8 +10,10 @@ outage that outlasts ``outage.holdFor`` handed to ``outage.then``.
 from __future__ import annotations
 
 import enum
+from dataclasses import replace
 from datetime import datetime
 
+from modelcanary.analysis.samples import AnalysisObservation, Sample
 from modelcanary.analysis.verdicts import Outcome, evaluate
 from modelcanary.api.base import parse_duration
 from modelcanary.api.modeldeployment import (
@@ -63,6 +65,7 @@ def apply_evaluation(work: Pass) -> tuple[Gate, str]:
     work.status.analysis = state
     observation = work.observed.analysis
     if observation is not None and work.status.canary_weight > 0:
+        observation = with_stable_baseline(observation, state)
         evaluation = evaluate(analysis, observation)
         state.last_run_at = observation.at
         state.evaluations += 1
@@ -103,6 +106,29 @@ def apply_evaluation(work: Pass) -> tuple[Gate, str]:
     if state.outcome == Outcome.NO_DATA.value:
         return Gate.HOLD, f"analysis on hold, no data: {state.reason}"
     return Gate.GO, ""
+
+
+def with_stable_baseline(
+    observation: AnalysisObservation, state: AnalysisStatus
+) -> AnalysisObservation:
+    """Judge relative bounds against stable's last value once stable takes no traffic.
+
+    At 100% (and through the bake) the stable revision serves nothing, so its
+    rates are empty. The candidate is then compared with the baseline stable
+    showed in the last evaluation that had one, rather than holding forever.
+    A stable *query error* is not replaced: that is an outage, not quiet.
+    """
+    baseline = {r.metric: r.stable for r in state.results if r.stable is not None}
+    metrics = tuple(
+        replace(m, stable=Sample.of(baseline[m.name]))
+        if m.stable is not None
+        and not m.stable.is_error
+        and m.stable.value is None
+        and m.name in baseline
+        else m
+        for m in observation.metrics
+    )
+    return replace(observation, metrics=metrics)
 
 
 def passed_since(work: Pass, since: datetime | None) -> bool:

@@ -403,3 +403,33 @@ def test_the_same_inputs_give_the_same_decision() -> None:
 
 def _action(kind: str, action_id: str, revision: str | None = None) -> ManualAction:
     return ManualAction(kind=kind, id=action_id, revision=revision)
+
+
+def test_relative_bounds_use_stable_baseline_once_stable_takes_no_traffic() -> None:
+    world = serving_first_revision()
+    world.roll_out(make_spec("1.1.0"))
+    stable = world.status.stable_revision
+
+    def metrics(metric: str, revision: str) -> Sample:
+        at_full = world.status.canary_weight == 100
+        if revision == stable and at_full:
+            return Sample.of(None)  # no traffic left for stable to report on
+        return Sample.of(0.1) if metric == "latency" else Sample.of(0.001)
+
+    world.metrics = metrics
+    world.run(lambda w: w.status.phase == "Healthy" and w.status.stable_revision != stable)
+    assert world.status.last_known_good is not None
+    latency = next(r for r in world.status.last_known_good.evidence if r.metric == "latency")
+    assert latency.stable == 0.1
+
+
+def test_without_any_stable_baseline_a_relative_bound_holds() -> None:
+    world = serving_first_revision()
+    world.roll_out(make_spec("1.1.0"))
+    stable = world.status.stable_revision
+    world.metrics = lambda m, r: Sample.of(None) if r == stable else Sample.of(0.001)
+    for _ in range(60):
+        world.step(advance=timedelta(seconds=10))
+    assert world.status.canary_weight == 10
+    assert world.status.analysis is not None
+    assert "no data for the stable revision" in world.status.analysis.reason

@@ -1,0 +1,250 @@
+"""A whole canary world on the full tier: operator, nginx, model servers, load, Prometheus.
+
+The end-to-end tests and ``make demo`` both stand on this. It wires the real
+parts together the way a cluster would: the operator (a process) writes an
+HTTPRoute; the route sync renders its weights into real nginx; real model
+servers answer for each revision the operator deploys; a load generator
+sends steady traffic through nginx; Prometheus scrapes the servers with
+``namespace`` and ``revision`` labels; the operator's analysis queries that
+Prometheus. A bad candidate therefore produces real bad metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import kr8s
+from kr8s.objects import new_class
+
+from e2e.dataplane.gateway import HTTPRouteSync, NginxGateway, ServiceRegistry
+from e2e.dataplane.loadgen import LoadGenerator
+from e2e.dataplane.operator import OperatorProcess
+from e2e.dataplane.revisions import FaultsFor, RevisionServers
+from e2e.harness.kubernetes import ControlPlane, wait_for
+from e2e.harness.prometheus import PrometheusServer
+
+ModelDeployment = new_class("ModelDeployment.modelcanary.io/v1alpha1", namespaced=True)
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+WINDOW = "10s"
+
+
+_SELECTOR = 'namespace="{{namespace}}",revision="{{revision}}"'
+
+
+def _query(template: str) -> str:
+    return template.replace("SELECTOR", _SELECTOR).replace("WINDOW", WINDOW)
+
+
+# "or vector(0)": a revision that never failed has no 5xx series at all, and
+# an empty numerator must read as 0% errors, not as no data.
+ERROR_RATE = _query(
+    '(sum(rate(model_requests_total{SELECTOR,code=~"5.."}[WINDOW])) or vector(0))'
+    " / sum(rate(model_requests_total{SELECTOR}[WINDOW]))"
+)
+P99_LATENCY = _query(
+    "histogram_quantile(0.99, sum by (le) "
+    "(rate(model_request_duration_seconds_bucket{SELECTOR}[WINDOW])))"
+)
+MEAN_SCORE = _query(
+    "sum(rate(model_prediction_score_sum{SELECTOR}[WINDOW]))"
+    " / sum(rate(model_prediction_score_count{SELECTOR}[WINDOW]))"
+)
+SAMPLES = _query("sum(increase(model_requests_total{SELECTOR}[WINDOW]))")
+
+
+def model_deployment(
+    name: str,
+    version: str,
+    prometheus_url: str,
+    *,
+    steps: list[dict[str, Any]] | None = None,
+    bake: str = "6s",
+    interval: str = "2s",
+    min_samples: int = 10,
+    **spec_overrides: Any,
+) -> dict[str, Any]:
+    """A ModelDeployment for the e2e world: short steps, a 2 s analysis interval."""
+    spec: dict[str, Any] = {
+        "predictor": {
+            "model": {"name": "fraud", "version": version, "uri": f"s3://models/fraud/{version}"},
+            "replicas": 1,
+            "template": {"spec": {"containers": [{"name": "server", "image": "model-server:e2e"}]}},
+        },
+        "traffic": {
+            "port": 8080,
+            "gatewayAPI": {"httpRoute": name, "create": True, "parentRefs": [{"name": "gateway"}]},
+        },
+        "strategy": {
+            "steps": steps
+            or [
+                {"setWeight": 10},
+                {"pause": {"duration": "6s"}},
+                {"setWeight": 50},
+                {"pause": {"duration": "6s"}},
+                {"setWeight": 100},
+            ],
+            "bake": {"duration": bake},
+        },
+        "analysis": {
+            "interval": interval,
+            "prometheus": {"address": prometheus_url, "timeout": "3s"},
+            "failureLimit": 0,
+            "noData": "hold",
+            "outage": {"holdFor": "5m", "then": "pause"},
+            "minSamples": {"query": SAMPLES, "value": min_samples},
+            "metrics": [
+                {"name": "error-rate", "query": ERROR_RATE, "max": 0.05},
+                {
+                    "name": "p99-latency",
+                    "query": P99_LATENCY,
+                    "max": 1.0,
+                    "maxRelativeToStable": 2.0,
+                },
+                {
+                    "name": "mean-score",
+                    "query": MEAN_SCORE,
+                    "minRelativeToStable": 0.8,
+                    "maxRelativeToStable": 1.25,
+                },
+            ],
+        },
+    }
+    spec.update(spec_overrides)
+    return {
+        "apiVersion": "modelcanary.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+class CanaryScenario:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        api: kr8s.Api,
+        namespace: str,
+        prometheus: PrometheusServer,
+        workdir: Path,
+        *,
+        name: str = "fraud-detector",
+        faults_for: FaultsFor | None = None,
+        rps: float = 40.0,
+    ) -> None:
+        self.plane = plane
+        self.api = api
+        self.namespace = namespace
+        self.prometheus = prometheus
+        self.workdir = workdir
+        self.name = name
+        self.faults_for: FaultsFor = faults_for or (lambda version: {})
+        self.rps = rps
+        self.registry = ServiceRegistry()
+        self.gateway = NginxGateway(workdir / "nginx")
+        self.route_sync: HTTPRouteSync | None = None
+        self.servers: RevisionServers | None = None
+        self.load: LoadGenerator | None = None
+        self.operator = OperatorProcess(plane.kubeconfig, namespace, workdir / "operator")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> CanaryScenario:
+        self.plane.install_gateway_api()
+        self.plane.install_crds(sorted(CRD_DIR.glob("*.yaml")))
+        self.gateway.start()
+        self.route_sync = HTTPRouteSync(
+            self.api, self.namespace, self.name, self.gateway, self.registry
+        ).start()
+        self.servers = RevisionServers(
+            self.api,
+            self.namespace,
+            self.name,
+            workdir=self.workdir / "servers",
+            registry=self.registry,
+            prometheus=self.prometheus,
+            faults_for=self._faults,
+        ).start()
+        self.load = LoadGenerator(self.gateway.url, self.rps).start()
+        self.operator.start()
+        return self
+
+    def _faults(self, version: str) -> Mapping[str, float]:
+        # Looked up late, so a test may change faults_for after start().
+        return self.faults_for(version)
+
+    def stop(self) -> None:
+        for part in (self.operator, self.load, self.servers, self.route_sync):
+            if part is not None:
+                part.stop()
+        self.gateway.stop()
+
+    def __enter__(self) -> CanaryScenario:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- the ModelDeployment -----------------------------------------------------------
+
+    def manifest(self, version: str, **overrides: Any) -> dict[str, Any]:
+        return model_deployment(self.name, version, self.prometheus.url, **overrides)
+
+    def apply(self, manifest: Mapping[str, Any]) -> None:
+        body = copy.deepcopy(dict(manifest))
+        body["metadata"] = {**body["metadata"], "namespace": self.namespace}
+        existing = self.get()
+        if existing is None:
+            ModelDeployment(body, api=self.api).create()
+        else:
+            existing.patch({"spec": body["spec"]}, type="merge")
+
+    def get(self) -> Any:
+        try:
+            return ModelDeployment.get(self.name, namespace=self.namespace, api=self.api)
+        except kr8s.NotFoundError:
+            return None
+
+    def status(self) -> dict[str, Any]:
+        found = self.get()
+        return dict(found.raw.get("status") or {}) if found is not None else {}
+
+    def act(self, action: str, action_id: str) -> None:
+        """A manual action, the way the CLI asks for one."""
+        found = self.get()
+        assert found is not None
+        found.patch(
+            {
+                "metadata": {
+                    "annotations": {
+                        "modelcanary.io/action": action,
+                        "modelcanary.io/action-id": action_id,
+                    }
+                }
+            },
+            type="merge",
+        )
+
+    def wait_for_status(
+        self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float, what: str
+    ) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def check() -> bool:
+            nonlocal last
+            last = self.status()
+            return predicate(last)
+
+        try:
+            wait_for(check, timeout=timeout, interval=0.25, what=what)
+        except TimeoutError as error:
+            raise TimeoutError(
+                f"{error}; last status: phase={last.get('phase')} message={last.get('message')}\n"
+                f"operator log tail:\n{self.operator.log_text()[-3000:]}"
+            ) from None
+        return last
+
+    def revision_service(self, revision: str) -> str:
+        return f"{self.name}-{revision}"

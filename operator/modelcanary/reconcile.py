@@ -1,0 +1,350 @@
+"""One reconcile pass: observe, decide, act, write status once.
+
+This is the glue between the pure core and the I/O edges, kept apart from
+``handlers`` so that kopf stays in one small module and a pass can be driven
+directly (tests, benchmarks) with nothing but a kr8s API object.
+
+The order matters and is the same every time:
+
+1. parse the spec with the models; a spec they refuse gets ``InvalidSpec`` and
+   nothing else happens (traffic is never touched on a bad spec);
+2. observe: the revisions' Deployments (one LIST), the router's weights, the
+   pending manual action and, when due, Prometheus;
+3. ``decide``;
+4. carry out the actions in order; the first failure stops the rest, since
+   later actions may depend on it (the next pass re-observes and retries);
+5. write the status once, and only when it changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kr8s.asyncio
+from kr8s.asyncio.objects import APIObject, new_class
+
+from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
+from modelcanary.analysis.templates import TemplateValues
+from modelcanary.api.modeldeployment import (
+    API_VERSION,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
+from modelcanary.api.validation import InvalidSpecError, parse
+from modelcanary.metrics.batching import QueryBatcher
+from modelcanary.metrics.connection import ConnectionConfigError, provider_for
+from modelcanary.metrics.prometheus import PrometheusProvider
+from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
+from modelcanary.rollout.analysis import analysis_due
+from modelcanary.rollout.decide import decide, decide_invalid
+from modelcanary.rollout.decision import (
+    Action,
+    Decision,
+    DeleteRevision,
+    EnsureRevision,
+    ScaleRevision,
+    SetWeights,
+)
+from modelcanary.rollout.observations import Observations, RouterObservation
+from modelcanary.traffic import Router, router_for
+from modelcanary.workloads import applier
+from modelcanary.workloads.builders import (
+    OwnerRef,
+    build_deployment_spec,
+    build_service_spec,
+    revision_name,
+)
+
+log = logging.getLogger(__name__)
+
+ModelDeploymentResource = new_class(
+    "ModelDeployment.modelcanary.io/v1alpha1", namespaced=True, asyncio=True
+)
+
+
+@dataclass
+class PassResult:
+    decision: Decision
+    applied: list[Action] = field(default_factory=list)
+    failed: tuple[Action, str] | None = None
+    status_written: bool = False
+    rollback_seconds: float | None = None
+
+
+def owner_of(obj: Mapping[str, Any]) -> OwnerRef:
+    metadata = obj["metadata"]
+    return OwnerRef(
+        api_version=API_VERSION, kind="ModelDeployment", name=metadata["name"], uid=metadata["uid"]
+    )
+
+
+def _status_of(obj: Mapping[str, Any]) -> ModelDeploymentStatus:
+    return ModelDeploymentStatus.model_validate(obj.get("status") or {})
+
+
+class Reconciler:
+    """Runs passes for any number of ModelDeployments with one API client."""
+
+    def __init__(self, api: kr8s.asyncio.Api) -> None:
+        self.api = api
+        self._batchers: dict[int, QueryBatcher] = {}
+
+    def _batcher(self, provider: PrometheusProvider) -> QueryBatcher:
+        # Providers are cached per Prometheus, so one batcher per provider lets
+        # every ModelDeployment that shares a Prometheus share its batches.
+        batcher = self._batchers.get(id(provider))
+        if batcher is None or batcher.provider is not provider:
+            batcher = self._batchers[id(provider)] = QueryBatcher(provider)
+        return batcher
+
+    async def run_pass(self, obj: Mapping[str, Any], *, now: datetime | None = None) -> PassResult:
+        now = now or datetime.now(UTC)
+        metadata = obj["metadata"]
+        namespace, name = metadata["namespace"], metadata["name"]
+        generation = metadata.get("generation")
+        status = _status_of(obj)
+        try:
+            spec = parse(ModelDeploymentSpec, obj.get("spec") or {}, prefix="spec")
+        except InvalidSpecError as invalid:
+            decision = decide_invalid(status, invalid.errors, now, generation=generation)
+            result = PassResult(decision)
+            result.status_written = await self._write_status(obj, status, decision.status)
+            return result
+
+        router = router_for(
+            self.api,
+            namespace=namespace,
+            md_name=name,
+            traffic=spec.traffic,
+            owner=owner_of(obj),
+            replicas_total=spec.predictor.replicas,
+        )
+        observed = await self._observe(obj, spec, status, router, now)
+        decision = decide(spec, status, observed, now, generation=generation)
+        result = PassResult(decision)
+        started = time.monotonic()
+        await self._act(obj, spec, router, decision.actions, result)
+        if any(e.reason == "RolledBack" for e in decision.events) and result.failed is None:
+            result.rollback_seconds = time.monotonic() - started
+        # The status says what was decided; if an action failed, the next pass
+        # observes the world as it is and decides again, so nothing is lost.
+        result.status_written = await self._write_status(obj, status, decision.status)
+        handled = decision.status.last_action
+        if observed.action is not None and handled is not None and handled.id == observed.action.id:
+            await self._clear_action(obj)
+        return result
+
+    # -- observing -----------------------------------------------------------------
+
+    async def _observe(
+        self,
+        obj: Mapping[str, Any],
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        router: Router,
+        now: datetime,
+    ) -> Observations:
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        annotations = obj["metadata"].get("annotations") or {}
+        revisions, weights = await asyncio.gather(
+            applier.observe_revisions(self.api, namespace, name),
+            self._read_router(router),
+        )
+        analysis = None
+        if analysis_due(spec, status, now):
+            analysis = await self._observe_analysis(namespace, name, spec, status, now)
+        return Observations(
+            revisions=revisions,
+            router=weights,
+            analysis=analysis,
+            action=parse_action(annotations.get(ANNOTATION), annotations.get(ANNOTATION_ID)),
+        )
+
+    async def _read_router(self, router: Router) -> RouterObservation:
+        try:
+            await router.ensure()
+            return await router.get_weight()
+        except (kr8s.ServerError, kr8s.NotFoundError, OSError) as error:
+            return RouterObservation(weights=None, error=str(error))
+
+    async def _observe_analysis(
+        self,
+        namespace: str,
+        name: str,
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        now: datetime,
+    ) -> AnalysisObservation:
+        analysis = spec.analysis
+        assert analysis is not None
+        try:
+            provider = await provider_for(self.api, analysis.prometheus, namespace)
+        except ConnectionConfigError as error:
+            failed = Sample.failed(str(error))
+            return AnalysisObservation(
+                at=now,
+                prometheus_online=True,
+                metrics=tuple(MetricObservation(m.name, failed, failed) for m in analysis.metrics),
+                samples=failed if analysis.min_samples else None,
+            )
+        if not await provider.is_online():
+            return AnalysisObservation(at=now, prometheus_online=False)
+        canary = status.canary_revision
+        assert canary is not None
+        candidate = _values(namespace, name, canary, spec, status)
+        stable = (
+            _values(namespace, name, status.stable_revision, spec, status)
+            if status.stable_revision
+            else None
+        )
+        batcher = self._batcher(provider)
+        requests: list[tuple[str, TemplateValues] | None] = []
+        for metric in analysis.metrics:
+            requests.append((metric.query, candidate))
+            relative = (
+                metric.min_relative_to_stable is not None
+                or metric.max_relative_to_stable is not None
+            )
+            requests.append((metric.query, stable) if relative and stable else None)
+        if analysis.min_samples is not None:
+            requests.append((analysis.min_samples.query, candidate))
+        samples = await _run_all(batcher, requests)
+        metrics = tuple(
+            MetricObservation(
+                metric.name, samples[2 * index] or Sample.failed("not run"), samples[2 * index + 1]
+            )
+            for index, metric in enumerate(analysis.metrics)
+        )
+        return AnalysisObservation(
+            at=now,
+            prometheus_online=True,
+            metrics=metrics,
+            samples=samples[-1] if analysis.min_samples is not None else None,
+        )
+
+    # -- acting --------------------------------------------------------------------
+
+    async def _act(
+        self,
+        obj: Mapping[str, Any],
+        spec: ModelDeploymentSpec,
+        router: Router,
+        actions: Sequence[Action],
+        result: PassResult,
+    ) -> None:
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        for action in actions:
+            try:
+                await self._carry_out(obj, spec, router, action)
+            except (kr8s.ServerError, kr8s.NotFoundError, OSError, ValueError) as error:
+                log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
+                result.failed = (action, str(error))
+                return
+            result.applied.append(action)
+
+    async def _carry_out(
+        self,
+        obj: Mapping[str, Any],
+        spec: ModelDeploymentSpec,
+        router: Router,
+        action: Action,
+    ) -> None:
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        if isinstance(action, EnsureRevision):
+            replicas = action.replicas if action.replicas is not None else 0
+            common: dict[str, Any] = {
+                "md_name": name,
+                "namespace": namespace,
+                "revision": action.revision,
+                "predictor": action.predictor,
+                "role": action.role,
+                "port": spec.traffic.port,
+                "owner": owner_of(obj),
+            }
+            deployment = build_deployment_spec(replicas=replicas, **common)
+            service = build_service_spec(**common)
+            await applier.apply_revision(
+                self.api, deployment, service, manage_replicas=action.replicas is not None
+            )
+        elif isinstance(action, ScaleRevision):
+            await applier.scale_revision(
+                self.api, namespace, revision_name(name, action.revision), action.replicas
+            )
+        elif isinstance(action, SetWeights):
+            await router.set_weight(action.as_dict())
+        elif isinstance(action, DeleteRevision):
+            await applier.delete_revision(self.api, namespace, revision_name(name, action.revision))
+
+    # -- writing -------------------------------------------------------------------
+
+    async def _write_status(
+        self,
+        obj: Mapping[str, Any],
+        before: ModelDeploymentStatus,
+        after: ModelDeploymentStatus,
+    ) -> bool:
+        stored = obj.get("status") or {}
+        wanted = after.to_dict()
+        if after == before and wanted == stored:
+            return False
+        resource = await self._resource(obj)
+        await resource.patch(
+            {"status": merge_patch(stored, wanted)}, subresource="status", type="merge"
+        )
+        return True
+
+    async def _clear_action(self, obj: Mapping[str, Any]) -> None:
+        resource = await self._resource(obj)
+        await resource.patch(
+            {"metadata": {"annotations": {ANNOTATION: None, ANNOTATION_ID: None}}}, type="merge"
+        )
+
+    async def _resource(self, obj: Mapping[str, Any]) -> APIObject:
+        return ModelDeploymentResource(dict(obj), api=self.api)
+
+
+def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """An RFC 7386 merge patch from ``before`` to ``after``: removed keys become null."""
+    patch: dict[str, Any] = {key: None for key in before if key not in after}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = merge_patch(old, value)
+            if nested:
+                patch[key] = nested
+        elif value != old:
+            patch[key] = value
+    return patch
+
+
+def _values(
+    namespace: str,
+    name: str,
+    revision: str,
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+) -> TemplateValues:
+    model = spec.predictor.model
+    entry = next((e for e in status.history if e.revision == revision), None)
+    if entry is not None and revision != spec.predictor.revision():
+        model = entry.predictor.model
+    return TemplateValues(
+        namespace=namespace, name=name, revision=revision, model=model.name, version=model.version
+    )
+
+
+async def _run_all(
+    batcher: QueryBatcher, requests: Sequence[tuple[str, TemplateValues] | None]
+) -> list[Sample | None]:
+    """Every query at once; concurrent ModelDeployments' queries share batches."""
+
+    async def one(request: tuple[str, TemplateValues] | None) -> Sample | None:
+        return await batcher.query(*request) if request is not None else None
+
+    return list(await asyncio.gather(*(one(request) for request in requests)))

@@ -1,0 +1,111 @@
+"""The operator's own metrics, on /metrics (prometheus-client).
+
+Platform teams alert on these: a rollback, an analysis stuck holding, a model
+whose canaries keep failing. Per ModelDeployment they carry ``namespace`` and
+``name``; per metric also ``metric``. The DORA figures fall out of them:
+deployments (promotions), change failure rate (rollbacks / canaries started),
+and time to restore (time to rollback).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modelcanary.api.modeldeployment import ModelDeploymentStatus, Phase
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+PHASE = Gauge(
+    "modelcanary_phase",
+    "1 for the ModelDeployment's current phase, 0 for the others.",
+    ["namespace", "name", "phase"],
+    registry=REGISTRY,
+)
+CANARY_WEIGHT = Gauge(
+    "modelcanary_canary_weight_percent",
+    "Percent of traffic the router confirmed for the candidate.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+ANALYSIS_VALUE = Gauge(
+    "modelcanary_analysis_value",
+    "The latest value of each analysis metric, for the candidate and for stable.",
+    ["namespace", "name", "metric", "revision_role"],
+    registry=REGISTRY,
+)
+ANALYSIS_VERDICT = Gauge(
+    "modelcanary_analysis_verdict",
+    "1 for each analysis metric's latest verdict (Pass, Fail, NoData, Error).",
+    ["namespace", "name", "metric", "verdict"],
+    registry=REGISTRY,
+)
+CANARIES = Counter(
+    "modelcanary_canaries_started",
+    "Canaries started.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+PROMOTIONS = Counter(
+    "modelcanary_promotions",
+    "Revisions promoted to stable (deployments, in DORA terms).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+ROLLBACKS = Counter(
+    "modelcanary_rollbacks",
+    "Automatic rollbacks to the last known-good revision.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+TIME_TO_ROLLBACK = Histogram(
+    "modelcanary_time_to_rollback_seconds",
+    "From the failing evaluation to the router taking the rollback weights.",
+    ["namespace"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "modelcanary_reconcile_seconds",
+    "Time for one pass: observe, decide, act, write status.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "modelcanary_reconcile_errors",
+    "Passes that failed to observe or act (they are retried).",
+    ["namespace", "name", "stage"],
+    registry=REGISTRY,
+)
+
+
+def record_status(namespace: str, name: str, status: ModelDeploymentStatus) -> None:
+    for phase in Phase:
+        PHASE.labels(namespace, name, phase.value).set(1 if status.phase is phase else 0)
+    CANARY_WEIGHT.labels(namespace, name).set(status.canary_weight)
+    results = status.analysis.results if status.analysis else []
+    for result in results:
+        for role, value in (("candidate", result.candidate), ("stable", result.stable)):
+            if value is not None:
+                ANALYSIS_VALUE.labels(namespace, name, result.metric, role).set(value)
+        for verdict in ("Pass", "Fail", "NoData", "Error"):
+            ANALYSIS_VERDICT.labels(namespace, name, result.metric, verdict).set(
+                1 if result.verdict == verdict else 0
+            )
+
+
+def record_events(namespace: str, name: str, reasons: list[str]) -> None:
+    for reason in reasons:
+        if reason == "CanaryStarted":
+            CANARIES.labels(namespace, name).inc()
+        elif reason == "Promoted":
+            PROMOTIONS.labels(namespace, name).inc()
+        elif reason == "RolledBack":
+            ROLLBACKS.labels(namespace, name).inc()
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted ModelDeployment's series, so 1,000 come and go without a leak."""
+    for gauge in (PHASE, CANARY_WEIGHT, ANALYSIS_VALUE, ANALYSIS_VERDICT):
+        for labels in list(gauge._metrics):  # prometheus-client has no public iterator
+            if labels[:2] == (namespace, name):
+                gauge.remove(*labels)
