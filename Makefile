@@ -93,6 +93,16 @@ test: deps lint ## install what is missing, then lint and run every test
 run: venv ## run the operator against the current kubeconfig (KUBECONFIG or ~/.kube/config)
 	$(PY) -m modelcanary run $(RUN_ARGS)
 
+# ---- benchmarks (timing goals live here, not in tests) -----------------------
+
+.PHONY: bench-decide
+bench-decide: venv ## decide() for 1,000 ModelDeployments: time per pass and memory
+	$(PY) -m bench.decide_throughput
+
+.PHONY: bench-rollback
+bench-rollback: deps ## time from a bad candidate's first errors to nginx back on stable (10 runs)
+	$(PY) -m bench.rollback_time --runs $(or $(RUNS),10)
+
 # ---- a local cluster for people ---------------------------------------------
 
 .PHONY: cluster-up

@@ -114,6 +114,10 @@ def test_good_candidate_walks_10_50_100_bakes_and_is_promoted(scenario: CanarySc
     ]
     assert scenario.route_sync is not None
     scenario.route_sync.wait_until_applied({scenario.revision_service(new): 100}, timeout=30)
+    metadata = scenario.get().raw["metadata"]
+    assert "modelcanary.io/finalizer" in metadata["finalizers"]
+    kopf_keys = [k for k in (metadata.get("annotations") or {}) if "kopf.zalando.org" in k]
+    assert kopf_keys == [], "kopf's own bookkeeping must use the modelcanary.io prefix"
     assert scenario.servers is not None
     wait_for(
         lambda: scenario.servers.running() == {new}, timeout=30, what="the old revision scaled down"
@@ -127,6 +131,20 @@ def test_candidate_with_20_percent_errors_is_rolled_back_at_the_first_step(
     history = {e["outcome"] for e in status["history"]}
     assert history == {"Promoted", "RolledBack"}
     assert "> max 0.05" in status["message"]
+    # The operator says so in its own metrics ...
+    metrics = scenario.operator.metrics()
+    labels = f'name="{scenario.name}",namespace="{scenario.namespace}"'  # exposition sorts labels
+    assert f"modelcanary_rollbacks_total{{{labels}}} 1.0" in metrics, [
+        line for line in metrics.splitlines() if "rollbacks" in line or "phase{" in line
+    ]
+    assert f'modelcanary_phase{{{labels},phase="RolledBack"}} 1.0' in metrics
+    assert "modelcanary_time_to_rollback_seconds_count" in metrics
+    # ... and in Events on the ModelDeployment, one per transition.
+    events = scenario.plane.kubectl(
+        "get", "events", "-n", scenario.namespace, "-o", "jsonpath={.items[*].reason}"
+    ).stdout.split()
+    for reason in ("FirstRevision", "Promoted", "CanaryStarted", "WeightSet", "RolledBack"):
+        assert reason in events, events
 
 
 def test_candidate_three_times_slower_than_stable_is_rolled_back(scenario: CanaryScenario) -> None:

@@ -142,7 +142,7 @@ def _retry(work: Pass, _: ManualAction) -> tuple[bool, str]:
     if failed is None:
         return False, f"revision {work.desired} has not failed; there is nothing to retry"
     canary.start(work, work.desired)
-    return True, f"retrying {work.desired} (it was {failed.outcome.value.lower()}: {failed.reason})"
+    return True, f"retrying {work.desired} (it ended {failed.outcome.value}: {failed.reason})"
 
 
 def _rollback(work: Pass, action: ManualAction) -> tuple[bool, str]:

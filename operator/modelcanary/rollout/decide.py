@@ -163,11 +163,17 @@ def _start_or_refuse(work: Pass) -> None:
         status = work.status
         status.phase = Phase.ROLLED_BACK
         status.message = (
-            f"revision {work.desired} was {failed.outcome.value.lower()} ({failed.reason}); "
+            f"revision {work.desired} was {_ended(failed.outcome)} ({failed.reason}); "
             "change spec.predictor, or retry it"
         )
         return
     canary.start(work, work.desired)
+
+
+def _ended(outcome: RevisionOutcome) -> str:
+    return {RevisionOutcome.ROLLED_BACK: "rolled back", RevisionOutcome.ABORTED: "aborted"}.get(
+        outcome, outcome.value.lower()
+    )
 
 
 def _steady(work: Pass) -> None:
