@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 
 from modelcanary import __version__
+from modelcanary.cli import drill
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,9 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--peering", default=None, help="a KopfPeering name for HA; standalone when unset"
     )
     run.add_argument("--verbose", "-v", action="store_true")
+    drill.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "drill":
+        return drill.create(args)
     parser.print_help()
     return 0
 

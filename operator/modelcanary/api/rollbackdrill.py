@@ -90,6 +90,18 @@ class RollbackDrillStatus(ApiModel):
     weights_before: Annotated[dict[str, int], Field(max_length=16)] | None = None
     """The router's weights per revision when the drill began; restored at the end."""
 
+    target_was_running: bool = False
+    """Whether the rehearsed revision was already running; if not, it is scaled back to zero."""
+
+    shift_started_at: datetime | None = None
+    """When traffic began to move to the rehearsed revision (warm and live)."""
+
+    judging_since: datetime | None = None
+    """When the analysis of the rehearsed revision began."""
+
+    verdict_note: str = ""
+    """What the analysis said about the rehearsed revision."""
+
     conditions: list[Condition] = Field(default_factory=list)
     """Standard conditions."""
 

@@ -1,0 +1,1 @@
+"""The command line (``modelcanary`` and the kubectl plugin); thin, over kr8s."""

@@ -1,0 +1,1 @@
+"""Rollback drills: a pure plan (``plan``) and, later, a thin executor."""

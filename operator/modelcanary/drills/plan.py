@@ -1,0 +1,315 @@
+"""The rollback drill as a pure plan: ``plan_drill(...) -> DrillDecision``.
+
+A drill rehearses the rollback path of one ModelDeployment, on purpose and on
+a schedule, so that the day it is needed it is known to work and known to be
+fast. Like the canary core, the plan is a pure function of the drill's spec
+and status, the ModelDeployment, what the edges observed, and the time; its
+state lives in ``RollbackDrill.status.step`` so an operator restart resumes
+(or undoes) a drill where it stood.
+
+Which revision is rehearsed: the one a rollback would restore if the current
+stable revision went bad, that is the newest *other* promoted revision in the
+history, or the last known-good revision when there is no other.
+
+Modes, each a prefix of the next:
+
+* ``verify``: the target's Deployment is created (or found running) and must
+  become Ready at 0% traffic; time to ready is measured; a target that was not
+  running before is scaled back to zero.
+* ``warm``: then a small slice of traffic goes to it, and the ModelDeployment's
+  own analysis judges it against stable; the weights are then put back
+  exactly as they were found.
+* ``live``: all traffic flips to the target and back; the time until the
+  router confirms the flip is the time to restore.
+
+Safety: a drill never starts while a canary (or a restore, or another drill)
+is in progress, and from the moment it moves traffic, every way out (success,
+failure, timeout, an interrupted operator) passes through *restoring* the
+weights recorded before the drill began.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from modelcanary.analysis.samples import AnalysisObservation
+from modelcanary.analysis.verdicts import Outcome, evaluate
+from modelcanary.api.base import parse_duration
+from modelcanary.api.modeldeployment import (
+    DrillMode,
+    DrillSummary,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RevisionOutcome,
+)
+from modelcanary.api.rollbackdrill import (
+    DrillPhase,
+    DrillRevisions,
+    RollbackDrillSpec,
+    RollbackDrillStatus,
+)
+from modelcanary.rollout.decision import Action, EnsureRevision, Event, ScaleRevision, SetWeights
+from modelcanary.rollout.observations import RevisionObservation, RouterObservation
+
+POLL_SECONDS = 1.0
+
+
+class Step(enum.StrEnum):
+    """Where a running drill stands; persisted in ``status.step``."""
+
+    STARTING = "Starting"
+    WAITING_READY = "WaitingReady"
+    SHIFTING = "Shifting"
+    JUDGING = "Judging"
+    RESTORING = "Restoring"
+    TEARING_DOWN = "TearingDown"
+    DONE = "Done"
+
+
+@dataclass(frozen=True)
+class DrillObservations:
+    revisions: dict[str, RevisionObservation] = field(default_factory=dict)
+    router: RouterObservation = field(default_factory=RouterObservation)
+    analysis: AnalysisObservation | None = None
+    other_drill_running: str | None = None
+    """The name of another running drill of the same ModelDeployment."""
+
+
+@dataclass(frozen=True)
+class DrillDecision:
+    status: RollbackDrillStatus
+    actions: tuple[Action, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: float = POLL_SECONDS
+    summary: DrillSummary | None = None
+    """For ModelDeployment.status.lastDrill, once the drill has ended."""
+
+
+def drill_target(status: ModelDeploymentStatus) -> str | None:
+    """The revision a rollback would restore if the current stable went bad."""
+    for entry in status.history:
+        if entry.outcome is RevisionOutcome.PROMOTED and entry.revision != status.stable_revision:
+            return entry.revision
+    return status.last_known_good.revision if status.last_known_good else None
+
+
+def refusal(md_status: ModelDeploymentStatus, observed: DrillObservations) -> str | None:
+    if md_status.canary_revision is not None:
+        return f"a canary of {md_status.canary_revision} is in progress"
+    if md_status.restoring is not None:
+        return f"revision {md_status.restoring} is being restored"
+    if observed.other_drill_running:
+        return f"drill {observed.other_drill_running} is already running"
+    if md_status.stable_revision is None:
+        return "the ModelDeployment has no stable revision yet"
+    if drill_target(md_status) is None:
+        return "there is no known-good revision to rehearse"
+    return None
+
+
+@dataclass
+class _Work:
+    name: str
+    spec: RollbackDrillSpec
+    status: RollbackDrillStatus
+    md_spec: ModelDeploymentSpec
+    md_status: ModelDeploymentStatus
+    observed: DrillObservations
+    now: datetime
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    summary: DrillSummary | None = None
+
+    def event(self, reason: str, message: str, *, warning: bool = False) -> None:
+        self.events.append(Event("Warning" if warning else "Normal", reason, message))
+
+    @property
+    def target(self) -> str:
+        revisions = self.status.revisions
+        assert revisions is not None
+        assert revisions.last_known_good is not None
+        return revisions.last_known_good
+
+    def elapsed(self) -> float:
+        started = self.status.started_at or self.now
+        return (self.now - started).total_seconds()
+
+    def weights_now(self) -> dict[str, int]:
+        weights = self.observed.router.weights or {}
+        return {revision: weight for revision, weight in weights.items() if weight}
+
+    def route(self, weights: dict[str, int]) -> bool:
+        wanted = {revision: weight for revision, weight in weights.items() if weight}
+        if self.weights_now() == wanted:
+            return True
+        self.actions.append(SetWeights.of(wanted))
+        return False
+
+
+def plan_drill(
+    name: str,
+    spec: RollbackDrillSpec,
+    *,
+    status: RollbackDrillStatus,
+    md_spec: ModelDeploymentSpec,
+    md_status: ModelDeploymentStatus,
+    observed: DrillObservations,
+    now: datetime,
+) -> DrillDecision:
+    work = _Work(name, spec, status.model_copy(deep=True), md_spec, md_status, observed, now)
+    state = work.status
+    if state.phase in (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED):
+        return DrillDecision(state, requeue_after=3600.0)
+    if state.phase is DrillPhase.PENDING:
+        reason = refusal(md_status, observed)
+        if reason is not None:
+            state.phase = DrillPhase.REFUSED
+            state.reason = reason
+            state.finished_at = now
+            work.event("DrillRefused", reason, warning=True)
+            return DrillDecision(state, events=tuple(work.events), requeue_after=3600.0)
+        _begin(work)
+    _advance(work)
+    return DrillDecision(
+        work.status, tuple(work.actions), tuple(work.events), POLL_SECONDS, work.summary
+    )
+
+
+def _begin(work: _Work) -> None:
+    state = work.status
+    target = drill_target(work.md_status)
+    assert target is not None
+    seen = work.observed.revisions.get(target)
+    state.phase = DrillPhase.RUNNING
+    state.step = Step.STARTING.value
+    state.started_at = work.now
+    state.revisions = DrillRevisions(last_known_good=target, stable=work.md_status.stable_revision)
+    state.weights_before = dict(work.weights_now())
+    state.target_was_running = bool(seen and seen.exists and seen.desired_replicas > 0)
+    work.event("DrillStarted", f"{work.spec.mode} drill of revision {target}")
+
+
+def _advance(work: _Work) -> None:
+    """Carry the drill forward as far as the world allows in this pass."""
+    state = work.status
+    timeout = parse_duration(work.spec.timeout).total_seconds()
+    if (
+        state.step not in (Step.RESTORING, Step.TEARING_DOWN, Step.DONE)
+        and work.elapsed() > timeout
+    ):
+        _fail(work, f"did not finish within {work.spec.timeout} (at step {state.step})")
+    for _ in range(len(Step)):
+        before = state.step
+        _one_step(work)
+        if state.step == before:
+            return
+
+
+def _one_step(work: _Work) -> None:  # noqa: PLR0912 - one branch per step
+    state = work.status
+    target = work.target
+    step = Step(state.step)
+    if step is Step.STARTING:
+        entry = next((e for e in work.md_status.history if e.revision == target), None)
+        if entry is None:
+            _fail(work, f"revision {target} is not in the history: it cannot be restored")
+            return
+        work.actions.append(
+            EnsureRevision(target, entry.predictor, "canary", entry.predictor.replicas)
+        )
+        state.step = Step.WAITING_READY.value
+    elif step is Step.WAITING_READY:
+        seen = work.observed.revisions.get(target)
+        if seen is None or not seen.available:
+            return
+        state.time_to_ready_seconds = round(work.elapsed(), 3)
+        if work.spec.mode is DrillMode.VERIFY:
+            state.step = Step.TEARING_DOWN.value
+        else:
+            state.step = Step.SHIFTING.value
+            state.shift_started_at = work.now
+    elif step is Step.SHIFTING:
+        if work.route(_drill_weights(work)):
+            started = state.shift_started_at or work.now
+            if work.spec.mode is DrillMode.LIVE:
+                state.time_to_restore_seconds = round((work.now - started).total_seconds(), 3)
+            state.step = Step.JUDGING.value
+            state.judging_since = work.now
+    elif step is Step.JUDGING:
+        _judge(work)
+    elif step is Step.RESTORING:
+        if work.route(dict(state.weights_before or {})):
+            state.step = Step.TEARING_DOWN.value
+    elif step is Step.TEARING_DOWN:
+        if not state.target_was_running:
+            work.actions.append(ScaleRevision(target, 0))
+        _finish(work)
+
+
+def _drill_weights(work: _Work) -> dict[str, int]:
+    target = work.target
+    if work.spec.mode is DrillMode.LIVE:
+        return {target: 100}
+    slice_ = work.spec.warm_weight or (work.md_spec.drill.warm_weight if work.md_spec.drill else 5)
+    weights = {rev: w for rev, w in (work.status.weights_before or {}).items()}
+    stable = work.status.revisions.stable if work.status.revisions else None
+    if stable is None or weights.get(stable, 0) < slice_:
+        return {target: slice_, **{r: w for r, w in weights.items() if r != target}}
+    weights[stable] -= slice_
+    weights[target] = weights.get(target, 0) + slice_
+    return weights
+
+
+def _judge(work: _Work) -> None:
+    analysis = work.md_spec.analysis
+    state = work.status
+    if analysis is None:
+        state.verdict_note = "no analysis configured: the drill checked readiness and routing only"
+        state.step = Step.RESTORING.value
+        return
+    observation = work.observed.analysis
+    if observation is None:
+        return
+    evaluation = evaluate(analysis, observation)
+    state.verdict_note = evaluation.reason or "all metrics pass"
+    if evaluation.outcome is Outcome.PASS:
+        state.step = Step.RESTORING.value
+    elif evaluation.outcome is Outcome.FAIL:
+        _fail(work, f"analysis failed on {work.target}: {evaluation.reason}")
+
+
+def _fail(work: _Work, reason: str) -> None:
+    """Fail, but only after the weights are back: failing goes through Restoring."""
+    state = work.status
+    if state.reason:
+        return
+    state.reason = reason
+    work.event("DrillFailing", reason, warning=True)
+    if state.step in (Step.SHIFTING, Step.JUDGING):
+        state.step = Step.RESTORING.value
+    elif state.step in (Step.STARTING, Step.WAITING_READY):
+        state.step = Step.TEARING_DOWN.value
+
+
+def _finish(work: _Work) -> None:
+    state = work.status
+    state.step = Step.DONE.value
+    state.finished_at = work.now
+    state.phase = DrillPhase.FAILED if state.reason else DrillPhase.SUCCEEDED
+    succeeded = state.phase is DrillPhase.SUCCEEDED
+    work.summary = DrillSummary(
+        name=work.name,
+        mode=work.spec.mode,
+        succeeded=succeeded,
+        started_at=state.started_at or work.now,
+        finished_at=work.now,
+        time_to_ready_seconds=state.time_to_ready_seconds,
+        time_to_restore_seconds=state.time_to_restore_seconds,
+        reason=state.reason,
+    )
+    if succeeded:
+        work.event("DrillSucceeded", f"{work.spec.mode} drill of {work.target} passed")
+    else:
+        work.event("DrillFailed", state.reason, warning=True)
