@@ -55,6 +55,11 @@ MEAN_SCORE = _query(
 SAMPLES = _query("sum(increase(model_requests_total{SELECTOR}[WINDOW]))")
 
 
+# What every revision does, healthy or not: a realistic service time that
+# dwarfs the machine's scheduling jitter.
+BASE_FAULTS = {"added_latency_seconds": 0.03}
+
+
 def model_deployment(
     name: str,
     version: str,
@@ -63,7 +68,7 @@ def model_deployment(
     steps: list[dict[str, Any]] | None = None,
     bake: str = "6s",
     interval: str = "2s",
-    min_samples: int = 30,
+    min_samples: int = 50,
     **spec_overrides: Any,
 ) -> dict[str, Any]:
     """A ModelDeployment for the e2e world: short steps, a 2 s analysis interval."""
@@ -134,7 +139,7 @@ class CanaryScenario:
         *,
         name: str = "fraud-detector",
         faults_for: FaultsFor | None = None,
-        rps: float = 60.0,
+        rps: float = 100.0,
     ) -> None:
         self.plane = plane
         self.api = api
@@ -169,13 +174,13 @@ class CanaryScenario:
             prometheus=self.prometheus,
             faults_for=self._faults,
         ).start()
-        self.load = LoadGenerator(self.gateway.url, self.rps).start()
+        self.load = LoadGenerator(self.gateway.url, self.rps, concurrency=16).start()
         self.operator.start()
         return self
 
     def _faults(self, version: str) -> Mapping[str, float]:
         # Looked up late, so a test may change faults_for after start().
-        return self.faults_for(version)
+        return {**BASE_FAULTS, **self.faults_for(version)}
 
     def stop(self) -> None:
         for part in (self.operator, self.load, self.servers, self.route_sync):

@@ -30,7 +30,7 @@ BETTER = "1.1.0"
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
 FAULTS: dict[str, dict[str, float]] = {
     "2.0.0-errors": {"error_rate": 0.2},
-    "2.0.0-slow": {"latency_multiplier": 6.0},
+    "2.0.0-slow": {"added_latency_seconds": 0.15},  # ~155 ms against ~33 ms
     "2.0.0-drift": {"score_shift": 0.35},
 }
 
