@@ -51,7 +51,7 @@ from modelcanary.rollout.decision import (
     ScaleRevision,
     SetWeights,
 )
-from modelcanary.rollout.observations import Observations, RouterObservation
+from modelcanary.rollout.observations import ActiveDrill, Observations, RouterObservation
 from modelcanary.traffic import Router, router_for
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
@@ -152,18 +152,29 @@ class Reconciler:
     ) -> Observations:
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         annotations = obj["metadata"].get("annotations") or {}
-        revisions, weights = await asyncio.gather(
+        revisions, weights, drill = await asyncio.gather(
             applier.observe_revisions(self.api, namespace, name),
             self._read_router(router),
+            running_drill(self.api, namespace, name),
         )
         analysis = None
         if analysis_due(spec, status, now):
-            analysis = await self._observe_analysis(namespace, name, spec, status, now)
+            assert status.canary_revision is not None
+            analysis = await self.observe_analysis(
+                namespace,
+                name,
+                spec,
+                status,
+                now,
+                candidate_revision=status.canary_revision,
+                stable_revision=status.stable_revision,
+            )
         return Observations(
             revisions=revisions,
             router=weights,
             analysis=analysis,
             action=parse_action(annotations.get(ANNOTATION), annotations.get(ANNOTATION_ID)),
+            drill=drill,
         )
 
     async def _read_router(self, router: Router) -> RouterObservation:
@@ -173,14 +184,18 @@ class Reconciler:
         except (kr8s.ServerError, kr8s.NotFoundError, OSError) as error:
             return RouterObservation(weights=None, error=str(error))
 
-    async def _observe_analysis(
+    async def observe_analysis(
         self,
         namespace: str,
         name: str,
         spec: ModelDeploymentSpec,
         status: ModelDeploymentStatus,
         now: datetime,
+        *,
+        candidate_revision: str,
+        stable_revision: str | None,
     ) -> AnalysisObservation:
+        """Run the analysis queries for ``candidate_revision`` (and stable, for relative bounds)."""
         analysis = spec.analysis
         assert analysis is not None
         try:
@@ -195,13 +210,9 @@ class Reconciler:
             )
         if not await provider.is_online():
             return AnalysisObservation(at=now, prometheus_online=False)
-        canary = status.canary_revision
-        assert canary is not None
-        candidate = _values(namespace, name, canary, spec, status)
+        candidate = _values(namespace, name, candidate_revision, spec, status)
         stable = (
-            _values(namespace, name, status.stable_revision, spec, status)
-            if status.stable_revision
-            else None
+            _values(namespace, name, stable_revision, spec, status) if stable_revision else None
         )
         batcher = self._batcher(provider)
         requests: list[tuple[str, TemplateValues] | None] = []
@@ -307,6 +318,34 @@ class Reconciler:
 
     async def _resource(self, obj: Mapping[str, Any]) -> APIObject:
         return ModelDeploymentResource(dict(obj), api=self.api)
+
+
+RollbackDrillResource = new_class(
+    "RollbackDrill.modelcanary.io/v1alpha1", namespaced=True, asyncio=True
+)
+
+
+async def drills_of(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> list[dict[str, Any]]:
+    """Every RollbackDrill of one ModelDeployment (one LIST per namespace)."""
+    found = []
+    async for drill in api.get(RollbackDrillResource, namespace=namespace):
+        raw = drill.raw if not isinstance(drill, dict) else drill
+        if raw.get("spec", {}).get("modelDeployment") == md_name:
+            found.append(dict(raw))
+    return found
+
+
+async def running_drill(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> ActiveDrill | None:
+    try:
+        drills = await drills_of(api, namespace, md_name)
+    except kr8s.NotFoundError:
+        return None  # the RollbackDrill CRD is not installed: no drill can run
+    for raw in drills:
+        status = raw.get("status") or {}
+        if status.get("phase") == "Running":
+            target = (status.get("revisions") or {}).get("lastKnownGood")
+            return ActiveDrill(name=raw["metadata"]["name"], target=target)
+    return None
 
 
 def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:

@@ -84,3 +84,15 @@ def derive(
         healthy = {"Pass": True, "Fail": False}.get(analysis.outcome)
         put("AnalysisHealthy", healthy, analysis.outcome, analysis.reason or "all metrics pass")
     put("InvalidSpec", False, "Valid", "")
+    drill = status.last_drill
+    if drill is None:
+        put("RollbackReady", None, "NoDrillYet", "no rollback drill has run yet")
+    elif drill.succeeded:
+        put("RollbackReady", True, "DrillSucceeded", f"{drill.mode} drill {drill.name} passed")
+    else:
+        put(
+            "RollbackReady",
+            False,
+            "DrillFailed",
+            f"{drill.mode} drill {drill.name}: {drill.reason}",
+        )

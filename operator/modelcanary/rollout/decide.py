@@ -157,6 +157,14 @@ def _first_revision(work: Pass) -> None:
 
 
 def _start_or_refuse(work: Pass) -> None:
+    drill = work.observed.drill
+    if drill is not None and work.failed_before(work.desired) is None:
+        # A drill moves traffic and puts it back; a canary waits for that.
+        _steady(work)
+        work.status.phase = Phase.PROGRESSING
+        work.status.message = f"waiting for drill {drill.name} to finish before the canary starts"
+        work.requeue(POLL_SECONDS)
+        return
     failed = work.failed_before(work.desired)
     if failed is not None:
         _steady(work)
@@ -182,6 +190,14 @@ def _steady(work: Pass) -> None:
     stable = status.stable_revision
     assert stable is not None
     work.ensure_known(stable, "stable")
+    drill = work.observed.drill
+    if drill is not None:
+        # The drill owns the split and its target's replicas until it is done.
+        if drill.target is not None:
+            work.scale_down_others({stable, drill.target})
+        status.message = f"revision {stable} is stable; drill {drill.name} in progress"
+        work.requeue(POLL_SECONDS)
+        return
     routed = work.route({stable: 100})
     weights = work.observed.router.weights
     if not routed and weights:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
 
 __all__ = [
+    "ActiveDrill",
     "AnalysisObservation",
     "ManualAction",
     "MetricObservation",
@@ -63,9 +64,20 @@ class ManualAction:
 
 
 @dataclass(frozen=True)
+class ActiveDrill:
+    """A RollbackDrill of this ModelDeployment that is running right now."""
+
+    name: str
+    target: str | None
+    """The revision it rehearses; it may take traffic while the drill runs."""
+
+
+@dataclass(frozen=True)
 class Observations:
     revisions: Mapping[str, RevisionObservation] = field(default_factory=dict)
     router: RouterObservation = field(default_factory=RouterObservation)
     analysis: AnalysisObservation | None = None
     """None when no evaluation was due (or possible) this pass."""
     action: ManualAction | None = None
+    drill: ActiveDrill | None = None
+    """A running drill owns the traffic split until it has put it back."""

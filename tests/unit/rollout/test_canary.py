@@ -7,11 +7,11 @@ from datetime import timedelta
 import pytest
 
 from modelcanary.analysis.samples import Sample
-from modelcanary.api.modeldeployment import ModelDeploymentStatus, RevisionOutcome
+from modelcanary.api.modeldeployment import DrillSummary, ModelDeploymentStatus, RevisionOutcome
 from modelcanary.api.validation import FieldError
 from modelcanary.rollout.decide import FIRST_REVISION_NOTE, decide, decide_invalid
 from modelcanary.rollout.decision import ScaleRevision, SetWeights
-from modelcanary.rollout.observations import ManualAction, Observations
+from modelcanary.rollout.observations import ActiveDrill, ManualAction, Observations
 from tests.unit.rollout.world import T0, World, healthy_metrics, make_spec, serving_first_revision
 
 pytestmark = pytest.mark.unit
@@ -433,3 +433,35 @@ def test_without_any_stable_baseline_a_relative_bound_holds() -> None:
     assert world.status.canary_weight == 10
     assert world.status.analysis is not None
     assert "no data for the stable revision" in world.status.analysis.reason
+
+
+def test_a_running_drill_owns_the_split_and_a_new_canary_waits_for_it() -> None:
+    world = serving_first_revision()
+    stable = world.status.stable_revision
+    assert stable is not None
+    world.drill = ActiveDrill(name="drill-1", target="older")
+    world.replicas["older"] = 2
+    world.route = {stable: 95, "older": 5}
+    world.step()
+    assert world.route == {stable: 95, "older": 5}  # no "drift repair" during a drill
+    assert world.replicas["older"] == 2  # the drill's target is not scaled away
+    world.roll_out(make_spec("1.1.0"))
+    world.step()
+    assert world.status.canary_revision is None
+    assert "waiting for drill drill-1" in world.status.message
+    world.drill = None
+    world.step()
+    assert world.status.canary_revision == world.spec.predictor.revision()
+
+
+def test_rollback_ready_follows_the_last_drill() -> None:
+    world = serving_first_revision()
+    conditions = {c.type: c.status for c in world.status.conditions}
+    assert conditions["RollbackReady"] == "Unknown"
+    world.status.last_drill = DrillSummary(
+        name="d1", mode="verify", succeeded=False, started_at=T0, reason="never Ready"
+    )
+    world.step()
+    ready = next(c for c in world.status.conditions if c.type == "RollbackReady")
+    assert (ready.status, ready.reason) == ("False", "DrillFailed")
+    assert "never Ready" in ready.message

@@ -28,6 +28,7 @@ from modelcanary.rollout.decision import (
 )
 from modelcanary.rollout.granularity import replica_split
 from modelcanary.rollout.observations import (
+    ActiveDrill,
     AnalysisObservation,
     ManualAction,
     MetricObservation,
@@ -99,6 +100,7 @@ class World:
     metrics: MetricSource = healthy_metrics
     samples: float | None = 1000.0
     prometheus_online: bool = True
+    drill: ActiveDrill | None = None
     decisions: list[Decision] = field(default_factory=list)
     _pending_route: list[tuple[int, dict[str, int]]] = field(default_factory=list)
     router_calls: int = 0
@@ -124,6 +126,7 @@ class World:
             router=RouterObservation(weights=self._read_back()),
             analysis=self._analysis(),
             action=action,
+            drill=self.drill,
         )
 
     def _read_back(self) -> dict[str, int] | None:
