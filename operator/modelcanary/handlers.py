@@ -28,9 +28,8 @@ from prometheus_client import start_http_server
 from modelcanary import telemetry
 from modelcanary.api.modeldeployment import GROUP, VERSION, ModelDeploymentSpec
 from modelcanary.api.validation import InvalidSpecError, parse
-from modelcanary.reconcile import ModelDeploymentResource, PassResult, Reconciler, owner_of
+from modelcanary.reconcile import ModelDeploymentResource, PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
-from modelcanary.traffic import router_for
 
 PLURAL = "modeldeployments"
 PREFIX = "modelcanary.io"
@@ -163,12 +162,6 @@ async def finalize(
         spec = parse(ModelDeploymentSpec, dict(body.get("spec") or {}), prefix="spec")
     except InvalidSpecError:
         return
-    router = router_for(
-        memo.reconciler.api,
-        namespace=namespace,
-        md_name=name,
-        traffic=spec.traffic,
-        owner=owner_of(body),
-        replicas_total=spec.predictor.replicas,
-    )
+    reconciler: Reconciler = memo.reconciler
+    router = reconciler.router_of(body, spec)
     await router.finalize()

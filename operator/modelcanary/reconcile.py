@@ -106,7 +106,6 @@ class Reconciler:
     async def run_pass(self, obj: Mapping[str, Any], *, now: datetime | None = None) -> PassResult:
         now = now or datetime.now(UTC)
         metadata = obj["metadata"]
-        namespace, name = metadata["namespace"], metadata["name"]
         generation = metadata.get("generation")
         status = _status_of(obj)
         try:
@@ -117,14 +116,7 @@ class Reconciler:
             result.status_written = await self._write_status(obj, status, decision.status)
             return result
 
-        router = router_for(
-            self.api,
-            namespace=namespace,
-            md_name=name,
-            traffic=spec.traffic,
-            owner=owner_of(obj),
-            replicas_total=spec.predictor.replicas,
-        )
+        router = self.router_of(obj, spec)
         observed = await self._observe(obj, spec, status, router, now)
         decision = decide(spec, status, observed, now, generation=generation)
         result = PassResult(decision)
@@ -139,6 +131,17 @@ class Reconciler:
         if observed.action is not None and handled is not None and handled.id == observed.action.id:
             await self._clear_action(obj)
         return result
+
+    def router_of(self, obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> Router:
+        metadata = obj["metadata"]
+        return router_for(
+            self.api,
+            namespace=metadata["namespace"],
+            md_name=metadata["name"],
+            traffic=spec.traffic,
+            owner=owner_of(obj),
+            replicas_total=spec.predictor.replicas,
+        )
 
     # -- observing -----------------------------------------------------------------
 

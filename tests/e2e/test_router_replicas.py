@@ -8,15 +8,13 @@ are ready, and the shared Service's endpoints really include both revisions.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import kr8s
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import ConfigMap, Deployment, Service, new_class
+from kr8s.asyncio.objects import Deployment, Service, new_class
 
 from e2e.harness import ControlPlane
 from modelcanary.api.modeldeployment import Predictor, Traffic
@@ -34,12 +32,22 @@ from modelcanary.workloads.builders import (
     build_service_spec,
     revision_name,
 )
+from tests.kube_async import eventually as _eventually
+from tests.kube_async import run_with_owner as run
 
 pytestmark = pytest.mark.e2e
 
 MD = "fraud"
 TOTAL = 4
 READY_TIMEOUT = 180.0
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, what: str, within: float = READY_TIMEOUT
+) -> T:
+    return await _eventually(check, what=what, within=within)
+
+
 T = TypeVar("T")
 EndpointSlice = new_class("EndpointSlice.discovery.k8s.io/v1", namespaced=True)
 
@@ -78,32 +86,6 @@ async def apply(
         build_service_spec(**common),
         manage_replicas=False,
     )
-
-
-def run(
-    plane: ControlPlane, namespace: str, body: Callable[[kr8s.asyncio.Api, OwnerRef], Awaitable[T]]
-) -> T:
-    async def main() -> T:
-        api = await kr8s.asyncio.api(kubeconfig=str(plane.kubeconfig))
-        owner = ConfigMap({"metadata": {"name": "owner", "namespace": namespace}}, api=api)
-        await owner.create()
-        ref = OwnerRef(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
-        return await body(api, ref)
-
-    return asyncio.run(main())
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, what: str, within: float = READY_TIMEOUT
-) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 def router(api: kr8s.asyncio.Api, namespace: str, owner: OwnerRef) -> ReplicasRouter:

@@ -10,8 +10,6 @@ garbage collector runs on this tier and removes objects whose owner is missing.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -34,11 +32,21 @@ from modelcanary.workloads.builders import (
     build_service_spec,
     revision_name,
 )
+from tests.kube_async import eventually as _eventually
+from tests.kube_async import run_with_owner as run
 
 pytestmark = pytest.mark.e2e
 
 MD = "fraud"
 READY_TIMEOUT = 180.0
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, what: str, within: float = READY_TIMEOUT
+) -> T:
+    return await _eventually(check, what=what, within=within)
+
+
 T = TypeVar("T")
 
 
@@ -74,35 +82,6 @@ def manifests(
         "owner": owner,
     }
     return build_deployment_spec(replicas=replicas, **common), build_service_spec(**common)
-
-
-def run(
-    plane: ControlPlane, namespace: str, body: Callable[[kr8s.asyncio.Api, OwnerRef], Awaitable[T]]
-) -> T:
-    """Run ``body`` with a fresh async client and a real owner object."""
-
-    async def main() -> T:
-        api = await kr8s.asyncio.api(kubeconfig=str(plane.kubeconfig))
-        owner = ConfigMap({"metadata": {"name": "owner", "namespace": namespace}}, api=api)
-        await owner.create()
-        ref = OwnerRef(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
-        return await body(api, ref)
-
-    return asyncio.run(main())
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], *, what: str, within: float = READY_TIMEOUT
-) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {within:.0f}s waiting for {what}")
-        await asyncio.sleep(0.5)
 
 
 async def available(

@@ -8,16 +8,13 @@ collector (running once the full tier is up) leaves the route alone.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import kr8s
 import kr8s.asyncio
 import pytest
-from kr8s.asyncio.objects import ConfigMap
 
 from e2e.harness import ControlPlane
 from modelcanary.api.modeldeployment import GatewayAPIRouter, Traffic
@@ -31,6 +28,7 @@ from modelcanary.traffic.gatewayapi import (
 )
 from modelcanary.workloads.applier import read
 from modelcanary.workloads.builders import OwnerRef, revision_name
+from tests.kube_async import run_with_owner as run
 
 pytestmark = pytest.mark.integration
 
@@ -43,21 +41,6 @@ T = TypeVar("T")
 def gateway_api(control_plane: ControlPlane) -> ControlPlane:
     control_plane.install_gateway_api()
     return control_plane
-
-
-def run(
-    plane: ControlPlane, namespace: str, body: Callable[[kr8s.asyncio.Api, OwnerRef], Awaitable[T]]
-) -> T:
-    """Run ``body`` with a fresh async client and a real owner object."""
-
-    async def main() -> T:
-        api = await kr8s.asyncio.api(kubeconfig=str(plane.kubeconfig))
-        owner = ConfigMap({"metadata": {"name": "owner", "namespace": namespace}}, api=api)
-        await owner.create()
-        ref = OwnerRef(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
-        return await body(api, ref)
-
-    return asyncio.run(main())
 
 
 def router(
