@@ -33,6 +33,7 @@ API_VERSION: Final = "modelcanary.io/v1alpha1"
 MAX_STEPS = 32
 MAX_METRICS = 16
 MAX_HISTORY = 100
+MAX_DRILL_HISTORY = 20
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
@@ -689,16 +690,19 @@ class HistoryEntry(ApiModel):
 
 
 class DrillSummary(ApiModel):
-    """The latest rollback drill of this ModelDeployment."""
+    """One finished rollback drill of this ModelDeployment."""
 
     name: str
-    """The RollbackDrill object."""
+    """The RollbackDrill object (it may since have been pruned)."""
 
     mode: DrillMode
     """verify, warm or live."""
 
     succeeded: bool
     """Whether the drill passed."""
+
+    revision: str | None = None
+    """The revision rehearsed as the rollback target."""
 
     started_at: datetime
     """When it started."""
@@ -710,7 +714,10 @@ class DrillSummary(ApiModel):
     """Seconds until the last known-good revision was Ready."""
 
     time_to_restore_seconds: float | None = None
-    """Seconds until traffic was restored (live drills)."""
+    """Seconds until the router confirmed all traffic on the rehearsed revision (live drills)."""
+
+    time_to_healthy_seconds: float | None = None
+    """Seconds from the first traffic shift until its analysis passed (warm and live drills)."""
 
     reason: str = ""
     """Why it failed."""
@@ -780,7 +787,12 @@ class ModelDeploymentStatus(ApiModel):
     """Ready, Progressing, Degraded, AnalysisHealthy, InvalidSpec and RollbackReady."""
 
     last_drill: DrillSummary | None = None
-    """The latest rollback drill."""
+    """The latest finished rollback drill."""
+
+    drill_history: Annotated[list[DrillSummary], Field(max_length=MAX_DRILL_HISTORY)] = Field(
+        default_factory=list
+    )
+    """Finished drills, newest first; kept here after their RollbackDrill objects are pruned."""
 
     paused: bool = False
     """A person paused the rollout; steps wait, analysis (and rollback) go on."""

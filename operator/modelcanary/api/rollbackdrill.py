@@ -14,7 +14,13 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field
 
 from modelcanary.api.base import DNS_LABEL_PATTERN, ApiModel, Duration
-from modelcanary.api.modeldeployment import API_VERSION, Condition, DrillMode, cel
+from modelcanary.api.modeldeployment import (
+    API_VERSION,
+    Condition,
+    DrillMode,
+    MetricResult,
+    cel,
+)
 
 
 class RollbackDrillSpec(ApiModel):
@@ -79,7 +85,14 @@ class RollbackDrillStatus(ApiModel):
     """Seconds until the last known-good revision was Ready."""
 
     time_to_restore_seconds: float | None = None
-    """Seconds until the router read back the restored weights (live drills)."""
+    """Live drills: seconds from the switch until the router read back 100% on the rehearsed
+    revision, that is, how long a real rollback takes to move the traffic."""
+
+    time_to_healthy_seconds: float | None = None
+    """Warm and live drills: seconds from the first traffic shift until analysis passed."""
+
+    time_to_switch_back_seconds: float | None = None
+    """Warm and live drills: seconds until the router read back the weights found at the start."""
 
     reason: str = ""
     """Why the drill failed or was refused."""
@@ -98,6 +111,15 @@ class RollbackDrillStatus(ApiModel):
 
     judging_since: datetime | None = None
     """When the analysis of the rehearsed revision began."""
+
+    judged_at: datetime | None = None
+    """When the analysis last ran, so it runs once per analysis interval."""
+
+    restore_started_at: datetime | None = None
+    """When the weights began to go back to where they were."""
+
+    results: Annotated[list[MetricResult], Field(max_length=32)] = Field(default_factory=list)
+    """The latest analysis of the rehearsed revision, metric by metric: the drill's evidence."""
 
     verdict_note: str = ""
     """What the analysis said about the rehearsed revision."""

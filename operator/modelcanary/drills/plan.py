@@ -38,6 +38,7 @@ from modelcanary.analysis.samples import AnalysisObservation
 from modelcanary.analysis.verdicts import Outcome, evaluate
 from modelcanary.api.base import parse_duration
 from modelcanary.api.modeldeployment import (
+    AnalysisStatus,
     DrillMode,
     DrillSummary,
     ModelDeploymentSpec,
@@ -50,6 +51,7 @@ from modelcanary.api.rollbackdrill import (
     RollbackDrillSpec,
     RollbackDrillStatus,
 )
+from modelcanary.rollout.analysis import with_stable_baseline
 from modelcanary.rollout.decision import Action, EnsureRevision, Event, ScaleRevision, SetWeights
 from modelcanary.rollout.observations import RevisionObservation, RouterObservation
 
@@ -95,7 +97,13 @@ def drill_target(status: ModelDeploymentStatus) -> str | None:
     return status.last_known_good.revision if status.last_known_good else None
 
 
-def refusal(md_status: ModelDeploymentStatus, observed: DrillObservations) -> str | None:
+def refusal(
+    md_spec: ModelDeploymentSpec, md_status: ModelDeploymentStatus, observed: DrillObservations
+) -> str | None:
+    if md_spec.traffic.replicas is not None:
+        # One shared Service serves every Ready pod, so the rehearsed revision
+        # could not be held at 0% (verify) or at a chosen slice (warm).
+        return "drills need a router that can hold a Ready revision at 0%: use gatewayAPI"
     if md_status.canary_revision is not None:
         return f"a canary of {md_status.canary_revision} is in progress"
     if md_status.restoring is not None:
@@ -106,7 +114,23 @@ def refusal(md_status: ModelDeploymentStatus, observed: DrillObservations) -> st
         return "the ModelDeployment has no stable revision yet"
     if drill_target(md_status) is None:
         return "there is no known-good revision to rehearse"
+    if observed.router.weights is None:
+        # Without the weights as found, they could not be put back exactly.
+        return f"the router's weights cannot be read: {observed.router.error or 'no route yet'}"
     return None
+
+
+def analysis_due(
+    spec: RollbackDrillSpec,
+    status: RollbackDrillStatus,
+    md_spec: ModelDeploymentSpec,
+    now: datetime,
+) -> bool:
+    """Whether the executor should run the analysis queries this pass (once per interval)."""
+    if status.step != Step.JUDGING or md_spec.analysis is None:
+        return False
+    interval = parse_duration(md_spec.analysis.interval)
+    return status.judged_at is None or now - status.judged_at >= interval
 
 
 @dataclass
@@ -142,6 +166,8 @@ class _Work:
 
     def route(self, weights: dict[str, int]) -> bool:
         wanted = {revision: weight for revision, weight in weights.items() if weight}
+        if self.observed.router.weights is None:
+            return False  # never move traffic blind; the next pass reads the router again
         if self.weights_now() == wanted:
             return True
         self.actions.append(SetWeights.of(wanted))
@@ -163,7 +189,7 @@ def plan_drill(
     if state.phase in (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED):
         return DrillDecision(state, requeue_after=3600.0)
     if state.phase is DrillPhase.PENDING:
-        reason = refusal(md_status, observed)
+        reason = refusal(md_spec, md_status, observed)
         if reason is not None:
             state.phase = DrillPhase.REFUSED
             state.reason = reason
@@ -171,10 +197,24 @@ def plan_drill(
             work.event("DrillRefused", reason, warning=True)
             return DrillDecision(state, events=tuple(work.events), requeue_after=3600.0)
         _begin(work)
+    if observed.router.weights is None and state.step in (Step.SHIFTING, Step.RESTORING):
+        # Moving traffic blind could leave it anywhere; wait for the router.
+        # A drill that cannot finish still ends, by its timeout, in Restoring.
+        state.verdict_note = f"waiting for the router: {observed.router.error or 'no route'}"
+        return DrillDecision(state, requeue_after=POLL_SECONDS)
     _advance(work)
     return DrillDecision(
-        work.status, tuple(work.actions), tuple(work.events), POLL_SECONDS, work.summary
+        work.status, tuple(work.actions), tuple(work.events), _requeue(work), work.summary
     )
+
+
+def _requeue(work: _Work) -> float:
+    state = work.status
+    analysis = work.md_spec.analysis
+    if state.step != Step.JUDGING or analysis is None or state.judged_at is None:
+        return POLL_SECONDS
+    due = state.judged_at + parse_duration(analysis.interval)
+    return max(POLL_SECONDS, (due - work.now).total_seconds())
 
 
 def _begin(work: _Work) -> None:
@@ -195,16 +235,34 @@ def _advance(work: _Work) -> None:
     """Carry the drill forward as far as the world allows in this pass."""
     state = work.status
     timeout = parse_duration(work.spec.timeout).total_seconds()
+    canary = work.md_status.canary_revision
+    if canary is not None and state.step in (Step.STARTING, Step.WAITING_READY):
+        # A canary that began in the instant before this drill was marked
+        # Running; the drill has not moved traffic yet, so it gives way.
+        _fail(work, f"a canary of {canary} started; the drill gives way to it")
     if (
         state.step not in (Step.RESTORING, Step.TEARING_DOWN, Step.DONE)
         and work.elapsed() > timeout
     ):
-        _fail(work, f"did not finish within {work.spec.timeout} (at step {state.step})")
+        _fail(work, _timeout_reason(work))
     for _ in range(len(Step)):
         before = state.step
         _one_step(work)
         if state.step == before:
             return
+
+
+def _timeout_reason(work: _Work) -> str:
+    state = work.status
+    if state.step == Step.WAITING_READY:
+        seen = work.observed.revisions.get(work.target)
+        why = seen.problem if seen is not None and seen.problem else "its pods are not Ready"
+        return f"revision {work.target} did not become Ready within {work.spec.timeout}: {why}"
+    if state.step == Step.JUDGING and state.verdict_note:
+        return f"analysis of {work.target} gave no verdict within {work.spec.timeout}: " + (
+            state.verdict_note
+        )
+    return f"did not finish within {work.spec.timeout} (at step {state.step})"
 
 
 def _one_step(work: _Work) -> None:  # noqa: PLR0912 - one branch per step
@@ -240,7 +298,12 @@ def _one_step(work: _Work) -> None:  # noqa: PLR0912 - one branch per step
     elif step is Step.JUDGING:
         _judge(work)
     elif step is Step.RESTORING:
+        state.restore_started_at = state.restore_started_at or work.now
         if work.route(dict(state.weights_before or {})):
+            if state.shift_started_at is not None:
+                state.time_to_switch_back_seconds = round(
+                    (work.now - state.restore_started_at).total_seconds(), 3
+                )
             state.step = Step.TEARING_DOWN.value
     elif step is Step.TEARING_DOWN:
         if not state.target_was_running:
@@ -272,9 +335,17 @@ def _judge(work: _Work) -> None:
     observation = work.observed.analysis
     if observation is None:
         return
+    # In a live drill stable serves nothing once the switch is read back, so
+    # relative bounds compare with stable's value from an earlier evaluation.
+    observation = with_stable_baseline(observation, AnalysisStatus(results=state.results))
     evaluation = evaluate(analysis, observation)
+    state.judged_at = observation.at
+    if evaluation.results:
+        state.results = list(evaluation.results)
     state.verdict_note = evaluation.reason or "all metrics pass"
     if evaluation.outcome is Outcome.PASS:
+        started = state.shift_started_at or work.now
+        state.time_to_healthy_seconds = round((work.now - started).total_seconds(), 3)
         state.step = Step.RESTORING.value
     elif evaluation.outcome is Outcome.FAIL:
         _fail(work, f"analysis failed on {work.target}: {evaluation.reason}")
@@ -298,18 +369,31 @@ def _finish(work: _Work) -> None:
     state.step = Step.DONE.value
     state.finished_at = work.now
     state.phase = DrillPhase.FAILED if state.reason else DrillPhase.SUCCEEDED
-    succeeded = state.phase is DrillPhase.SUCCEEDED
-    work.summary = DrillSummary(
-        name=work.name,
-        mode=work.spec.mode,
-        succeeded=succeeded,
-        started_at=state.started_at or work.now,
-        finished_at=work.now,
-        time_to_ready_seconds=state.time_to_ready_seconds,
-        time_to_restore_seconds=state.time_to_restore_seconds,
-        reason=state.reason,
-    )
-    if succeeded:
+    work.summary = summary_of(work.name, work.spec, state)
+    if state.phase is DrillPhase.SUCCEEDED:
         work.event("DrillSucceeded", f"{work.spec.mode} drill of {work.target} passed")
     else:
         work.event("DrillFailed", state.reason, warning=True)
+
+
+def summary_of(
+    name: str, spec: RollbackDrillSpec, status: RollbackDrillStatus
+) -> DrillSummary | None:
+    """A finished drill as ModelDeployment.status records it; None unless it ran to an end.
+
+    A refused drill rehearsed nothing, so it says nothing about readiness.
+    """
+    if status.phase not in (DrillPhase.SUCCEEDED, DrillPhase.FAILED) or status.started_at is None:
+        return None
+    return DrillSummary(
+        name=name,
+        mode=spec.mode,
+        succeeded=status.phase is DrillPhase.SUCCEEDED,
+        revision=status.revisions.last_known_good if status.revisions else None,
+        started_at=status.started_at,
+        finished_at=status.finished_at,
+        time_to_ready_seconds=status.time_to_ready_seconds,
+        time_to_restore_seconds=status.time_to_restore_seconds,
+        time_to_healthy_seconds=status.time_to_healthy_seconds,
+        reason=status.reason,
+    )

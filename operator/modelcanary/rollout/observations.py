@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
+from modelcanary.api.modeldeployment import DrillSummary
 
 __all__ = [
     "ActiveDrill",
     "AnalysisObservation",
+    "FinishedDrill",
     "ManualAction",
     "MetricObservation",
     "Observations",
@@ -37,6 +40,10 @@ class RevisionObservation:
     available: bool = False
     """Deployment condition Available=True, rolled out (observedGeneration and
     updatedReplicas current) and ready_replicas == desired_replicas > 0."""
+
+    problem: str | None = None
+    """Why it cannot become Ready, when the Deployment says so (ReplicaFailure, or
+    Progressing=False): e.g. pods refused by admission, or a deadline exceeded."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,17 @@ class ActiveDrill:
 
 
 @dataclass(frozen=True)
+class FinishedDrill:
+    """A RollbackDrill of this ModelDeployment that has ended."""
+
+    name: str
+    summary: DrillSummary | None
+    """What it showed; None for a refused drill, which rehearsed nothing."""
+
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Observations:
     revisions: Mapping[str, RevisionObservation] = field(default_factory=dict)
     router: RouterObservation = field(default_factory=RouterObservation)
@@ -81,3 +99,5 @@ class Observations:
     action: ManualAction | None = None
     drill: ActiveDrill | None = None
     """A running drill owns the traffic split until it has put it back."""
+    finished_drills: tuple[FinishedDrill, ...] = ()
+    """This ModelDeployment's RollbackDrills that have ended, to record and prune."""

@@ -126,7 +126,19 @@ def observe(deployment: Mapping[str, Any]) -> RevisionObservation | None:
         desired_replicas=int((deployment.get("spec") or {}).get("replicas", 1)),
         ready_replicas=int((deployment.get("status") or {}).get("readyReplicas", 0)),
         available=is_available(deployment),
+        problem=deployment_problem(deployment),
     )
+
+
+def deployment_problem(deployment: Mapping[str, Any]) -> str | None:
+    """The Deployment controller's own words for why pods are not coming up, if any."""
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        failing = (
+            condition.get("type") == "ReplicaFailure" and condition.get("status") == "True"
+        ) or (condition.get("type") == "Progressing" and condition.get("status") == "False")
+        if failing:
+            return f"{condition.get('reason', condition['type'])}: {condition.get('message', '')}"
+    return None
 
 
 async def observe_revisions(

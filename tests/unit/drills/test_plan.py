@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
 from modelcanary.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from modelcanary.api.rollbackdrill import RollbackDrillSpec, RollbackDrillStatus
-from modelcanary.drills.plan import DrillDecision, DrillObservations, drill_target, plan_drill
+from modelcanary.drills.plan import (
+    DrillDecision,
+    DrillObservations,
+    analysis_due,
+    drill_target,
+    plan_drill,
+    summary_of,
+)
 from modelcanary.rollout.decision import EnsureRevision, ScaleRevision, SetWeights
 from modelcanary.rollout.observations import RevisionObservation, RouterObservation
 from tests.unit.rollout.world import make_spec, serving_first_revision
@@ -42,12 +49,21 @@ class DrillWorld:
     broken: set[str] = field(default_factory=set)
     route: dict[str, int] = field(default_factory=dict)
     target_metric: float = 0.001
+    stable_metric: float | None = 0.001
+    router_readable: bool = True
     routes_asked: list[dict[str, int]] = field(default_factory=list)
     decisions: list[DrillDecision] = field(default_factory=list)
 
     def observe(self) -> DrillObservations:
         revisions = {
-            rev: RevisionObservation(rev, True, n, n, n > 0 and rev not in self.broken)
+            rev: RevisionObservation(
+                rev,
+                True,
+                n,
+                n if rev not in self.broken else 0,
+                n > 0 and rev not in self.broken,
+                problem="ReplicaFailure: pods forbidden" if rev in self.broken else None,
+            )
             for rev, n in self.replicas.items()
         }
         target = self.status.revisions.last_known_good if self.status.revisions else None
@@ -58,12 +74,19 @@ class DrillWorld:
                 at=self.now,
                 prometheus_online=True,
                 metrics=tuple(
-                    MetricObservation(m.name, Sample.of(self.target_metric), Sample.of(0.001))
+                    MetricObservation(
+                        m.name, Sample.of(self.target_metric), Sample.of(self.stable_metric)
+                    )
                     for m in self.md_spec.analysis.metrics  # type: ignore[union-attr]
                 ),
             )
         del stable
-        return DrillObservations(revisions, RouterObservation(dict(self.route)), analysis)
+        router = (
+            RouterObservation(dict(self.route))
+            if self.router_readable
+            else RouterObservation(None, error="HTTPRoute unreadable")
+        )
+        return DrillObservations(revisions, router, analysis)
 
     def step(self, advance: timedelta = timedelta(seconds=2)) -> DrillDecision:
         decision = plan_drill(
@@ -138,7 +161,9 @@ def test_verify_fails_with_a_reason_when_the_target_never_becomes_ready() -> Non
     world.broken.add(target)
     world.run()
     assert world.status.phase == "Failed"
-    assert "did not finish within 30s (at step WaitingReady)" in world.status.reason
+    assert world.status.reason == (
+        f"revision {target} did not become Ready within 30s: ReplicaFailure: pods forbidden"
+    )
     assert world.replicas[target] == 0
     assert [e.reason for d in world.decisions for e in d.events][-1] == "DrillFailed"
 
@@ -171,6 +196,98 @@ def test_live_flips_all_traffic_and_back_and_reports_the_time_to_restore() -> No
     assert world.status.phase == "Succeeded", world.status.reason
     assert world.routes_asked == [{target: 100}, {stable: 100}]
     assert world.status.time_to_restore_seconds is not None
+    assert world.status.time_to_healthy_seconds is not None
+    assert world.status.time_to_switch_back_seconds is not None
+    summary = world.decisions[-1].summary
+    assert summary is not None
+    assert summary.revision == target
+    assert summary.time_to_restore_seconds == world.status.time_to_restore_seconds
+
+
+def test_live_judges_relative_bounds_against_stables_baseline_once_stable_is_idle() -> None:
+    world = drill_world("live")
+    while world.status.step != "Judging":
+        world.step()
+    world.target_metric = 0.001
+    world.step()  # stable still has data in its rate window: this becomes the baseline
+    assert world.status.results
+    world.stable_metric = None  # stable serves nothing at 100% on the target
+    world.run()
+    assert world.status.phase == "Succeeded", world.status.reason
+
+
+def test_judging_runs_once_per_analysis_interval() -> None:
+    world = drill_world("warm")
+    analysis = world.md_spec.analysis
+    assert analysis is not None
+    world.md_spec = world.md_spec.model_copy(
+        update={"analysis": analysis.model_copy(update={"interval": "10s"})}
+    )
+    world.stable_metric = None  # no verdict: judging goes on
+    while world.status.step != "Judging":
+        world.step()
+    assert analysis_due(world.spec, world.status, world.md_spec, world.now)
+    decision = world.step(advance=timedelta(seconds=0))
+    assert decision.requeue_after == 10.0
+    assert not analysis_due(world.spec, world.status, world.md_spec, world.now)
+    later = world.now + timedelta(seconds=10)
+    assert analysis_due(world.spec, world.status, world.md_spec, later)
+    assert not analysis_due(world.spec, RollbackDrillStatus(), world.md_spec, later)
+
+
+def test_no_verdict_until_the_timeout_fails_the_drill_and_restores_the_weights() -> None:
+    world = drill_world("warm", timeout="40s")
+    stable = world.md_status.stable_revision
+    world.stable_metric = None  # relative bounds never get a stable value: NoData
+    world.run()
+    assert world.status.phase == "Failed"
+    assert "gave no verdict within 40s" in world.status.reason
+    assert world.route == {stable: 100}
+
+
+def test_an_unreadable_router_refuses_a_new_drill() -> None:
+    world = drill_world("warm")
+    world.router_readable = False
+    world.run()
+    assert world.status.phase == "Refused"
+    assert "HTTPRoute unreadable" in world.status.reason
+
+
+def test_an_unreadable_router_mid_drill_holds_traffic_moves_until_it_is_back() -> None:
+    world = drill_world("live")
+    stable = world.md_status.stable_revision
+    while world.status.step != "Judging":
+        world.step()
+    world.target_metric = 0.5  # fail, so the next step is Restoring
+    world.router_readable = False
+    for _ in range(5):
+        decision = world.step()
+        assert not any(isinstance(a, SetWeights) for a in decision.actions)
+    assert world.status.step == "Restoring"
+    world.router_readable = True
+    world.run()
+    assert world.route == {stable: 100}
+    assert world.status.phase == "Failed"
+
+
+def test_the_replicas_router_cannot_hold_a_ready_revision_at_zero_so_drills_refuse() -> None:
+    world = drill_world("verify")
+    traffic = {"port": 8080, "replicas": {}}
+    world.md_spec = world.md_spec.model_copy(
+        update={"traffic": type(world.md_spec.traffic).model_validate(traffic)}
+    )
+    world.run()
+    assert world.status.phase == "Refused"
+    assert "gatewayAPI" in world.status.reason
+
+
+def test_a_summary_is_recorded_only_for_drills_that_ran() -> None:
+    world = drill_world("verify")
+    world.run()
+    assert summary_of("drill-1", world.spec, world.status) == world.decisions[-1].summary
+    refused = RollbackDrillStatus(phase="Refused", reason="a canary is in progress")
+    assert summary_of("drill-2", world.spec, refused) is None
+    assert summary_of("drill-3", world.spec, RollbackDrillStatus(phase="Running")) is None
 
 
 @pytest.mark.parametrize("blocker", ["canary", "restoring", "other-drill", "no-stable"])
@@ -236,3 +353,17 @@ def test_traffic_always_ends_where_it_was_found(
     assert world.status.phase in ("Succeeded", "Failed")
     if mode == "verify":
         assert world.routes_asked == []
+
+
+def test_a_canary_that_slipped_in_before_the_drill_moved_traffic_wins() -> None:
+    world = drill_world("warm")
+    stable = world.md_status.stable_revision
+    world.broken.add(drill_target(world.md_status) or "")  # held in WaitingReady
+    world.step()
+    assert world.status.step == "WaitingReady"
+    world.md_status = world.md_status.model_copy(update={"canary_revision": "new"})
+    world.run()
+    assert world.status.phase == "Failed"
+    assert "a canary of new started" in world.status.reason
+    assert world.routes_asked == []
+    assert world.route == {stable: 100}
