@@ -27,6 +27,7 @@ from modelcanary.api.modeldeployment import (
 from modelcanary.api.validation import FieldError
 from modelcanary.rollout import actions, canary, conditions
 from modelcanary.rollout.decision import Decision, DeleteRevision, Event
+from modelcanary.rollout.drill_results import record_drills
 from modelcanary.rollout.observations import Observations
 from modelcanary.rollout.state import IDLE_SECONDS, POLL_SECONDS, Pass
 
@@ -76,6 +77,7 @@ def decide(
         _steady(work)
 
     _trim_history(work)
+    record_drills(work)
     conditions.derive(work.status, now, generation, serving=_serving(work))
     return work.decision()
 

@@ -55,7 +55,14 @@ class DeleteRevision:
     revision: str
 
 
-Action = EnsureRevision | ScaleRevision | SetWeights | DeleteRevision
+@dataclass(frozen=True)
+class DeleteDrill:
+    """Prune a finished RollbackDrill whose result the status already holds."""
+
+    name: str
+
+
+Action = EnsureRevision | ScaleRevision | SetWeights | DeleteRevision | DeleteDrill
 
 
 @dataclass(frozen=True)
