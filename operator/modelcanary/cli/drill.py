@@ -50,14 +50,25 @@ def create(args: argparse.Namespace) -> int:
     try:
         api = kr8s.api(kubeconfig=args.kubeconfig) if args.kubeconfig else kr8s.api()
         namespace = args.namespace or api.namespace
-        ModelDeployment.get(args.name, namespace=namespace, api=api)
+        # One GET: the scheduled Job's Role allows get, not list (kr8s's
+        # ``.get()`` lists by field selector and would need list).
+        ModelDeployment(
+            {"metadata": {"name": args.name, "namespace": namespace}}, api=api
+        ).refresh()
     except kr8s.NotFoundError:
         print(
             f"error: modeldeployment {args.name} not found in namespace {namespace}",
             file=sys.stderr,
         )
         return 1
-    except (kr8s.ServerError, OSError, ValueError) as error:
+    except kr8s.ServerError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status in (401, 403):
+            print(f"error: not allowed: {error}", file=sys.stderr)
+        else:
+            print(f"error: the API server refused: {error}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as error:
         print(f"error: cannot reach the cluster: {error}", file=sys.stderr)
         return 1
     manifest = drill_manifest(args.name, args.mode, args.source)
