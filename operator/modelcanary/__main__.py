@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 
 from modelcanary import __version__
@@ -25,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    memo = kopf.Memo(metrics_port=args.metrics_port)
+    memo = kopf.Memo(metrics_port=args.metrics_port, drill_image=args.drill_image)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
@@ -50,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument(
         "--peering", default=None, help="a KopfPeering name for HA; standalone when unset"
+    )
+    run.add_argument(
+        "--drill-image",
+        default=os.environ.get("MODELCANARY_IMAGE"),
+        help="image of scheduled drill Jobs (default: $MODELCANARY_IMAGE, else this release's)",
     )
     run.add_argument("--verbose", "-v", action="store_true")
     drill.add_parser(commands)

@@ -7,6 +7,12 @@ A change of the spec or a manual-action annotation wakes it at once, so a new
 predictor or a ``promote`` is seen in well under a second, while the steady
 state costs two API calls per object per idle interval.
 
+A RollbackDrill gets a daemon of its own while it is not finished
+(``drill_executor``); when a drill ends, it wakes its ModelDeployment's daemon,
+which records the result in the ModelDeployment's status. ``spec.drill`` is
+handled by change handlers, not by the loop: a CronJob is created, updated or
+removed when that field changes, which costs nothing in the steady state.
+
 kopf's own bookkeeping (finalizer, progress and last-handled configuration)
 lives under the ``modelcanary.io`` prefix, so nothing in a user's objects says
 ``kopf.zalando.org``.
@@ -25,13 +31,26 @@ import kr8s
 import kr8s.asyncio
 from prometheus_client import start_http_server
 
-from modelcanary import telemetry
-from modelcanary.api.modeldeployment import GROUP, VERSION, ModelDeploymentSpec
+from modelcanary import __version__, telemetry
+from modelcanary.api.modeldeployment import GROUP, VERSION, DrillSchedule, ModelDeploymentSpec
 from modelcanary.api.validation import InvalidSpecError, parse
-from modelcanary.reconcile import ModelDeploymentResource, PassResult, Reconciler
+from modelcanary.drill_executor import TERMINAL, DrillExecutor, DrillPassResult
+from modelcanary.reconcile import (
+    ModelDeploymentResource,
+    PassResult,
+    Reconciler,
+    RollbackDrillResource,
+)
 from modelcanary.rollout.actions import ANNOTATION
+from modelcanary.workloads.drill_schedule import (
+    DrillScheduleConflict,
+    apply_drill_schedule,
+    remove_drill_schedule,
+)
 
 PLURAL = "modeldeployments"
+DRILLS = "rollbackdrills"
+DEFAULT_IMAGE = f"ghcr.io/modelcanary/modelcanary:{__version__}"
 PREFIX = "modelcanary.io"
 ERROR_BACKOFF_SECONDS = 5.0
 
@@ -51,6 +70,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     memo.reconciler = Reconciler(await kr8s.asyncio.api())
+    memo.drills = DrillExecutor(memo.reconciler)
     port = getattr(memo, "metrics_port", None)
     if port:
         start_http_server(int(port), registry=telemetry.REGISTRY)
@@ -109,20 +129,29 @@ async def _one_pass(reconciler: Reconciler, namespace: str, name: str) -> float 
     return result.decision.requeue_after
 
 
-def _report(obj: Mapping[str, Any], result: PassResult) -> None:
+def _reference(obj: Mapping[str, Any]) -> kopf.Body:
     metadata = obj["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    decision = result.decision
-    reference = kopf.Body(
+    return kopf.Body(
         cast(
             kopf.RawBody,
             {
                 "apiVersion": obj["apiVersion"],
                 "kind": obj["kind"],
-                "metadata": {"namespace": namespace, "name": name, "uid": metadata["uid"]},
+                "metadata": {
+                    "namespace": metadata["namespace"],
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                },
             },
         )
     )
+
+
+def _report(obj: Mapping[str, Any], result: PassResult) -> None:
+    metadata = obj["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    decision = result.decision
+    reference = _reference(obj)
     for event in decision.events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
     if result.failed is not None:
@@ -165,3 +194,92 @@ async def finalize(
     reconciler: Reconciler = memo.reconciler
     router = reconciler.router_of(body, spec)
     await router.finalize()
+
+
+# -- rollback drills ---------------------------------------------------------------
+
+
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in {phase.value for phase in TERMINAL}
+
+
+@kopf.daemon(GROUP, VERSION, DRILLS, when=_unfinished, cancellation_timeout=10.0)
+async def rehearse(
+    namespace: str | None, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
+) -> None:
+    """Carry one RollbackDrill through to its end; after a restart, from its recorded step."""
+    assert namespace is not None  # the resource is namespaced
+    executor: DrillExecutor = memo.drills
+    while not stopped:
+        try:
+            resource = await RollbackDrillResource.get(name, namespace=namespace, api=executor.api)
+            result = await executor.run_pass(resource.raw)
+        except kr8s.NotFoundError:
+            return
+        except (kr8s.ServerError, OSError) as error:
+            log.warning("%s/%s: drill pass failed: %s", namespace, name, error)
+            await stopped.wait(ERROR_BACKOFF_SECONDS)
+            continue
+        _report_drill(resource.raw, result)
+        if result.finished:
+            return
+        await stopped.wait(result.decision.requeue_after)
+
+
+def _report_drill(obj: Mapping[str, Any], result: DrillPassResult) -> None:
+    reference = _reference(obj)
+    namespace = obj["metadata"]["namespace"]
+    for event in result.decision.events:
+        kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
+    if result.failed is not None:
+        action, error = result.failed
+        kopf.event(
+            reference,
+            type="Warning",
+            reason="ActionFailed",
+            message=f"{type(action).__name__} failed: {error}",
+        )
+    summary = result.decision.summary
+    if summary is not None:
+        md_name = str((obj.get("spec") or {}).get("modelDeployment", ""))
+        telemetry.record_drill(namespace, md_name, summary)
+    if result.finished or result.decision.status.phase.value != (obj.get("status") or {}).get(
+        "phase"
+    ):
+        # The ModelDeployment pass records results and owns the split's
+        # repair; a drill that started or ended changes both.
+        wake = _wakeups.get(result.model_deployment_uid or "")
+        if wake is not None:
+            wake.set()
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL, field="spec.drill")
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec.drill")
+@kopf.on.resume(GROUP, VERSION, PLURAL, field="spec.drill")
+async def schedule_drills(
+    body: kopf.Body, namespace: str | None, name: str, uid: str, memo: kopf.Memo, **_: Any
+) -> None:
+    """Own the CronJob that creates RollbackDrills on ``spec.drill.schedule``; none without it."""
+    assert namespace is not None  # the resource is namespaced
+    reconciler: Reconciler = memo.reconciler
+    raw = (body.get("spec") or {}).get("drill")
+    if raw is None:
+        await remove_drill_schedule(reconciler.api, md_name=name, namespace=namespace)
+        return
+    try:
+        drill = parse(DrillSchedule, dict(raw), prefix="spec.drill")
+    except InvalidSpecError:
+        return  # the ModelDeployment pass reports it as InvalidSpec
+    image = getattr(memo, "drill_image", None) or DEFAULT_IMAGE
+    try:
+        await apply_drill_schedule(
+            reconciler.api,
+            md_name=name,
+            md_uid=uid,
+            namespace=namespace,
+            drill=drill,
+            image=image,
+        )
+    except DrillScheduleConflict as conflict:
+        # Someone else's object holds the name; it may be removed, so look again later.
+        raise kopf.TemporaryError(str(conflict), delay=60) from conflict

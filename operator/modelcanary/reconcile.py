@@ -19,6 +19,7 @@ The order matters and is the same every time:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,9 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
+from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
+from modelcanary.drills.plan import summary_of
 from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, provider_for
 from modelcanary.metrics.prometheus import PrometheusProvider
@@ -46,12 +49,18 @@ from modelcanary.rollout.decide import decide, decide_invalid
 from modelcanary.rollout.decision import (
     Action,
     Decision,
+    DeleteDrill,
     DeleteRevision,
     EnsureRevision,
     ScaleRevision,
     SetWeights,
 )
-from modelcanary.rollout.observations import ActiveDrill, Observations, RouterObservation
+from modelcanary.rollout.observations import (
+    ActiveDrill,
+    FinishedDrill,
+    Observations,
+    RouterObservation,
+)
 from modelcanary.traffic import Router, router_for
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
@@ -155,10 +164,10 @@ class Reconciler:
     ) -> Observations:
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         annotations = obj["metadata"].get("annotations") or {}
-        revisions, weights, drill = await asyncio.gather(
+        revisions, weights, (drill, finished) = await asyncio.gather(
             applier.observe_revisions(self.api, namespace, name),
             self._read_router(router),
-            running_drill(self.api, namespace, name),
+            observe_drills(self.api, namespace, name),
         )
         analysis = None
         if analysis_due(spec, status, now):
@@ -178,6 +187,7 @@ class Reconciler:
             analysis=analysis,
             action=parse_action(annotations.get(ANNOTATION), annotations.get(ANNOTATION_ID)),
             drill=drill,
+            finished_drills=finished,
         )
 
     async def _read_router(self, router: Router) -> RouterObservation:
@@ -255,14 +265,14 @@ class Reconciler:
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         for action in actions:
             try:
-                await self._carry_out(obj, spec, router, action)
+                await self.carry_out(obj, spec, router, action)
             except (kr8s.ServerError, kr8s.NotFoundError, OSError, ValueError) as error:
                 log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
                 result.failed = (action, str(error))
                 return
             result.applied.append(action)
 
-    async def _carry_out(
+    async def carry_out(
         self,
         obj: Mapping[str, Any],
         spec: ModelDeploymentSpec,
@@ -294,6 +304,12 @@ class Reconciler:
             await router.set_weight(action.as_dict())
         elif isinstance(action, DeleteRevision):
             await applier.delete_revision(self.api, namespace, revision_name(name, action.revision))
+        elif isinstance(action, DeleteDrill):
+            drill = RollbackDrillResource(
+                {"metadata": {"name": action.name, "namespace": namespace}}, api=self.api
+            )
+            with contextlib.suppress(kr8s.NotFoundError):
+                await drill.delete()
 
     # -- writing -------------------------------------------------------------------
 
@@ -338,17 +354,29 @@ async def drills_of(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> list
     return found
 
 
-async def running_drill(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> ActiveDrill | None:
+async def observe_drills(
+    api: kr8s.asyncio.Api, namespace: str, md_name: str
+) -> tuple[ActiveDrill | None, tuple[FinishedDrill, ...]]:
+    """The running drill of one ModelDeployment, if any, and those that have ended."""
     try:
         drills = await drills_of(api, namespace, md_name)
     except kr8s.NotFoundError:
-        return None  # the RollbackDrill CRD is not installed: no drill can run
+        return None, ()  # the RollbackDrill CRD is not installed: no drill can run
+    running: ActiveDrill | None = None
+    finished: list[FinishedDrill] = []
     for raw in drills:
-        status = raw.get("status") or {}
-        if status.get("phase") == "Running":
-            target = (status.get("revisions") or {}).get("lastKnownGood")
-            return ActiveDrill(name=raw["metadata"]["name"], target=target)
-    return None
+        name = raw["metadata"]["name"]
+        try:
+            spec = RollbackDrillSpec.model_validate(raw.get("spec") or {})
+            status = RollbackDrillStatus.model_validate(raw.get("status") or {})
+        except ValueError:
+            continue  # admission keeps these out; an unreadable drill is not ours to judge
+        if status.phase is DrillPhase.RUNNING:
+            target = status.revisions.last_known_good if status.revisions else None
+            running = ActiveDrill(name=name, target=target)
+        elif status.phase in (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED):
+            finished.append(FinishedDrill(name, summary_of(name, spec, status), status.finished_at))
+    return running, tuple(finished)
 
 
 def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:

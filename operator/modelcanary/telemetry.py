@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from modelcanary.api.modeldeployment import ModelDeploymentStatus, Phase
+from modelcanary.api.modeldeployment import DrillSummary, ModelDeploymentStatus, Phase
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -64,6 +64,32 @@ TIME_TO_ROLLBACK = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
     registry=REGISTRY,
 )
+DRILL_LAST_SUCCESS = Gauge(
+    "modelcanary_drill_last_success_timestamp",
+    "Unix time at which the latest successful rollback drill of the ModelDeployment ended.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+DRILL_DURATION = Histogram(
+    "modelcanary_drill_duration_seconds",
+    "Wall time of a rollback drill, from start to the traffic put back.",
+    ["namespace", "mode"],
+    buckets=(5, 10, 20, 30, 60, 120, 300, 600, 1800),
+    registry=REGISTRY,
+)
+DRILL_TIME_TO_RESTORE = Histogram(
+    "modelcanary_drill_time_to_restore_seconds",
+    "Live drills: from the switch to the router confirming all traffic on the rehearsed revision.",
+    ["namespace"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+DRILL_FAILURES = Counter(
+    "modelcanary_drill_failures",
+    "Rollback drills that failed (a refused drill is not counted: it rehearsed nothing).",
+    ["namespace", "name", "mode"],
+    registry=REGISTRY,
+)
 RECONCILE_SECONDS = Histogram(
     "modelcanary_reconcile_seconds",
     "Time for one pass: observe, decide, act, write status.",
@@ -79,6 +105,10 @@ RECONCILE_ERRORS = Counter(
 
 
 def record_status(namespace: str, name: str, status: ModelDeploymentStatus) -> None:
+    # From the recorded history, so the figure survives an operator restart.
+    succeeded = [d.finished_at for d in status.drill_history if d.succeeded and d.finished_at]
+    if succeeded:
+        DRILL_LAST_SUCCESS.labels(namespace, name).set(max(succeeded).timestamp())
     for phase in Phase:
         PHASE.labels(namespace, name, phase.value).set(1 if status.phase is phase else 0)
     CANARY_WEIGHT.labels(namespace, name).set(status.canary_weight)
@@ -103,9 +133,20 @@ def record_events(namespace: str, name: str, reasons: list[str]) -> None:
             ROLLBACKS.labels(namespace, name).inc()
 
 
+def record_drill(namespace: str, md_name: str, summary: DrillSummary) -> None:
+    """A drill of ``md_name`` has just ended (called once, by the pass that ended it)."""
+    if summary.finished_at is not None:
+        duration = (summary.finished_at - summary.started_at).total_seconds()
+        DRILL_DURATION.labels(namespace, summary.mode.value).observe(duration)
+    if summary.time_to_restore_seconds is not None:
+        DRILL_TIME_TO_RESTORE.labels(namespace).observe(summary.time_to_restore_seconds)
+    if not summary.succeeded:
+        DRILL_FAILURES.labels(namespace, md_name, summary.mode.value).inc()
+
+
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted ModelDeployment's series, so 1,000 come and go without a leak."""
-    for gauge in (PHASE, CANARY_WEIGHT, ANALYSIS_VALUE, ANALYSIS_VERDICT):
+    for gauge in (PHASE, CANARY_WEIGHT, ANALYSIS_VALUE, ANALYSIS_VERDICT, DRILL_LAST_SUCCESS):
         for labels in list(gauge._metrics):  # prometheus-client has no public iterator
             if labels[:2] == (namespace, name):
                 gauge.remove(*labels)

@@ -1,0 +1,204 @@
+"""One pass of a rollback drill: observe, plan, act, write the drill's status once.
+
+The drill's logic is the pure ``drills.plan``; this is its thin edge, the twin
+of ``reconcile`` for RollbackDrills. It borrows the ModelDeployment's own
+edges from the ``Reconciler`` (the same router, the same Deployment builders,
+the same analysis queries), so a drill rehearses exactly the code a real
+rollback runs, not a copy of it.
+
+It writes only the drill's status. The ModelDeployment's status stays with
+the ModelDeployment's pass (one writer, one patch per pass), which records a
+finished drill as ``lastDrill`` when it next looks; the handler wakes it.
+
+Safety in the order of things: every status the drill moves through is
+written before the next pass acts on it, so an operator killed at any point
+restarts into a step that either resumes or puts the traffic back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kr8s
+import kr8s.asyncio
+
+from modelcanary.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
+from modelcanary.api.validation import InvalidSpecError, parse
+from modelcanary.drills.plan import DrillDecision, DrillObservations, analysis_due, plan_drill
+from modelcanary.reconcile import (
+    ModelDeploymentResource,
+    Reconciler,
+    RollbackDrillResource,
+    drills_of,
+    merge_patch,
+)
+from modelcanary.rollout.decision import Action
+from modelcanary.rollout.observations import RouterObservation
+from modelcanary.traffic import Router
+from modelcanary.workloads import applier
+
+log = logging.getLogger(__name__)
+
+TERMINAL = (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED)
+
+
+@dataclass
+class DrillPassResult:
+    decision: DrillDecision
+    model_deployment_uid: str | None = None
+    """Whose pass should look again (to record the drill's result)."""
+    applied: list[Action] = field(default_factory=list)
+    failed: tuple[Action, str] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.decision.status.phase in TERMINAL
+
+
+class DrillExecutor:
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+        self.api: kr8s.asyncio.Api = reconciler.api
+
+    async def run_pass(
+        self, obj: Mapping[str, Any], *, now: datetime | None = None
+    ) -> DrillPassResult:
+        now = now or datetime.now(UTC)
+        metadata = obj["metadata"]
+        name, namespace = metadata["name"], metadata["namespace"]
+        status = RollbackDrillStatus.model_validate(obj.get("status") or {})
+        if status.phase in TERMINAL:
+            return DrillPassResult(DrillDecision(status, requeue_after=3600.0))
+        try:
+            spec = parse(RollbackDrillSpec, obj.get("spec") or {}, prefix="spec")
+        except InvalidSpecError as invalid:
+            return await self._end(obj, status, f"invalid drill: {invalid}", now)
+
+        md_obj = await self._model_deployment(namespace, spec.model_deployment)
+        if md_obj is None:
+            # Its Deployments and route went with it: there is no traffic to put back.
+            return await self._end(
+                obj, status, f"ModelDeployment {spec.model_deployment} not found", now
+            )
+        try:
+            md_spec = parse(ModelDeploymentSpec, md_obj.get("spec") or {}, prefix="spec")
+        except InvalidSpecError as invalid:
+            if status.phase is DrillPhase.PENDING:
+                return await self._end(
+                    obj, status, f"ModelDeployment {spec.model_deployment}: {invalid}", now
+                )
+            # Mid-drill: without a valid spec there is no router to put traffic
+            # back with; wait for the spec to be fixed (the timeout still runs).
+            log.warning("%s/%s: ModelDeployment spec invalid mid-drill", namespace, name)
+            return DrillPassResult(DrillDecision(status), md_obj["metadata"]["uid"])
+        md_status = ModelDeploymentStatus.model_validate(md_obj.get("status") or {})
+
+        router = self.reconciler.router_of(md_obj, md_spec)
+        revisions, weights, others = await asyncio.gather(
+            applier.observe_revisions(self.api, namespace, spec.model_deployment),
+            _read_weights(router),
+            drills_of(self.api, namespace, spec.model_deployment),
+        )
+        observed = DrillObservations(
+            revisions=revisions,
+            router=weights,
+            other_drill_running=_blocking_drill(obj, others),
+        )
+        if analysis_due(spec, status, md_spec, now) and status.revisions is not None:
+            target = status.revisions.last_known_good
+            assert target is not None
+            analysis = await self.reconciler.observe_analysis(
+                namespace,
+                spec.model_deployment,
+                md_spec,
+                md_status,
+                now,
+                candidate_revision=target,
+                stable_revision=status.revisions.stable,
+            )
+            observed = DrillObservations(revisions, weights, analysis, observed.other_drill_running)
+
+        decision = plan_drill(
+            name,
+            spec,
+            status=status,
+            md_spec=md_spec,
+            md_status=md_status,
+            observed=observed,
+            now=now,
+        )
+        result = DrillPassResult(decision, md_obj["metadata"]["uid"])
+        for action in decision.actions:
+            try:
+                await self.reconciler.carry_out(md_obj, md_spec, router, action)
+            except (kr8s.ServerError, kr8s.NotFoundError, OSError, ValueError) as error:
+                log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
+                result.failed = (action, str(error))
+                break
+            result.applied.append(action)
+        await self._write_status(obj, decision.status)
+        return result
+
+    async def _model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = await ModelDeploymentResource.get(name, namespace=namespace, api=self.api)
+        except kr8s.NotFoundError:
+            return None
+        return dict(found.raw)
+
+    async def _end(
+        self, obj: Mapping[str, Any], status: RollbackDrillStatus, reason: str, now: datetime
+    ) -> DrillPassResult:
+        """A drill that cannot run at all: refused before it began, failed after."""
+        ended = status.model_copy(deep=True)
+        ended.phase = (
+            DrillPhase.REFUSED if status.phase is DrillPhase.PENDING else DrillPhase.FAILED
+        )
+        ended.reason = reason
+        ended.finished_at = now
+        await self._write_status(obj, ended)
+        return DrillPassResult(DrillDecision(ended, requeue_after=3600.0))
+
+    async def _write_status(self, obj: Mapping[str, Any], status: RollbackDrillStatus) -> bool:
+        stored = obj.get("status") or {}
+        wanted = status.to_dict()
+        patch = merge_patch(stored, wanted)
+        if not patch:
+            return False
+        resource = RollbackDrillResource(dict(obj), api=self.api)
+        await resource.patch({"status": patch}, subresource="status", type="merge")
+        return True
+
+
+async def _read_weights(router: Router) -> RouterObservation:
+    # Only read: creating or repairing the route is the ModelDeployment pass's job.
+    try:
+        observation: RouterObservation = await router.get_weight()
+    except (kr8s.ServerError, kr8s.NotFoundError, OSError) as error:
+        return RouterObservation(weights=None, error=str(error))
+    return observation
+
+
+def _blocking_drill(me: Mapping[str, Any], drills: list[dict[str, Any]]) -> str | None:
+    """Another drill of the same ModelDeployment that goes first.
+
+    A running one, or a pending one created earlier (name breaks a tie), so two
+    drills created at once agree on which one runs and which is refused.
+    """
+    my_name = me["metadata"]["name"]
+    my_key = (me["metadata"].get("creationTimestamp", ""), my_name)
+    for drill in drills:
+        metadata = drill["metadata"]
+        if metadata["name"] == my_name:
+            continue
+        phase = (drill.get("status") or {}).get("phase", DrillPhase.PENDING.value)
+        earlier = (metadata.get("creationTimestamp", ""), metadata["name"]) < my_key
+        if phase == DrillPhase.RUNNING.value or (phase == DrillPhase.PENDING.value and earlier):
+            return str(metadata["name"])
+    return None
