@@ -450,6 +450,15 @@ class ControlPlane:
         self.kubectl(
             "wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names]
         )
+        # Established is not enough after an update: the API server then
+        # re-initialises the resource's storage and answers 429 for a moment.
+        for name in names:
+            wait_for(
+                lambda name=name: self.kubectl("get", name, "-A", check=False).returncode == 0,
+                timeout=30,
+                interval=0.1,
+                what=f"{name} to serve",
+            )
         return names
 
     def install_gateway_api(self) -> None:
