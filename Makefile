@@ -99,6 +99,10 @@ run: venv ## run the operator against the current kubeconfig (KUBECONFIG or ~/.k
 bench-decide: venv ## decide() for 1,000 ModelDeployments: time per pass and memory
 	$(PY) -m bench.decide_throughput
 
+.PHONY: bench-drill
+bench-drill: deps ## live rollback drills: time to restore and back, over 10 runs
+	$(PY) -m bench.drill_restore --runs $(or $(RUNS),10)
+
 .PHONY: bench-rollback
 bench-rollback: deps ## time from a bad candidate's first errors to nginx back on stable (10 runs)
 	$(PY) -m bench.rollback_time --runs $(or $(RUNS),10)

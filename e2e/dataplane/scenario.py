@@ -253,5 +253,36 @@ class CanaryScenario:
             ) from None
         return last
 
+    def two_promoted(self, first: str, second: str, **overrides: Any) -> tuple[str, str]:
+        """``first`` serving, then ``second`` promoted through one quick 50% step.
+
+        Returns (the previous revision, the stable one): the world a rollback
+        drill needs, with a known-good revision that is not the one serving.
+        """
+        self.apply(self.manifest(first, **overrides))
+        previous = self.wait_for_status(
+            lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") is not None,
+            timeout=90,
+            what=f"{first} serving",
+        )["stableRevision"]
+        quick = {"steps": [{"setWeight": 50}, {"setWeight": 100}], "bake": "2s"}
+        self.apply(self.manifest(second, **{**quick, **overrides}))
+        status = self.wait_for_status(
+            lambda s: (
+                s.get("phase") == "Healthy"
+                and s.get("stableRevision") not in (None, previous)
+                and s.get("canaryRevision") is None
+            ),
+            timeout=120,
+            what=f"{second} promoted",
+        )
+        stable = str(status["stableRevision"])
+        assert self.route_sync is not None
+        self.route_sync.wait_until_applied({self.revision_service(stable): 100}, timeout=30)
+        assert self.servers is not None
+        servers = self.servers
+        wait_for(lambda: servers.running() == {stable}, timeout=30, what="the old revision down")
+        return str(previous), stable
+
     def revision_service(self, revision: str) -> str:
         return f"{self.name}-{revision}"

@@ -108,7 +108,7 @@ class DrillExecutor:
         observed = DrillObservations(
             revisions=revisions,
             router=weights,
-            other_drill_running=_blocking_drill(obj, others),
+            other_drill_running=blocking_drill(obj, others),
         )
         if analysis_due(spec, status, md_spec, now) and status.revisions is not None:
             target = status.revisions.last_known_good
@@ -185,7 +185,7 @@ async def _read_weights(router: Router) -> RouterObservation:
     return observation
 
 
-def _blocking_drill(me: Mapping[str, Any], drills: list[dict[str, Any]]) -> str | None:
+def blocking_drill(me: Mapping[str, Any], drills: list[dict[str, Any]]) -> str | None:
     """Another drill of the same ModelDeployment that goes first.
 
     A running one, or a pending one created earlier (name breaks a tie), so two

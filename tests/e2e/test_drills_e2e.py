@@ -48,33 +48,7 @@ def world(
 
 
 def two_promoted(world: CanaryScenario, **overrides: Any) -> tuple[str, str]:
-    """GOOD, then BETTER promoted in one quick step: returns (drill target, stable)."""
-    world.apply(world.manifest(GOOD, **overrides))
-    first = world.wait_for_status(
-        lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") is not None,
-        timeout=90,
-        what=f"{GOOD} serving",
-    )["stableRevision"]
-    world.apply(
-        world.manifest(
-            BETTER, steps=[{"setWeight": 50}, {"setWeight": 100}], bake="2s", **overrides
-        )
-    )
-    status = world.wait_for_status(
-        lambda s: (
-            s.get("phase") == "Healthy"
-            and s.get("stableRevision") not in (None, first)
-            and s.get("canaryRevision") is None
-        ),
-        timeout=120,
-        what=f"{BETTER} promoted",
-    )
-    stable = str(status["stableRevision"])
-    assert world.route_sync is not None
-    world.route_sync.wait_until_applied({world.revision_service(stable): 100}, timeout=30)
-    assert world.servers is not None
-    wait_for(lambda: world.servers.running() == {stable}, timeout=30, what="old revision down")
-    return str(first), stable
+    return world.two_promoted(GOOD, BETTER, **overrides)
 
 
 def create_drill(world: CanaryScenario, mode: str, **spec: Any) -> str:

@@ -56,6 +56,8 @@ from modelcanary.rollout.decision import Action, EnsureRevision, Event, ScaleRev
 from modelcanary.rollout.observations import RevisionObservation, RouterObservation
 
 POLL_SECONDS = 1.0
+READ_BACK_SECONDS = 0.2
+"""After asking the router for new weights: the read-back is what the drill times."""
 
 
 class Step(enum.StrEnum):
@@ -210,6 +212,8 @@ def plan_drill(
 
 def _requeue(work: _Work) -> float:
     state = work.status
+    if any(isinstance(action, SetWeights) for action in work.actions):
+        return READ_BACK_SECONDS
     analysis = work.md_spec.analysis
     if state.step != Step.JUDGING or analysis is None or state.judged_at is None:
         return POLL_SECONDS

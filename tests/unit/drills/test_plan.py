@@ -367,3 +367,14 @@ def test_a_canary_that_slipped_in_before_the_drill_moved_traffic_wins() -> None:
     assert "a canary of new started" in world.status.reason
     assert world.routes_asked == []
     assert world.route == {stable: 100}
+
+
+def test_after_asking_for_new_weights_the_read_back_is_polled_quickly() -> None:
+    world = drill_world("live")
+    while True:
+        decision = world.step(advance=timedelta(seconds=0.2))
+        if any(isinstance(a, SetWeights) for a in decision.actions):
+            break
+    assert decision.requeue_after < 1.0
+    world.run()
+    assert world.status.time_to_restore_seconds == pytest.approx(0.2)
