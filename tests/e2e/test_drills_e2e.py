@@ -146,6 +146,17 @@ def test_verify_passes_tears_down_and_is_recorded_everywhere(world: CanaryScenar
         all_events = Event.list(namespace=world.namespace, api=world.api)
         raise AssertionError([e.raw for e in all_events if isinstance(e, Event)]) from None
     assert "DrillSucceeded" in events_of(world, world.name)
+    # Finished, it needs no daemon, so kopf's finalizer goes: deleting the
+    # drill (or its namespace) never waits for the operator.
+    wait_for(
+        lambda: (
+            not RollbackDrill.get(name, namespace=world.namespace, api=world.api)
+            .raw["metadata"]
+            .get("finalizers")
+        ),
+        timeout=30,
+        what="the finished drill's finalizer to go",
+    )
     assert (
         metric(world, r'modelcanary_drill_duration_seconds_count\{[^}]*mode="verify"[^}]*\}') == 1
     )
