@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -42,6 +42,7 @@ from modelcanary.reconcile import (
     RollbackDrillResource,
 )
 from modelcanary.rollout.actions import ANNOTATION
+from modelcanary.rollout.decision import Action, Event
 from modelcanary.workloads.drill_schedule import (
     DrillScheduleConflict,
     apply_drill_schedule,
@@ -147,21 +148,27 @@ def _reference(obj: Mapping[str, Any]) -> kopf.Body:
     )
 
 
-def _report(obj: Mapping[str, Any], result: PassResult) -> None:
-    metadata = obj["metadata"]
-    namespace, name = metadata["namespace"], metadata["name"]
-    decision = result.decision
-    reference = _reference(obj)
-    for event in decision.events:
+def _post(
+    reference: kopf.Body, events: Iterable[Event], failed: tuple[Action, str] | None
+) -> None:
+    for event in events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
-    if result.failed is not None:
-        action, error = result.failed
+    if failed is not None:
+        action, error = failed
         kopf.event(
             reference,
             type="Warning",
             reason="ActionFailed",
             message=f"{type(action).__name__} failed: {error}",
         )
+
+
+def _report(obj: Mapping[str, Any], result: PassResult) -> None:
+    metadata = obj["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
+    decision = result.decision
+    reference = _reference(obj)
+    _post(reference, decision.events, result.failed)
     telemetry.record_status(namespace, name, decision.status)
     telemetry.record_events(namespace, name, [e.reason for e in decision.events])
     if result.rollback_seconds is not None:
@@ -229,16 +236,7 @@ async def rehearse(
 def _report_drill(obj: Mapping[str, Any], result: DrillPassResult) -> None:
     reference = _reference(obj)
     namespace = obj["metadata"]["namespace"]
-    for event in result.decision.events:
-        kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
-    if result.failed is not None:
-        action, error = result.failed
-        kopf.event(
-            reference,
-            type="Warning",
-            reason="ActionFailed",
-            message=f"{type(action).__name__} failed: {error}",
-        )
+    _post(reference, result.decision.events, result.failed)
     summary = result.decision.summary
     if summary is not None:
         md_name = str((obj.get("spec") or {}).get("modelDeployment", ""))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import kr8s
@@ -12,26 +11,14 @@ import pytest
 from e2e.harness import ControlPlane
 from e2e.harness.kubernetes import list_objects
 from tests.api_cases import valid_model_deployment
+from tests.cli import run_modelcanary
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, kubeconfig: Path | None) -> subprocess.CompletedProcess[str]:
-    extra = ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
-    return subprocess.run(
-        [sys.executable, "-m", "modelcanary", "drill", "create", *args, *extra],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "HOME": "/nonexistent",
-            "PYTHONPATH": f"{REPO / 'operator'}:{REPO}",
-        },
-    )
+    return run_modelcanary("drill", "create", *args, kubeconfig=kubeconfig)
 
 
 def test_drill_create_makes_one_drill_for_an_existing_model_deployment(

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +36,7 @@ from modelcanary.workloads.drill_schedule import (
     remove_drill_schedule,
 )
 from tests.api_cases import valid_model_deployment
+from tests.cli import run_modelcanary
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -260,19 +259,7 @@ def test_what_the_scheduled_job_runs_succeeds_with_the_drill_service_accounts_ri
     command = container(run(control_plane, body))
     kubeconfig = service_account_kubeconfig(control_plane, namespace, tmp_path / "kubeconfig")
     assert command["command"] == ["modelcanary"]
-    done = subprocess.run(
-        [sys.executable, "-m", "modelcanary", *command["args"], "--kubeconfig", str(kubeconfig)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "HOME": "/nonexistent",
-            "PYTHONPATH": f"{REPO / 'operator'}:{REPO}",
-        },
-    )
+    done = run_modelcanary(*command["args"], kubeconfig=kubeconfig)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("rollbackdrill.modelcanary.io/fraud-drill-")
 
