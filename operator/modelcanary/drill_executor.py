@@ -42,6 +42,7 @@ from modelcanary.rollout.decision import Action
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic import Router
 from modelcanary.workloads import applier
+from modelcanary.workloads.builders import LABEL_MODEL, model_label
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class DrillExecutor:
         except InvalidSpecError as invalid:
             return await self._end(obj, status, f"invalid drill: {invalid}", now)
 
+        await self._label(obj, spec.model_deployment)
         md_obj = await self._model_deployment(namespace, spec.model_deployment)
         if md_obj is None:
             # Its Deployments and route went with it: there is no traffic to put back.
@@ -144,6 +146,14 @@ class DrillExecutor:
             result.applied.append(action)
         await self._write_status(obj, decision.status)
         return result
+
+    async def _label(self, obj: Mapping[str, Any], md_name: str) -> None:
+        """Make the drill findable by its model's label (a drill made by hand may lack it)."""
+        wanted = model_label(md_name)
+        if (obj["metadata"].get("labels") or {}).get(LABEL_MODEL) == wanted:
+            return
+        resource = RollbackDrillResource(dict(obj), api=self.api)
+        await resource.patch({"metadata": {"labels": {LABEL_MODEL: wanted}}}, type="merge")
 
     async def _model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -148,9 +148,7 @@ def _reference(obj: Mapping[str, Any]) -> kopf.Body:
     )
 
 
-def _post(
-    reference: kopf.Body, events: Iterable[Event], failed: tuple[Action, str] | None
-) -> None:
+def _post(reference: kopf.Body, events: Iterable[Event], failed: tuple[Action, str] | None) -> None:
     for event in events:
         kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
     if failed is not None:

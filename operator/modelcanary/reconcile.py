@@ -64,9 +64,11 @@ from modelcanary.rollout.observations import (
 from modelcanary.traffic import Router, router_for
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
+    LABEL_MODEL,
     OwnerRef,
     build_deployment_spec,
     build_service_spec,
+    model_label,
     revision_name,
 )
 
@@ -345,9 +347,14 @@ RollbackDrillResource = new_class(
 
 
 async def drills_of(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> list[dict[str, Any]]:
-    """Every RollbackDrill of one ModelDeployment (one LIST per namespace)."""
+    """The RollbackDrills of one ModelDeployment, by label: one small LIST per pass.
+
+    The drill executor labels a drill made by hand on its first pass, before
+    it can run, so a running or finished drill always carries the label.
+    """
     found = []
-    async for drill in api.get(RollbackDrillResource, namespace=namespace):
+    selector = {LABEL_MODEL: model_label(md_name)}
+    async for drill in api.get(RollbackDrillResource, namespace=namespace, label_selector=selector):
         raw = drill.raw if not isinstance(drill, dict) else drill
         if raw.get("spec", {}).get("modelDeployment") == md_name:
             found.append(dict(raw))

@@ -16,6 +16,7 @@ import kr8s
 from kr8s.objects import new_class
 
 from modelcanary.api.modeldeployment import DrillMode
+from modelcanary.workloads.builders import LABEL_MODEL, model_label
 
 ModelDeployment = new_class("ModelDeployment.modelcanary.io/v1alpha1", namespaced=True)
 RollbackDrill = new_class("RollbackDrill.modelcanary.io/v1alpha1", namespaced=True)
@@ -27,7 +28,7 @@ def drill_manifest(md_name: str, mode: str, source: str) -> dict[str, Any]:
         "kind": "RollbackDrill",
         "metadata": {
             "generateName": f"{md_name[:40]}-drill-",
-            "labels": {"modelcanary.io/model": md_name, "modelcanary.io/drill-source": source},
+            "labels": {LABEL_MODEL: model_label(md_name), "modelcanary.io/drill-source": source},
         },
         "spec": {"modelDeployment": md_name, "mode": mode},
     }
