@@ -20,7 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str | None, workdir: Path) -> None:
+        """``namespace=None`` watches the whole cluster, as the chart's cluster mode does."""
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.workdir = workdir
@@ -48,8 +49,7 @@ class OperatorProcess:
                 "-m",
                 "modelcanary",
                 "run",
-                "--namespace",
-                self.namespace,
+                *(["--namespace", self.namespace] if self.namespace else []),
                 "--metrics-port",
                 str(self.metrics_port),
                 "--liveness",

@@ -140,6 +140,8 @@ class CanaryScenario:
         name: str = "fraud-detector",
         faults_for: FaultsFor | None = None,
         rps: float = 100.0,
+        operator_kubeconfig: Path | None = None,
+        operator_clusterwide: bool = False,
     ) -> None:
         self.plane = plane
         self.api = api
@@ -154,7 +156,13 @@ class CanaryScenario:
         self.route_sync: HTTPRouteSync | None = None
         self.servers: RevisionServers | None = None
         self.load: LoadGenerator | None = None
-        self.operator = OperatorProcess(plane.kubeconfig, namespace, workdir / "operator")
+        # Another identity than the admin's (e.g. the chart's ServiceAccount) to
+        # prove the operator works with exactly that identity's rights.
+        self.operator = OperatorProcess(
+            operator_kubeconfig or plane.kubeconfig,
+            None if operator_clusterwide else namespace,
+            workdir / "operator",
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 

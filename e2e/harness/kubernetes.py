@@ -15,6 +15,7 @@ with its own signing keys.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import os
@@ -106,6 +107,29 @@ def write_kubeconfig(
     return path
 
 
+# Metadata of every request, logged once it is answered (so with its code).
+_AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [{"level": "Metadata"}],
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditRecord:
+    """One request from the audit log; empty strings where it has no such part."""
+
+    user: str
+    verb: str
+    group: str
+    resource: str
+    subresource: str
+    namespace: str
+    code: int
+    uri: str
+
+
 class ControlPlane:
     """etcd + kube-apiserver, optionally raised to the full tier.
 
@@ -121,8 +145,10 @@ class ControlPlane:
         *,
         fake_nodes: int = 3,
         detached: bool = False,
+        audit: bool = False,
     ) -> None:
         self.toolchain = toolchain
+        self.audit = audit
         self.workdir = workdir
         self.fake_nodes = fake_nodes
         self.detached = detached
@@ -310,6 +336,7 @@ class ControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=1",
+                *self._audit_flags(),
             ],
         )
         tls = self._tls()
@@ -321,6 +348,48 @@ class ControlPlane:
             material.clients["admin"],
             "modelcanary-admin",
         )
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        """With ``audit=True``: every request's metadata, one JSON line each."""
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(json.dumps(_AUDIT_POLICY))
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
+            "--audit-log-maxsize=0",
+        ]
+
+    def audit_records(self, user: str | None = None) -> list[AuditRecord]:
+        """The audit log's requests (only ``user``'s if given), oldest first."""
+        if not self.audit:
+            raise RuntimeError("this control plane was started without audit=True")
+        found: list[AuditRecord] = []
+        for line in self.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            name = event.get("user", {}).get("username", "")
+            if user is not None and name != user:
+                continue
+            ref = event.get("objectRef") or {}
+            found.append(
+                AuditRecord(
+                    user=name,
+                    verb=event.get("verb", ""),
+                    group=ref.get("apiGroup", ""),
+                    resource=ref.get("resource", ""),
+                    subresource=ref.get("subresource", ""),
+                    namespace=ref.get("namespace", ""),
+                    code=int((event.get("responseStatus") or {}).get("code", 0)),
+                    uri=event.get("requestURI", ""),
+                )
+            )
+        return found
 
     def _component_kubeconfig(self, stem: str) -> Path:
         material = self._require_pki()
