@@ -47,6 +47,7 @@ class Toolchain:
     kwok_stages: Path
     helm: Path
     gateway_api_crds: Path
+    prometheus_operator_crds: Path
     versions: dict[str, str]
 
     def missing(self) -> list[Path]:
@@ -60,7 +61,8 @@ class Toolchain:
             self.helm,
         ]
         missing = [path for path in paths if not os.access(path, os.X_OK)]
-        missing += [p for p in (self.kwok_stages, self.gateway_api_crds) if not p.is_dir()]
+        folders = (self.kwok_stages, self.gateway_api_crds, self.prometheus_operator_crds)
+        missing += [p for p in folders if not p.is_dir()]
         return missing
 
 
@@ -91,9 +93,11 @@ def find_toolchain(*, build: bool = True) -> Toolchain:
         kwok_stages=kwok / "stages",
         helm=cached("helm", "HELM_VERSION") / "helm",
         gateway_api_crds=cached("gateway-api", "GATEWAY_API_VERSION"),
+        prometheus_operator_crds=cached("prometheus-operator-crds", "PROMETHEUS_OPERATOR_VERSION"),
         versions=versions,
     )
-    if toolchain.missing() and build:
+    stale = toolchain.missing()
+    if stale and build:
         subprocess.run([str(BUILD_SCRIPT)], check=True)
     if missing := toolchain.missing():
         raise FileNotFoundError(

@@ -93,6 +93,15 @@ fetch_gateway_api() {
   chmod 0644 "$out"/*.yaml
 }
 
+fetch_prometheus_operator() {
+  # The chart's ServiceMonitor and PrometheusRule are checked against the
+  # upstream CRDs, which ship as YAML inside the Go module (nothing is built).
+  local dir; dir="$(cd "$here/kubernetes" && GOFLAGS=-mod=mod go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  cp "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
+     "$dir"/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml "$out/"
+  chmod 0644 "$out"/*.yaml
+}
+
 what="${1:-all}"
 case "$what" in
   all|kubernetes)
@@ -106,7 +115,9 @@ case "$what" in
   all|helm)
     build_component helm "$HELM_VERSION" build_helm ;;&
   all|gateway-api)
-    build_component gateway-api "$GATEWAY_API_VERSION" fetch_gateway_api ;;
-  kubernetes|etcd|kwok|helm) ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|gateway-api]" >&2; exit 2 ;;
+    build_component gateway-api "$GATEWAY_API_VERSION" fetch_gateway_api ;;&
+  all|prometheus-operator-crds)
+    build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" fetch_prometheus_operator ;;
+  kubernetes|etcd|kwok|helm|gateway-api) ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|gateway-api|prometheus-operator-crds]" >&2; exit 2 ;;
 esac

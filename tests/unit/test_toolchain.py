@@ -102,4 +102,5 @@ def _fake_toolchain_tree(root: Path, versions: dict[str, str]) -> None:
     (root / f"kwok-{versions['KWOK_VERSION']}" / "stages").mkdir()
     _executable(root / f"helm-{versions['HELM_VERSION']}" / "helm")
     (root / f"gateway-api-{versions['GATEWAY_API_VERSION']}").mkdir()
+    (root / f"prometheus-operator-crds-{versions['PROMETHEUS_OPERATOR_VERSION']}").mkdir()
     assert os.access(kubernetes / "kubectl", os.X_OK)
