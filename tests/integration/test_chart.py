@@ -6,6 +6,7 @@ renders, the e2e tier checks that a cluster accepts and runs it.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -235,6 +236,25 @@ def test_monitoring_renders_scrape_alerts_and_dashboard(helm: Path, tmp_path: Pa
         "modelcanary_drill_last_success_timestamp",
     ):
         assert metric in shown
+
+
+def test_alert_rules_are_valid_promql_for_prometheus(helm: Path, tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool comes with the prometheus package that make test installs"
+    rule = _one(_render(helm, MODES["monitoring"], tmp_path), "PrometheusRule")
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 5 rules found" in checked.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(rules_file.read_text().replace("increase(", "increase((", 1))
+    refused = subprocess.run(
+        [promtool, "check", "rules", str(broken)], capture_output=True, check=False
+    )
+    assert refused.returncode != 0
 
 
 def test_no_successful_drill_window_follows_its_value(helm: Path, tmp_path: Path) -> None:
