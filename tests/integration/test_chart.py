@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from e2e.harness.binaries import find_toolchain
+from tests.chart import CHART, run_helm, write_values
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "modelcanary"
 pytestmark = pytest.mark.integration
 
 # Each documented mode, as the values a user would pass.
@@ -44,26 +44,18 @@ def helm() -> Path:
 def _helm(
     helm: Path, command: str, values: dict[str, Any], tmp_path: Path, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    # A values file rather than --set: no shell-style escaping of "bad tag!".
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
     release: Sequence[str] = ["release"] if command == "template" else []
-    return subprocess.run(
-        [
-            str(helm),
-            command,
-            *release,
-            str(CHART),
-            "--namespace",
-            "mc-system",
-            "-f",
-            str(values_file),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    values_file = write_values(values, tmp_path)
+    return run_helm(
+        helm,
+        command,
+        *release,
+        str(CHART),
+        "--namespace",
+        "mc-system",
+        "-f",
+        str(values_file),
+        *extra,
     )
 
 

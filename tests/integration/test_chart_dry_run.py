@@ -12,7 +12,6 @@ Then `helm install` of bad values is refused against the same API server.
 from __future__ import annotations
 
 import copy
-import secrets
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ import yaml
 
 from e2e.harness import ControlPlane
 from e2e.harness.binaries import Toolchain
+from tests.chart import CHART, run_helm, write_values
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "modelcanary"
 PROMETHEUS_OPERATOR_CRDS = (
     "monitoring.coreos.com_servicemonitors.yaml",
     "monitoring.coreos.com_prometheusrules.yaml",
@@ -68,30 +67,10 @@ def cluster(control_plane: ControlPlane, modelcanary_crds: list[str]) -> Control
     return control_plane
 
 
-def _write_values(values: dict[str, Any], tmp_path: Path) -> Path:
-    # A values file rather than --set: no shell-style escaping of "bad tag!".
-    path = tmp_path / f"values-{secrets.token_hex(3)}.yaml"
-    path.write_text(yaml.safe_dump(values))
-    return path
-
-
 def _render(toolchain: Toolchain, values: dict[str, Any], namespace: str, tmp_path: Path) -> str:
-    values_file = _write_values(values, tmp_path)
-    result = subprocess.run(
-        [
-            str(toolchain.helm),
-            "template",
-            "release",
-            str(CHART),
-            "-n",
-            namespace,
-            "-f",
-            str(values_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
+    values_file = write_values(values, tmp_path)
+    result = run_helm(
+        toolchain.helm, "template", "release", str(CHART), "-n", namespace, "-f", str(values_file)
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -231,19 +210,15 @@ def test_a_broken_manifest_is_refused_by_the_dry_run(
 
 
 def _helm(cluster: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.toolchain.helm), "--kubeconfig", str(cluster.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
+    return run_helm(
+        cluster.toolchain.helm, "--kubeconfig", str(cluster.kubeconfig), *args, timeout=120
     )
 
 
 def _install(
     cluster: ControlPlane, namespace: str, values: dict[str, Any], tmp_path: Path
 ) -> subprocess.CompletedProcess[str]:
-    values_file = _write_values(values, tmp_path)
+    values_file = write_values(values, tmp_path)
     return _helm(cluster, "install", "mc", str(CHART), "-n", namespace, "-f", str(values_file))
 
 

@@ -22,6 +22,7 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Phase,
+    Predictor,
     RevisionOutcome,
 )
 from modelcanary.api.validation import FieldError
@@ -135,14 +136,9 @@ def _first_revision(work: Pass) -> None:
     if work.entry(revision) is None:
         work.record(revision, RevisionOutcome.PROGRESSING, "first revision")
         work.event("FirstRevision", f"revision {revision} is the first: it goes straight to 100%")
-    work.ensure(revision, work.spec.predictor, "stable")
-    status.phase = Phase.PROGRESSING
-    if not work.router_owns_replicas and not work.available(revision):
-        status.message = f"waiting for the first revision {revision} to become Available"
-        work.requeue(POLL_SECONDS)
-        return
-    if not work.route({revision: 100}):
-        status.message = f"routing 100% to the first revision {revision}"
+    waiting = f"waiting for the first revision {revision} to become Available"
+    routing = f"routing 100% to the first revision {revision}"
+    if not _serve_all(work, revision, work.spec.predictor, waiting=waiting, routing=routing):
         return
     status.stable_revision = revision
     status.last_known_good = KnownGood(
@@ -215,6 +211,23 @@ def _steady(work: Pass) -> None:
     work.requeue(IDLE_SECONDS)
 
 
+def _serve_all(
+    work: Pass, revision: str, predictor: Predictor, *, waiting: str, routing: str
+) -> bool:
+    """Run ``revision`` as stable and give it 100% once it can serve; True when it has."""
+    status = work.status
+    work.ensure(revision, predictor, "stable")
+    status.phase = Phase.PROGRESSING
+    if not work.router_owns_replicas and not work.available(revision):
+        status.message = waiting
+        work.requeue(POLL_SECONDS)
+        return False
+    if not work.route({revision: 100}):
+        status.message = routing
+        return False
+    return True
+
+
 def _restore(work: Pass) -> None:
     """rollback --to: bring a revision from the history back to 100%."""
     status = work.status
@@ -225,14 +238,9 @@ def _restore(work: Pass) -> None:
         status.restoring = None
         status.message = f"cannot restore {target}: it is no longer in the history"
         return
-    work.ensure(target, entry.predictor, "stable")
-    status.phase = Phase.PROGRESSING
-    if not work.router_owns_replicas and not work.available(target):
-        status.message = f"restoring {target}: waiting for it to become Available"
-        work.requeue(POLL_SECONDS)
-        return
-    if not work.route({target: 100}):
-        status.message = f"restoring {target}: routing 100% to it"
+    waiting = f"restoring {target}: waiting for it to become Available"
+    routing = f"restoring {target}: routing 100% to it"
+    if not _serve_all(work, target, entry.predictor, waiting=waiting, routing=routing):
         return
     status.stable_revision = target
     status.restoring = None
