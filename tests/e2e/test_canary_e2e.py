@@ -9,6 +9,7 @@ an older revision; an invalid spec that slipped past admission.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -295,15 +296,17 @@ def test_invalid_spec_past_admission_gives_invalid_spec_and_leaves_traffic(
         "-p",
         f'[{{"op":"remove","path":"{rules}/x-kubernetes-validations"}}]',
     )
-    # The API server re-initialises the resource's storage after a schema change.
-    wait_for(_serving(scenario), timeout=60, what="the patched CRD to serve")
+    bad = scenario.manifest(BETTER)
+    bad["spec"]["strategy"]["steps"] = [
+        {"setWeight": 50},
+        {"setWeight": 10},
+        {"setWeight": 100},
+    ]
+    # The API server swaps the resource's storage after a schema change, and
+    # answers 429 while it does; one good read does not mean the swap is over.
+    # A dry-run that admits the bad spec does: the new schema is in force.
+    wait_for(_admits(full_control_plane, bad), timeout=60, what="the patched CRD in force")
     try:
-        bad = scenario.manifest(BETTER)
-        bad["spec"]["strategy"]["steps"] = [
-            {"setWeight": 50},
-            {"setWeight": 10},
-            {"setWeight": 100},
-        ]
         scenario.apply(bad)
         status = scenario.wait_for_status(
             lambda s: s.get("phase") == "Invalid", timeout=60, what="InvalidSpec"
@@ -317,7 +320,34 @@ def test_invalid_spec_past_admission_gives_invalid_spec_and_leaves_traffic(
         assert scenario.route_sync.applied_weights() == {scenario.revision_service(stable): 100}
     finally:
         full_control_plane.install_crds(sorted(CRD_DIR.glob("*.yaml")))
+        wait_for(
+            _refuses(full_control_plane, bad, "must not decrease"),
+            timeout=60,
+            what="the restored CRD in force",
+        )
         wait_for(_serving(scenario), timeout=60, what="the restored CRD to serve")
+
+
+def _dry_run_create(control_plane: ControlPlane, manifest: dict[str, Any]) -> tuple[bool, str]:
+    probe = {**manifest, "metadata": {**manifest["metadata"], "name": "schema-probe"}}
+    done = control_plane.kubectl(
+        "create", "--dry-run=server", "-f", "-", check=False, input_text=json.dumps(probe)
+    )
+    return done.returncode == 0, done.stderr
+
+
+def _admits(control_plane: ControlPlane, manifest: dict[str, Any]) -> Callable[[], bool]:
+    return lambda: _dry_run_create(control_plane, manifest)[0]
+
+
+def _refuses(
+    control_plane: ControlPlane, manifest: dict[str, Any], reason: str
+) -> Callable[[], bool]:
+    def check() -> bool:
+        admitted, message = _dry_run_create(control_plane, manifest)
+        return not admitted and reason in message
+
+    return check
 
 
 def _serving(world: CanaryScenario) -> Callable[[], bool]:
