@@ -24,7 +24,7 @@ from e2e.dataplane.loadgen import LoadGenerator
 from e2e.dataplane.operator import OperatorProcess
 from e2e.dataplane.revisions import FaultsFor, RevisionServers
 from e2e.harness.kubernetes import ControlPlane, wait_for
-from e2e.harness.prometheus import PrometheusServer
+from e2e.harness.prometheus import PrometheusServer, ScrapeTarget
 
 ModelDeployment = new_class("ModelDeployment.modelcanary.io/v1alpha1", namespaced=True)
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -185,6 +185,20 @@ class CanaryScenario:
         self.load = LoadGenerator(self.gateway.url, self.rps, concurrency=16).start()
         self.operator.start()
         return self
+
+    def scrape_operator(self) -> None:
+        """Let Prometheus scrape the operator's own metrics, as a ServiceMonitor would.
+
+        ``modelcanary report`` and the demo read the rollout's timeline from them.
+        Call again after restarting the operator: its metrics port changes.
+        """
+        target = ScrapeTarget(
+            f"modelcanary-operator-{self.namespace}",
+            f"127.0.0.1:{self.operator.metrics_port}",
+            {"job_role": "modelcanary-operator"},
+        )
+        self.prometheus.add_target(target)
+        self.prometheus.wait_until_scraped(target.address)
 
     def _faults(self, version: str) -> Mapping[str, float]:
         # Looked up late, so a test may change faults_for after start().
