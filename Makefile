@@ -57,6 +57,10 @@ deps: venv system-deps toolchain
 crds: venv ## regenerate crds/ and the chart's crds/ from the pydantic models
 	$(PY) -m modelcanary.api.crd crds charts/modelcanary/crds
 
+.PHONY: docs
+docs: venv ## regenerate docs/api-reference.md from the models
+	$(PY) -m modelcanary.api.reference docs/api-reference.md
+
 # ---- checks -----------------------------------------------------------------
 
 .PHONY: lint
