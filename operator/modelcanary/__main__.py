@@ -1,8 +1,15 @@
-"""The ``modelcanary`` command: ``modelcanary run`` starts the operator.
+"""The ``modelcanary`` command: ``modelcanary run`` starts the operator; the rest is the CLI.
 
 ``python -m modelcanary run`` (or ``make run``) runs it against the current
 kubeconfig, outside the cluster, which is how the tests and the demo run it
 too. In a cluster the chart runs the same command in the operator's image.
+
+The other commands (status, history, promote, abort, pause, resume, retry,
+rollback, lint, drill) are clients of the API server, one module each under
+modelcanary/cli/; each module's ``add_parser`` registers its subcommands and
+the function that runs them (``set_defaults(handler=...)``). Installed as
+``kubectl-modelcanary``, the same command is the kubectl plugin
+``kubectl modelcanary``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import os
 from collections.abc import Sequence
 
 from modelcanary import __version__
-from modelcanary.cli import drill
+from modelcanary.cli import actions, drill, history, lint, status
+from modelcanary.cli.common import EXIT_CODES
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -40,7 +48,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="modelcanary", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="modelcanary",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"modelcanary {__version__}")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
@@ -58,14 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="image of scheduled drill Jobs (default: $MODELCANARY_IMAGE, else this release's)",
     )
     run.add_argument("--verbose", "-v", action="store_true")
+    run.set_defaults(handler=_run)
     drill.add_parser(commands)
+    status.add_parser(commands)
+    history.add_parser(commands)
+    actions.add_parser(commands)
+    lint.add_parser(commands)
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "drill":
-        return drill.create(args)
-    parser.print_help()
-    return 0
+    # A module whose add_parser sets no handler is dispatched by its command's name.
+    by_name = {"drill": drill.create}
+    handler = getattr(args, "handler", None) or by_name.get(args.command)
+    if handler is None:
+        parser.print_help()
+        return 0
+    code: int = handler(args)
+    return code
 
 
 if __name__ == "__main__":
