@@ -123,11 +123,8 @@ cluster-down: ## stop the cluster started by cluster-up or demo
 	else echo "no venv, so no cluster was started from here"; fi
 
 .PHONY: demo
-demo: cluster-up ## the canary story on a local cluster (for now: the cluster and Prometheus)
-	@echo
-	@echo "The local cluster and Prometheus are running. The canary story itself"
-	@echo "arrives with the engine; until then, explore with the kubeconfig above."
-	@echo "Stop everything with: make demo-down"
+demo: deps ## the canary story on a local cluster: promotion, automatic rollback, a drill (DEMO_FAST=1: short)
+	$(PY) -m e2e.demo --dir $(CLUSTER_DIR) $(if $(filter-out 0,$(DEMO_FAST)),--fast)
 
 .PHONY: demo-down
 demo-down: cluster-down ## stop what make demo started

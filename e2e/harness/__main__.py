@@ -22,14 +22,22 @@ from e2e.harness.prometheus import PrometheusServer
 _PROMETHEUS_STATE = "prometheus.json"
 
 
-def cluster_up(directory: Path, tier: Tier, *, with_prometheus: bool, gateway_api: bool) -> int:
+class ClusterExists(RuntimeError):
+    """A cluster is already recorded in the state directory."""
+
+
+def start_cluster(
+    directory: Path, tier: Tier, *, with_prometheus: bool, gateway_api: bool
+) -> tuple[ControlPlane, PrometheusServer | None]:
+    """Start a detached cluster (and Prometheus) and record it for ``cluster_down``.
+
+    Raises ClusterExists, or StartupError/OSError/TimeoutError with nothing left running.
+    """
     directory = directory.resolve()
     if (directory / "state.json").exists():
-        print(
-            f"a cluster is already recorded in {directory}; run `make cluster-down` first",
-            file=sys.stderr,
+        raise ClusterExists(
+            f"a cluster is already recorded in {directory}; run `make cluster-down` first"
         )
-        return 1
     toolchain = find_toolchain()
     plane = ControlPlane(toolchain, directory / "control-plane", detached=True)
     prometheus: PrometheusServer | None = None
@@ -39,23 +47,36 @@ def cluster_up(directory: Path, tier: Tier, *, with_prometheus: bool, gateway_ap
             plane.install_gateway_api()
         if with_prometheus:
             prometheus = PrometheusServer(directory / "prometheus", detached=True).start()
-    except (StartupError, OSError, TimeoutError) as error:
+    except BaseException:
         plane.stop()
         if prometheus is not None:
             prometheus.stop()
-        print(f"cluster-up failed: {error}", file=sys.stderr)
-        return 1
+        raise
     state = {"control_plane": str(plane.workdir), "kubeconfig": str(plane.kubeconfig)}
     if prometheus is not None and prometheus.process is not None:
         state["prometheus_url"] = prometheus.url
         state["prometheus_pgid"] = str(prometheus.process.pid)
         state["prometheus_targets"] = str(prometheus.targets_dir)
     (directory / "state.json").write_text(json.dumps(state, indent=2))
+    return plane, prometheus
+
+
+def cluster_up(directory: Path, tier: Tier, *, with_prometheus: bool, gateway_api: bool) -> int:
+    try:
+        plane, prometheus = start_cluster(
+            directory, tier, with_prometheus=with_prometheus, gateway_api=gateway_api
+        )
+    except ClusterExists as error:
+        print(error, file=sys.stderr)
+        return 1
+    except (StartupError, OSError, TimeoutError) as error:
+        print(f"cluster-up failed: {error}", file=sys.stderr)
+        return 1
     print(f"{tier} tier is up ({plane.server}).")
     if prometheus is not None:
         print(f"Prometheus: {prometheus.url}  (targets: {prometheus.targets_dir})")
     print(f"export KUBECONFIG={plane.kubeconfig}")
-    print(f"kubectl: {toolchain.kubectl}")
+    print(f"kubectl: {plane.toolchain.kubectl}")
     return 0
 
 
