@@ -1,0 +1,427 @@
+"""The model behind ``modelcanary report``: what happened during a rollout, over time.
+
+Two sources are merged here. Prometheus holds what the operator saw from one
+moment to the next (the weight it set, each metric's value for the candidate
+and for stable), because it scraped the operator's own ``/metrics``. The
+ModelDeployment's ``status.history`` holds what the operator decided and why
+(promoted, rolled back, aborted, with the failing metric in the reason). The
+picture needs both: a rollback line means little without the error rate
+climbing over its bound just before it.
+
+This module does no I/O: the command fetches, this builds, the renderer draws.
+So every rule about the picture (which window, which markers, where a relative
+bound lies) is tested without a cluster, and a timeline can be built from any
+recorded series.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelcanary.api.base import parse_duration
+from modelcanary.api.modeldeployment import HistoryEntry, Metric, RevisionOutcome
+from modelcanary.rollout.decide import FIRST_REVISION_NOTE
+
+Point = tuple[float, float]
+"""(Unix seconds, value), as Prometheus's range API returns them."""
+
+Series = Sequence[Point]
+
+CANDIDATE = "candidate"
+STABLE = "stable"
+
+MIN_PADDING = timedelta(seconds=15)
+MAX_PADDING = timedelta(minutes=10)
+PADDING_FRACTION = 0.1
+TARGET_POINTS = 400
+"""Range-query points per series by default: smooth enough, far below Prometheus's 11,000."""
+
+
+class WindowError(ValueError):
+    """The window asked for cannot be made (unknown revision, bad time, empty range)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment <= self.end
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return start <= self.end and end >= self.start
+
+
+class MarkerKind(enum.StrEnum):
+    START = "start"
+    STEP = "step"
+    PROMOTION = "promotion"
+    ROLLBACK = "rollback"
+    ABORT = "abort"
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True)
+class Marker:
+    at: float
+    kind: MarkerKind
+    label: str
+    revision: str | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One revision's rollout, a row of the report's summary table."""
+
+    revision: str
+    version: str
+    outcome: str
+    reason: str
+    created_at: datetime
+    finished_at: datetime | None
+    first_revision: bool
+
+
+@dataclass(frozen=True)
+class BoundLine:
+    """Where a metric's bound lies over time; relative bounds move with stable."""
+
+    label: str
+    side: str
+    """"min" or "max": which side of the line is healthy."""
+    points: tuple[Point, ...]
+    relative: bool
+
+
+@dataclass(frozen=True)
+class MetricPanel:
+    name: str
+    candidate: tuple[Point, ...]
+    stable: tuple[Point, ...]
+    bounds: tuple[BoundLine, ...]
+    failed: bool
+    """Named in the reason of a rollback or abort within the window."""
+
+
+@dataclass(frozen=True)
+class Timeline:
+    namespace: str
+    name: str
+    window: Window
+    candidate_weight: tuple[Point, ...]
+    stable_weight: tuple[Point, ...]
+    metrics: tuple[MetricPanel, ...]
+    markers: tuple[Marker, ...]
+    rollouts: tuple[Rollout, ...]
+    """The rollouts the window covers, oldest first."""
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.candidate_weight) or any(
+            panel.candidate or panel.stable for panel in self.metrics
+        )
+
+
+def _history(md: Mapping[str, Any]) -> list[HistoryEntry]:
+    """The readable history entries, oldest first (the status keeps them newest first)."""
+    status = md.get("status") or {}
+    parsed: list[HistoryEntry] = []
+    for raw in status.get("history") or []:
+        try:
+            parsed.append(HistoryEntry.model_validate(raw))
+        except ValidationError:
+            continue  # an entry this version cannot read is left out of the picture
+    return sorted(parsed, key=lambda entry: entry.created_at)
+
+
+# --------------------------------------------------------------------------- the window
+
+
+def parse_moment(text: str, now: datetime) -> datetime:
+    """An RFC 3339 time, or a duration such as ``30m`` meaning that long before ``now``."""
+    text = text.strip()
+    if re.fullmatch(r"[0-9.]+(ms|s|m|h)([0-9.]+(ms|s|m|h))*", text):
+        return now - parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise WindowError(
+            f"{text!r} is neither an RFC 3339 time (2026-11-23T22:00:00Z) nor a duration (30m, 2h)"
+        ) from None
+    if moment.tzinfo is None:
+        raise WindowError(f"{text!r} has no time zone: add Z or an offset such as +01:00")
+    return moment.astimezone(UTC)
+
+
+def padding_for(start: datetime, end: datetime) -> timedelta:
+    """A little room either side, so the first step and the last decision are not on the edge."""
+    padding = (end - start) * PADDING_FRACTION
+    return max(MIN_PADDING, min(MAX_PADDING, padding))
+
+
+def choose_window(
+    md: Mapping[str, Any],
+    *,
+    now: datetime,
+    revision: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Window:
+    """The time range to draw.
+
+    ``since``/``until`` win; a side left out comes from the rollout (``until``
+    defaults to now). Otherwise the rollout of ``revision`` (a prefix is
+    enough when it is unambiguous), else the latest one: its canary's start
+    to its end, or to now while it runs, padded a little.
+    """
+    entries = _history(md)
+    entry = _pick_entry(entries, revision)
+    if entry is not None:
+        rollout_start = entry.created_at
+        rollout_end = entry.finished_at or now
+        padding = padding_for(rollout_start, rollout_end)
+        default_start = rollout_start - padding
+        default_end = min(now, rollout_end + padding) if entry.finished_at else now
+    elif since is None:
+        raise WindowError(
+            "the ModelDeployment has no rollout in status.history yet: "
+            "give --since to pick a window"
+        )
+    else:
+        default_start, default_end = now, now
+    start = parse_moment(since, now) if since is not None else default_start
+    end = parse_moment(until, now) if until is not None else (now if since else default_end)
+    if end <= start:
+        raise WindowError(f"the window is empty: {_iso(start)} is not before {_iso(end)}")
+    return Window(start, end)
+
+
+def _pick_entry(entries: Sequence[HistoryEntry], revision: str | None) -> HistoryEntry | None:
+    if revision is None:
+        return entries[-1] if entries else None
+    exact = [entry for entry in entries if entry.revision == revision]
+    matches = exact or [entry for entry in entries if entry.revision.startswith(revision)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(entry.revision for entry in reversed(entries)) or "none"
+    if not matches:
+        raise WindowError(f"revision {revision} is not in status.history (known: {known})")
+    raise WindowError(f"revision {revision} is ambiguous: it starts {known}")
+
+
+def default_step(window: Window) -> float:
+    """Query resolution: about TARGET_POINTS points, never finer than a second."""
+    return float(max(1, math.ceil(window.seconds / TARGET_POINTS)))
+
+
+# --------------------------------------------------------------------------- the timeline
+
+
+def build_timeline(
+    md: Mapping[str, Any],
+    window: Window,
+    weight: Series,
+    values: Mapping[tuple[str, str], Series],
+    *,
+    now: datetime,
+) -> Timeline:
+    """Everything to draw, from the object and the range series.
+
+    ``weight`` is the candidate's weight in percent; ``values`` maps
+    ``(metric, "candidate" | "stable")`` to that metric's series.
+    """
+    metadata = md.get("metadata") or {}
+    entries = _history(md)
+    covered = [
+        entry for entry in entries if window.overlaps(entry.created_at, entry.finished_at or now)
+    ]
+    rollouts = tuple(_rollout(entry) for entry in covered)
+    # The operator keeps a metric's last value after the canary ends; drawn on,
+    # it would look like analysis that never ran. Only a canary's own span counts.
+    canary_spans = [
+        (entry.created_at.timestamp(), (entry.finished_at or now).timestamp())
+        for entry in covered
+        if not _is_first_revision(entry)
+    ]
+    weight_points = _clip(weight, window)
+    markers = [*_decision_markers(covered, window), *_step_markers(weight_points, canary_spans)]
+    markers.sort(key=lambda marker: marker.at)
+    failing_reasons = [
+        entry.reason
+        for entry in covered
+        if entry.outcome in (RevisionOutcome.ROLLED_BACK, RevisionOutcome.ABORTED)
+    ]
+    panels = tuple(
+        _metric_panel(metric, values, window, canary_spans, failing_reasons)
+        for metric in _metrics(md, values)
+    )
+    return Timeline(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        window=window,
+        candidate_weight=weight_points,
+        stable_weight=tuple((at, 100.0 - value) for at, value in weight_points),
+        metrics=panels,
+        markers=tuple(markers),
+        rollouts=rollouts,
+    )
+
+
+def _metrics(md: Mapping[str, Any], values: Mapping[tuple[str, str], Series]) -> list[Metric]:
+    """The spec's metrics in its order, then any the series name that the spec no
+    longer does (a metric removed since): drawn without bounds, not hidden."""
+    analysis = (md.get("spec") or {}).get("analysis") or {}
+    metrics: list[Metric] = []
+    for raw in analysis.get("metrics") or []:
+        try:
+            metrics.append(Metric.model_validate(raw))
+        except ValidationError:
+            continue
+    known = {metric.name for metric in metrics}
+    for name in sorted({name for name, _ in values} - known):
+        metrics.append(Metric.model_construct(name=name, query=""))
+    return metrics
+
+
+def _metric_panel(
+    metric: Metric,
+    values: Mapping[tuple[str, str], Series],
+    window: Window,
+    spans: Sequence[tuple[float, float]],
+    failing_reasons: Sequence[str],
+) -> MetricPanel:
+    candidate = _within_spans(_clip(values.get((metric.name, CANDIDATE), ()), window), spans)
+    stable = _within_spans(_clip(values.get((metric.name, STABLE), ()), window), spans)
+    edges = (window.start.timestamp(), window.end.timestamp())
+    bounds: list[BoundLine] = []
+    for side, value in (("min", metric.min), ("max", metric.max)):
+        if value is not None:
+            bounds.append(
+                BoundLine(f"{side} {value:g}", side, tuple((at, value) for at in edges), False)
+            )
+    relative = (
+        ("min", metric.min_relative_to_stable),
+        ("max", metric.max_relative_to_stable),
+    )
+    for side, factor in relative:
+        if factor is not None:
+            moving = tuple(
+                (at, value * factor) if not math.isnan(value) else (at, value)
+                for at, value in stable
+            )
+            bounds.append(BoundLine(f"{side} {factor:g}x stable", side, moving, True))
+    failed = any(re.search(rf"\b{re.escape(metric.name)}\b", reason) for reason in failing_reasons)
+    return MetricPanel(metric.name, candidate, stable, tuple(bounds), failed)
+
+
+def _decision_markers(entries: Iterable[HistoryEntry], window: Window) -> list[Marker]:
+    markers: list[Marker] = []
+    for entry in entries:
+        version = entry.predictor.model.version
+        first = _is_first_revision(entry)
+        if window.contains(entry.created_at):
+            label = f"first revision {version}" if first else f"canary {version} starts"
+            markers.append(
+                Marker(entry.created_at.timestamp(), MarkerKind.START, label, entry.revision)
+            )
+        if entry.finished_at is None or not window.contains(entry.finished_at):
+            continue
+        kind = _END_MARKERS.get(entry.outcome)
+        if kind is None or (first and kind is MarkerKind.PROMOTION):
+            # A first revision's "promotion" is its start: one line, not two.
+            continue
+        label = f"{_END_VERBS[kind]} {version}"
+        markers.append(
+            Marker(entry.finished_at.timestamp(), kind, label, entry.revision, entry.reason)
+        )
+    return markers
+
+
+_END_MARKERS = {
+    RevisionOutcome.PROMOTED: MarkerKind.PROMOTION,
+    RevisionOutcome.ROLLED_BACK: MarkerKind.ROLLBACK,
+    RevisionOutcome.ABORTED: MarkerKind.ABORT,
+    RevisionOutcome.SUPERSEDED: MarkerKind.SUPERSEDED,
+}
+_END_VERBS = {
+    MarkerKind.PROMOTION: "promoted",
+    MarkerKind.ROLLBACK: "rolled back",
+    MarkerKind.ABORT: "aborted",
+    MarkerKind.SUPERSEDED: "superseded",
+}
+
+
+def _step_markers(weight: Series, spans: Sequence[tuple[float, float]]) -> list[Marker]:
+    """A step is the candidate's weight rising or falling to a new value above 0
+    during a canary. A fall to 0 is the rollout's end, which history names better."""
+    markers: list[Marker] = []
+    previous: float | None = None
+    for at, value in weight:
+        if math.isnan(value):
+            continue
+        # The first point is where the window starts, not a step.
+        changed = previous is not None and value != previous
+        if changed and value > 0 and _inside(at, spans):
+            markers.append(Marker(at, MarkerKind.STEP, f"{value:g}%"))
+        previous = value
+    return markers
+
+
+def _rollout(entry: HistoryEntry) -> Rollout:
+    return Rollout(
+        revision=entry.revision,
+        version=entry.predictor.model.version,
+        outcome=entry.outcome.value,
+        reason=entry.reason,
+        created_at=entry.created_at,
+        finished_at=entry.finished_at,
+        first_revision=_is_first_revision(entry),
+    )
+
+
+def _is_first_revision(entry: HistoryEntry) -> bool:
+    return entry.reason in (FIRST_REVISION_NOTE, "first revision")
+
+
+def _clip(series: Series, window: Window) -> tuple[Point, ...]:
+    start, end = window.start.timestamp(), window.end.timestamp()
+    return tuple(
+        (float(at), float(value)) for at, value in sorted(series) if start <= float(at) <= end
+    )
+
+
+def _inside(at: float, spans: Sequence[tuple[float, float]]) -> bool:
+    return any(start <= at <= end for start, end in spans)
+
+
+def _within_spans(series: Series, spans: Sequence[tuple[float, float]]) -> tuple[Point, ...]:
+    """The points inside a canary, with a NaN between two canaries so no line joins them."""
+    kept: list[Point] = []
+    last_span: int | None = None
+    for at, value in series:
+        span = next((i for i, (start, end) in enumerate(spans) if start <= at <= end), None)
+        if span is None:
+            continue
+        if last_span is not None and span != last_span:
+            kept.append((at, math.nan))
+        kept.append((at, value))
+        last_span = span
+    return tuple(kept)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
