@@ -151,7 +151,7 @@ def _request(args: argparse.Namespace) -> int:
             raise common.api_error(error, f"read modeldeployment {args.name}") from None
         except common.UNREACHABLE as error:
             raise common.CommandError(f"cannot reach the cluster: {error}") from None
-        return dict(md.raw)
+        return common.as_data(md)
 
     answer = wait_for_answer(read, action_id, args.timeout)
     if answer is None:

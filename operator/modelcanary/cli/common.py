@@ -16,6 +16,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -103,6 +104,12 @@ def fetch(api: kr8s.Api, namespace: str, name: str) -> APIObject:
     except UNREACHABLE as error:
         raise CommandError(f"cannot reach the cluster: {error}") from None
     return md
+
+
+def as_data(obj: APIObject) -> dict[str, Any]:
+    """The object as plain dicts and lists (kr8s keeps it in Box objects, which YAML refuses)."""
+    data: dict[str, Any] = json.loads(json.dumps(obj.raw))
+    return data
 
 
 def fail(error: CommandError) -> int:

@@ -78,7 +78,7 @@ def history_lines(md: Mapping[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     try:
         api, namespace = common.connect(args)
-        md = dict(common.fetch(api, namespace, args.name).raw)
+        md = common.as_data(common.fetch(api, namespace, args.name))
     except common.CommandError as error:
         return common.fail(error)
     entries = (md.get("status") or {}).get("history") or []

@@ -69,7 +69,10 @@ def recent_events(api: kr8s.Api, namespace: str, name: str) -> list[dict[str, An
             field_selector={"involvedObject.name": name, "involvedObject.kind": "ModelDeployment"},
             raw=True,
         )
-        return [dict(event) if isinstance(event, dict) else dict(event.raw) for event in events]
+        return [
+            json.loads(json.dumps(event if isinstance(event, dict) else event.raw))
+            for event in events
+        ]
     except (kr8s.ServerError, *common.UNREACHABLE):
         # Events are context; a Role that cannot list them still gets the status.
         return []
@@ -80,7 +83,7 @@ def _snapshots(
 ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     while True:
         md = common.fetch(api, namespace, name)
-        yield dict(md.raw), recent_events(api, namespace, name)
+        yield common.as_data(md), recent_events(api, namespace, name)
         time.sleep(WATCH_SECONDS)
 
 
@@ -94,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
         api, namespace = common.connect(args)
         md = common.fetch(api, namespace, args.name)
         if args.output and not args.watch:
-            print(dump(dict(md.raw), args.output))
+            print(dump(common.as_data(md), args.output))
             return common.OK
         if not args.watch:
             events = recent_events(api, namespace, args.name)
-            show(dict(md.raw), events)
+            show(common.as_data(md), events)
             return common.OK
         try:
             watch(_snapshots(api, namespace, args.name), args.output)
