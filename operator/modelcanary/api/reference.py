@@ -250,7 +250,7 @@ def _render_section(section: Section) -> list[str]:
     lines = [f"### {section.name}", "", " ".join(section.description.split()), ""]
     if section.rules:
         lines += ["Validation rules (checked at admission and by the operator):", ""]
-        lines += [f"- {_cell(rule)}" for rule in section.rules]
+        lines += [f"- {' '.join(rule.split())}" for rule in section.rules]
         lines.append("")
     lines += [
         "| Field | Type | Required | Default | Constraints | Description |",
