@@ -43,7 +43,7 @@ COMMANDS: list[tuple[str, ...]] = [
 ]
 ACTIONS = [command for command in COMMANDS if command[0] not in ("status", "history")]
 
-PREDICTOR = {
+PREDICTOR: dict[str, Any] = {
     "model": {"name": "sentiment", "version": "1.0.0", "uri": "s3://models/sentiment/1.0.0"},
     "template": {"spec": {"containers": [{"name": "server", "image": "server:1"}]}},
 }

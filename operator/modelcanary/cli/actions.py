@@ -101,6 +101,7 @@ def wait_for_answer(
     action_id: str,
     timeout: float,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any] | None:
     """status.lastAction once it answers ``action_id``; None at the deadline."""
     deadline = clock() + timeout
@@ -111,7 +112,7 @@ def wait_for_answer(
         remaining = deadline - clock()
         if remaining <= 0:
             return None
-        time.sleep(min(POLL_SECONDS, remaining))
+        sleep(min(POLL_SECONDS, remaining))
 
 
 def run(args: argparse.Namespace) -> int:
