@@ -365,7 +365,8 @@ def draw(timeline: Timeline) -> Figure:
         )
         if not panel.candidate and not panel.stable:
             axis.text(0.5, 0.5, "no values in this window", transform=axis.transAxes, ha="center")
-    nearby = timeline.window.seconds / 150
+    # About ten pixels on a 12-inch figure: closer labels would print over each other.
+    nearby = timeline.window.seconds / 60
     for index, axis in enumerate(axes):
         _markers(axis, timeline.markers, labelled=index == 0, nearby=nearby)
         axis.grid(True, alpha=0.25)
@@ -400,6 +401,9 @@ def _line(
         linestyle="--" if dashed else "-",
         linewidth=1.0 if thin or dashed else 1.6,
         drawstyle="steps-post" if steps else "default",
+        # Each evaluation as a dot: a lone value (one evaluation) is no line at all.
+        marker="." if not (steps or dashed) else None,
+        markersize=4,
     )
 
 

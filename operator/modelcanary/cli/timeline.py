@@ -36,11 +36,15 @@ Point = tuple[float, float]
 Series = Sequence[Point]
 
 CANDIDATE = "candidate"
+MIN_SAMPLES = "minSamples"
+"""The name the operator reports the minSamples gate under, beside the metrics."""
 STABLE = "stable"
 
 MIN_PADDING = timedelta(seconds=15)
 MAX_PADDING = timedelta(minutes=10)
 PADDING_FRACTION = 0.1
+DECISION_SCRAPE_LIMIT = timedelta(minutes=2)
+"""How long after a canary ends its deciding evaluation may take to reach Prometheus."""
 TARGET_POINTS = 400
 """Range-query points per series by default: smooth enough, far below Prometheus's 11,000."""
 
@@ -291,6 +295,14 @@ def _metrics(md: Mapping[str, Any], values: Mapping[tuple[str, str], Series]) ->
             metrics.append(Metric.model_validate(raw))
         except ValidationError:
             continue
+    min_samples = analysis.get("minSamples") or {}
+    if isinstance(min_samples.get("value"), int | float):
+        # The traffic gate is judged like a metric, with one bound: at least this many.
+        metrics.append(
+            Metric.model_construct(
+                name=MIN_SAMPLES, query=str(min_samples.get("query", "")), min=min_samples["value"]
+            )
+        )
     known = {metric.name for metric in metrics}
     for name in sorted({name for name, _ in values} - known):
         metrics.append(Metric.model_construct(name=name, query=""))
@@ -409,18 +421,38 @@ def _inside(at: float, spans: Sequence[tuple[float, float]]) -> bool:
 
 
 def _within_spans(series: Series, spans: Sequence[tuple[float, float]]) -> tuple[Point, ...]:
-    """The points inside a canary, with a NaN between two canaries so no line joins them."""
+    """The points of each canary, with a NaN between two canaries so no line joins them.
+
+    The evaluation that ends a canary is scraped after the end (up to a scrape
+    interval later), and it is the one that matters most: the failing value.
+    So past the end, points are kept up to the first one whose value moved,
+    which is that evaluation arriving; the unchanged ones after it would be
+    the gauge's stale last value.
+    """
+    ordered = sorted(spans)
     kept: list[Point] = []
-    last_span: int | None = None
-    for at, value in series:
-        span = next((i for i, (start, end) in enumerate(spans) if start <= at <= end), None)
-        if span is None:
-            continue
-        if last_span is not None and span != last_span:
-            kept.append((at, math.nan))
-        kept.append((at, value))
-        last_span = span
+    for index, (start, end) in enumerate(ordered):
+        limit = end + DECISION_SCRAPE_LIMIT.total_seconds()
+        if index + 1 < len(ordered):
+            limit = min(limit, ordered[index + 1][0])
+        inside = [(at, value) for at, value in series if start <= at <= end]
+        after = [(at, value) for at, value in series if end < at < limit]
+        settled = inside[-1][1] if inside else None
+        for at, value in after:
+            if _same(value, settled):
+                continue
+            inside.append((at, value))
+            break
+        if inside and kept:
+            kept.append((inside[0][0], math.nan))
+        kept.extend(inside)
     return tuple(kept)
+
+
+def _same(value: float, other: float | None) -> bool:
+    if other is None:
+        return False
+    return value == other or (math.isnan(value) and math.isnan(other))
 
 
 def _iso(moment: datetime) -> str:

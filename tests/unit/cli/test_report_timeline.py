@@ -303,16 +303,32 @@ def test_the_metric_named_in_a_rollback_reason_is_the_failed_one() -> None:
 
 
 def test_values_are_kept_only_while_a_canary_runs_and_not_joined_across_canaries() -> None:
-    # The operator's gauge keeps its last value after a canary: that is not analysis.
-    series = [(ts(s), float(s)) for s in (95, 110, 150, 200, 250, 305)]
+    # 1.1.0 runs 100-160 s, 2.0.0-errors 300-310 s. The gauge keeps its last value
+    # between canaries: that is not analysis, and is left out.
+    series = [(ts(s), v) for s, v in ((95, 1.0), (110, 0.1), (150, 0.2), (200, 0.2), (305, 0.3))]
     values = {("error-rate", CANDIDATE): series}
-    timeline = build_timeline(
-        model_deployment(HISTORY), Window(at(90), at(325)), [], values, now=NOW
-    )
+    window = Window(at(90), at(325))
+    timeline = build_timeline(model_deployment(HISTORY), window, [], values, now=NOW)
     kept = timeline.metrics[0].candidate
     assert [round(at - T0.timestamp()) for at, _ in kept] == [110, 150, 305, 305]
+    assert [v for _, v in kept][:2] == [0.1, 0.2]
     assert math.isnan(kept[2][1])
-    assert kept[3][1] == 305.0
+    assert kept[3][1] == 0.3
+
+
+def test_the_deciding_evaluation_scraped_after_the_rollback_is_kept() -> None:
+    # The failing value reaches Prometheus a scrape after the rollback at 310 s;
+    # the same value scraped again later is the stale gauge and is dropped.
+    series = [(ts(s), v) for s, v in ((305, 0.0), (309, 0.0), (312, 0.0), (313, 0.2), (318, 0.2))]
+    values = {("error-rate", CANDIDATE): series}
+    window = Window(at(285), at(325))
+    timeline = build_timeline(model_deployment(HISTORY), window, [], values, now=NOW)
+    kept = timeline.metrics[0].candidate
+    assert [(round(at - T0.timestamp()), v) for at, v in kept] == [
+        (305, 0.0),
+        (309, 0.0),
+        (313, 0.2),
+    ]
 
 
 def test_a_metric_no_longer_in_the_spec_is_still_drawn_without_bounds() -> None:
@@ -347,3 +363,15 @@ def test_the_timeline_loads_no_cluster_client_http_or_drawing_library() -> None:
         env={"PYTHONPATH": str(REPO / "operator"), "PATH": "/usr/bin:/bin"},
     )
     assert result.stdout.strip() == ""
+
+
+def test_the_min_samples_gate_is_a_panel_with_its_floor() -> None:
+    md = model_deployment(HISTORY)
+    md["spec"]["analysis"]["minSamples"] = {"query": "q0", "value": 50}
+    values = {("minSamples", CANDIDATE): [(ts(305), 80.0)]}
+    timeline = build_timeline(md, Window(at(285), at(325)), [], values, now=NOW)
+    names = [panel.name for panel in timeline.metrics]
+    assert names == ["error-rate", "p99-latency", "mean-score", "minSamples"]
+    gate = timeline.metrics[-1]
+    assert [(b.label, b.side) for b in gate.bounds] == [("min 50", "min")]
+    assert gate.candidate == ((ts(305), 80.0),)
