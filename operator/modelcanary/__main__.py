@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 
 from modelcanary import __version__
-from modelcanary.cli import actions, drill, history, lint, status
+from modelcanary.cli import actions, drill, history, lint, report, status
 from modelcanary.cli.common import EXIT_CODES
 
 
@@ -73,13 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(handler=_run)
     drill.add_parser(commands)
+    report.add_parser(commands)
     status.add_parser(commands)
     history.add_parser(commands)
     actions.add_parser(commands)
     lint.add_parser(commands)
     args = parser.parse_args(argv)
     # A module whose add_parser sets no handler is dispatched by its command's name.
-    by_name = {"drill": drill.create}
+    by_name = {"drill": drill.create, "report": report.run}
     handler = getattr(args, "handler", None) or by_name.get(args.command)
     if handler is None:
         parser.print_help()
