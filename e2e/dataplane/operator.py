@@ -3,7 +3,8 @@
 Tests run it exactly as a user would outside the cluster, against the test
 API server's admin kubeconfig, watching only the test's namespace so that
 tests in one session never see each other's objects. It can be SIGKILLed and
-started again, which is how restart safety is tested.
+started again, which is how restart safety is tested. With ``peering`` it
+runs as one replica of an HA pair, as the chart's pods do with ``ha.enabled``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import sys
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from e2e.harness.processes import ManagedProcess, free_port
@@ -20,11 +22,28 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class OperatorProcess:
-    def __init__(self, kubeconfig: Path, namespace: str | None, workdir: Path) -> None:
-        """``namespace=None`` watches the whole cluster, as the chart's cluster mode does."""
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str | None,
+        workdir: Path,
+        *,
+        peering: str | None = None,
+        peering_lifetime: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``namespace=None`` watches the whole cluster, as the chart's cluster mode does.
+
+        ``peering`` names the (Cluster)KopfPeering to elect the active replica
+        through (standalone without it); ``env`` adds to the process's
+        environment, e.g. ``POD_ID``, the replica's name in the peering status.
+        """
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.workdir = workdir
+        self.peering = peering
+        self.peering_lifetime = peering_lifetime
+        self.env = dict(env or {})
         self.process: ManagedProcess | None = None
         self.metrics_port = 0
         self.starts = 0
@@ -41,7 +60,16 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "operator"), str(REPO_ROOT)]),
+            **self.env,
         }
+        peering = [
+            *(["--peering", self.peering] if self.peering else []),
+            *(
+                ["--peering-lifetime", str(self.peering_lifetime)]
+                if self.peering_lifetime is not None
+                else []
+            ),
+        ]
         self.process = ManagedProcess(
             "modelcanary-operator",
             [
@@ -54,6 +82,7 @@ class OperatorProcess:
                 str(self.metrics_port),
                 "--liveness",
                 f"http://127.0.0.1:{liveness}/healthz",
+                *peering,
             ],
             self.workdir / "logs" / f"operator-{self.starts}.log",
             env=env,
@@ -69,6 +98,9 @@ class OperatorProcess:
         if self.process is not None and self.process.is_running():
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.stop(grace=5)
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.is_running()
 
     def stop(self) -> None:
         if self.process is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 
 from modelcanary import __version__
@@ -35,11 +36,21 @@ def _run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     memo = kopf.Memo(metrics_port=args.metrics_port, drill_image=args.drill_image)
+    settings = kopf.OperatorSettings()
+    # How long a silent replica counts as alive: a standby takes over at most
+    # this long after the active replica's last heartbeat.
+    settings.peering.lifetime = args.peering_lifetime
     kopf.run(
+        settings=settings,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
         standalone=args.peering is None,
         peering_name=args.peering,
+        # A priority of its own for each replica: kopf pauses every operator
+        # that sees a peer of the same priority, so replicas all at the default
+        # would all stand by. The highest acts; the chance two replicas draw the
+        # same of 2**31 is negligible.
+        priority=secrets.randbelow(2**31) if args.peering else None,
         liveness_endpoint=args.liveness,
         memo=memo,
     )
@@ -64,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8080/healthz")
     run.add_argument(
         "--peering", default=None, help="a KopfPeering name for HA; standalone when unset"
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        help="seconds a replica's peering heartbeat stays valid (the takeover delay)",
     )
     run.add_argument(
         "--drill-image",

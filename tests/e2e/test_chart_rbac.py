@@ -13,7 +13,6 @@ to let anyone grant without holding them.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,81 +31,25 @@ from kr8s.objects import (
     new_class,
 )
 
-from e2e.dataplane.scenario import CRD_DIR, CanaryScenario
-from e2e.harness import ControlPlane, PrometheusServer, Tier, Toolchain
+from e2e.dataplane.scenario import CanaryScenario
+from e2e.harness import ControlPlane, PrometheusServer, Toolchain
 from e2e.harness.kubernetes import wait_for
 from modelcanary.drills.schedule import MANAGED_BY, build_drill_rbac_specs
+from tests.chart import CHART, Right, audited_full_tier, granted, token_kubeconfig
+from tests.chart import helm_on as helm
 
 pytestmark = pytest.mark.e2e
 
-CHART = Path(__file__).resolve().parents[2] / "charts" / "modelcanary"
 RollbackDrill = new_class("RollbackDrill.modelcanary.io/v1alpha1", namespaced=True)
 GOOD, BETTER = "1.0.0", "1.1.0"
 RELEASE = "mc"
 MANAGED_KEY = next(iter(MANAGED_BY))
-Right = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 
 
 @pytest.fixture(scope="module")
 def plane(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """A full tier of its own, with an audit log (a cluster-wide operator sees it all)."""
-    audited = ControlPlane(toolchain, tmp_path_factory.mktemp("audited-plane"), audit=True)
-    try:
-        audited.start(Tier.FULL)
-        audited.install_gateway_api()
-        audited.install_crds(sorted(CRD_DIR.glob("*.yaml")))
+    with audited_full_tier(toolchain, tmp_path_factory.mktemp("audited-plane")) as audited:
         yield audited
-    finally:
-        audited.stop()
-
-
-def helm(plane: ControlPlane, *args: str) -> str:
-    done = subprocess.run(
-        [str(plane.toolchain.helm), "--kubeconfig", str(plane.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def token_kubeconfig(plane: ControlPlane, namespace: str, account: str, path: Path) -> Path:
-    """A kubeconfig with a bound token of the ServiceAccount (the TokenRequest API)."""
-    code, body = plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )
-    assert code == 201, body
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "test",
-                "cluster": {"server": plane.server, "certificate-authority": str(plane.ca_cert)},
-            }
-        ],
-        "users": [{"name": account, "user": {"token": body["status"]["token"]}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": account}}],
-        "current-context": "test",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-def granted(rendered: str) -> set[Right]:
-    rights: set[Right] = set()
-    for doc in yaml.safe_load_all(rendered):
-        if doc and doc["kind"] in ("Role", "ClusterRole"):
-            for rule in doc["rules"]:
-                for group in rule["apiGroups"]:
-                    for resource in rule["resources"]:
-                        rights |= {(group, resource, verb) for verb in rule["verbs"]}
-    return rights
 
 
 def granted_onward(namespace: str) -> set[Right]:
