@@ -40,7 +40,7 @@ QUICK_STEPS = [
     {"pause": {"duration": "3s"}},
     {"setWeight": 100},
 ]
-METRICS = ("error-rate", "p99-latency", "mean-score", "minSamples")
+METRICS = ("error-rate", "p99-latency", "mean-score")
 
 
 def faults_for(version: str) -> Mapping[str, float]:
@@ -168,7 +168,6 @@ def test_the_report_draws_the_promotion_and_the_rollback_from_prometheus(
     assert panels["error-rate"].failed
     assert panels["p99-latency"].stable, "stable's latency is drawn for its relative bound"
     assert [b.label for b in panels["p99-latency"].bounds] == ["max 1", "max 2x stable"]
-    assert [b.label for b in panels["minSamples"].bounds] == ["min 50"]
 
     # The command, over both rollouts, as HTML.
     prometheus = ("--prometheus", world.prometheus.url)
@@ -189,13 +188,7 @@ def test_the_report_draws_the_promotion_and_the_rollback_from_prometheus(
     assert f"promoted {BETTER}" in text
     assert f"rolled back {BAD}: " in text
     svg = text[text.index("<svg") : text.index("</svg>")]
-    for panel in (
-        "traffic weights",
-        "error-rate (failed)",
-        "p99-latency",
-        "mean-score",
-        "minSamples",
-    ):
+    for panel in ("traffic weights", "error-rate (failed)", *METRICS[1:]):
         assert panel in svg
     assert len(re.findall(r'<g id="axes_\d+"', svg)) == 1 + len(METRICS)
 

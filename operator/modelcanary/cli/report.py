@@ -419,7 +419,8 @@ def _markers(axis: Axes, markers: Sequence[Marker], *, labelled: bool, nearby: f
     for group in _grouped(markers, nearby):
         lead = next((m for m in group if m.kind is not MarkerKind.STEP), group[0])
         axis.annotate(
-            " · ".join(marker.label for marker in group),
+            # One column per marker once rotated, instead of one line running off the panel.
+            "\n".join(marker.label for marker in group),
             xy=(datetime.fromtimestamp(group[0].at, UTC), 1.0),
             xycoords=("data", "axes fraction"),
             xytext=(2, -2),

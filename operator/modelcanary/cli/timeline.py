@@ -37,7 +37,7 @@ Series = Sequence[Point]
 
 CANDIDATE = "candidate"
 MIN_SAMPLES = "minSamples"
-"""The name the operator reports the minSamples gate under, beside the metrics."""
+"""The name the operator reports the traffic gate under, beside the metrics."""
 STABLE = "stable"
 
 MIN_PADDING = timedelta(seconds=15)
@@ -295,16 +295,10 @@ def _metrics(md: Mapping[str, Any], values: Mapping[tuple[str, str], Series]) ->
             metrics.append(Metric.model_validate(raw))
         except ValidationError:
             continue
-    min_samples = analysis.get("minSamples") or {}
-    if isinstance(min_samples.get("value"), int | float):
-        # The traffic gate is judged like a metric, with one bound: at least this many.
-        metrics.append(
-            Metric.model_construct(
-                name=MIN_SAMPLES, query=str(min_samples.get("query", "")), min=min_samples["value"]
-            )
-        )
     known = {metric.name for metric in metrics}
-    for name in sorted({name for name, _ in values} - known):
+    # minSamples is left out: the operator reports it only while traffic is too
+    # low, so the rest of the time its gauge holds a stale count that reads as live.
+    for name in sorted({name for name, _ in values} - known - {MIN_SAMPLES}):
         metrics.append(Metric.model_construct(name=name, query=""))
     return metrics
 

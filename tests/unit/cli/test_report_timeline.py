@@ -365,13 +365,10 @@ def test_the_timeline_loads_no_cluster_client_http_or_drawing_library() -> None:
     assert result.stdout.strip() == ""
 
 
-def test_the_min_samples_gate_is_a_panel_with_its_floor() -> None:
+def test_the_min_samples_gate_is_not_drawn_as_a_metric() -> None:
+    # Reported only while traffic is too low; otherwise its gauge is a stale count.
     md = model_deployment(HISTORY)
     md["spec"]["analysis"]["minSamples"] = {"query": "q0", "value": 50}
-    values = {("minSamples", CANDIDATE): [(ts(305), 80.0)]}
+    values = {("minSamples", CANDIDATE): [(ts(305), 35.0)]}
     timeline = build_timeline(md, Window(at(285), at(325)), [], values, now=NOW)
-    names = [panel.name for panel in timeline.metrics]
-    assert names == ["error-rate", "p99-latency", "mean-score", "minSamples"]
-    gate = timeline.metrics[-1]
-    assert [(b.label, b.side) for b in gate.bounds] == [("min 50", "min")]
-    assert gate.candidate == ((ts(305), 80.0),)
+    assert [panel.name for panel in timeline.metrics] == ["error-rate", "p99-latency", "mean-score"]
