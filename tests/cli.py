@@ -7,6 +7,9 @@ a terminal, so the command prints its plain (no ANSI) output.
 
 from __future__ import annotations
 
+import codecs
+import os
+import pty
 import queue
 import signal
 import subprocess
@@ -49,46 +52,59 @@ def run_modelcanary(
 class RunningCommand:
     """A long-running command (``status --watch``) whose output a test reads as it comes.
 
-    A thread drains stdout into a queue, so a test waits for a line with a
-    deadline instead of blocking on a pipe or sleeping.
+    A thread drains stdout into a queue, so a test waits for some text with a
+    deadline instead of blocking on a pipe or sleeping. With ``terminal=True``
+    stdout is a pseudo-terminal, so the command sees a TTY as a person's shell
+    would give it.
     """
 
-    def __init__(self, *args: str, kubeconfig: Path | None = None) -> None:
+    def __init__(self, *args: str, kubeconfig: Path | None = None, terminal: bool = False) -> None:
+        env = _env()
+        if terminal:
+            self._output, child_output = pty.openpty()
+            env["TERM"] = "xterm-256color"
+        else:
+            self._output, child_output = os.pipe()
         self.process = subprocess.Popen(
             _command(args, kubeconfig),
             cwd=REPO,
-            stdout=subprocess.PIPE,
+            stdout=child_output,
             stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
+            env=env,
         )
-        self._lines: queue.Queue[str | None] = queue.Queue()
+        os.close(child_output)
+        self._chunks: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
     def _drain(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        while True:
+            try:
+                chunk = os.read(self._output, 65536)
+            except OSError:  # a pty reads EIO once the child is gone
+                chunk = b""
+            if not chunk:
+                break
+            self._chunks.put(decoder.decode(chunk))
+        self._chunks.put(None)
 
     def read_until(self, wanted: str, timeout: float) -> str:
-        """Everything printed up to a line containing ``wanted``; fails at the deadline."""
+        """Everything printed until ``wanted`` shows up; fails at the deadline."""
         deadline = time.monotonic() + timeout
-        seen: list[str] = []
+        seen = ""
         while (remaining := deadline - time.monotonic()) > 0:
             try:
-                line = self._lines.get(timeout=remaining)
+                chunk = self._chunks.get(timeout=remaining)
             except queue.Empty:
                 break
-            if line is None:
+            if chunk is None:
                 break
-            seen.append(line)
-            if wanted in line:
-                return "".join(seen)
+            seen += chunk
+            if wanted in seen:
+                return seen
         raise AssertionError(
-            f"no line with {wanted!r} within {timeout}s; got:\n{''.join(seen)}"
-            f"\nexit code: {self.process.poll()}"
+            f"no {wanted!r} within {timeout}s; got:\n{seen}\nexit code: {self.process.poll()}"
         )
 
     def interrupt(self, timeout: float = 10) -> tuple[int, str]:
@@ -96,14 +112,15 @@ class RunningCommand:
         self.process.send_signal(signal.SIGINT)
         code = self.process.wait(timeout=timeout)
         assert self.process.stderr is not None
-        return code, self.process.stderr.read()
+        return code, self.process.stderr.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=10)
-        # The reader ends at EOF; closing the pipe under it would raise in its thread.
+        # The reader ends at EOF; closing the descriptor under it could hand
+        # its number to another file mid-read.
         self._reader.join(timeout=10)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
+        os.close(self._output)
+        if self.process.stderr is not None:
+            self.process.stderr.close()

@@ -23,6 +23,7 @@ from kr8s.objects import new_class
 from e2e.dataplane.operator import OperatorProcess
 from e2e.harness import ControlPlane
 from e2e.harness.binaries import Toolchain
+from e2e.harness.kubernetes import wait_for
 from tests.cli import REPO, RunningCommand, run_modelcanary
 
 pytestmark = pytest.mark.integration
@@ -307,3 +308,56 @@ def test_kubectl_runs_the_cli_as_its_plugin(toolchain: Toolchain) -> None:
     )
     assert done.returncode == 0, done
     assert done.stdout.startswith("modelcanary ")
+
+
+def test_status_watch_on_a_terminal_redraws_a_live_view_and_ctrl_c_exits_0(
+    control_plane: ControlPlane, with_history: Any, namespace: str
+) -> None:
+    watch = RunningCommand(
+        "status",
+        "sentiment",
+        "--watch",
+        "-n",
+        namespace,
+        kubeconfig=control_plane.kubeconfig,
+        terminal=True,
+    )
+    try:
+        first = watch.read_until("serving 1.0.0", timeout=20)
+        assert "\x1b[" in first  # styled, as rich draws on a terminal
+        with_history.patch(
+            {"status": {"message": "a new message"}}, subresource="status", type="merge"
+        )
+        watch.read_until("a new message", timeout=20)
+        code, stderr = watch.interrupt()
+        assert code == 0, stderr
+        assert "Traceback" not in stderr
+    finally:
+        watch.stop()
+
+
+def test_ctrl_c_while_waiting_for_the_operator_exits_130_and_keeps_the_request(
+    control_plane: ControlPlane, sentiment: Any, namespace: str
+) -> None:
+    waiting = RunningCommand(
+        "pause",
+        "sentiment",
+        "-n",
+        namespace,
+        "--timeout",
+        "60",
+        kubeconfig=control_plane.kubeconfig,
+    )
+    try:
+
+        def requested() -> bool:
+            sentiment.refresh()
+            return "modelcanary.io/action" in (sentiment.raw["metadata"].get("annotations") or {})
+
+        wait_for(requested, timeout=20, interval=0.1, what="the pause request recorded")
+        code, stderr = waiting.interrupt()
+        assert code == 130, stderr
+        assert "error: interrupted; 'pause' (id cli-" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        waiting.stop()

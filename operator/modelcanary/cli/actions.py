@@ -15,6 +15,7 @@ Exit codes:
   2  bad usage
   3  the operator refused the action; its reason is printed
   4  no answer within --timeout: the operator may not be running
+  130  interrupted (Ctrl-C) while waiting; the request stays recorded
 """
 
 from __future__ import annotations
@@ -154,7 +155,14 @@ def _request(args: argparse.Namespace) -> int:
             raise common.CommandError(f"cannot reach the cluster: {error}") from None
         return common.as_data(md)
 
-    answer = wait_for_answer(read, action_id, args.timeout)
+    try:
+        answer = wait_for_answer(read, action_id, args.timeout)
+    except KeyboardInterrupt:
+        raise common.CommandError(
+            f"interrupted; {value!r} (id {action_id}) stays requested and the operator"
+            " will still carry it out if it applies",
+            code=common.INTERRUPTED,
+        ) from None
     if answer is None:
         raise common.CommandError(
             f"no answer from the operator to {value!r} within {args.timeout:g}s"

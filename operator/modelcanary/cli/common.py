@@ -11,6 +11,7 @@ Exit codes:
   2  bad usage (argparse)
   3  the operator refused the action (it does not apply in the current phase)
   4  no answer from the operator within --timeout (is the operator running?)
+  130  interrupted (Ctrl-C) while waiting for the operator
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ ERROR = 1
 USAGE = 2
 REFUSED = 3
 NO_ANSWER = 4
+INTERRUPTED = 130  # the shell's convention for Ctrl-C
 
 EXIT_CODES = """\
 exit codes:
@@ -37,6 +39,7 @@ exit codes:
   2  bad usage
   3  the operator refused the action (invalid in the current phase)
   4  no answer from the operator within --timeout (is it running?)
+  130  interrupted (Ctrl-C) while waiting for the operator; the request stays recorded
 """
 
 # What kr8s raises when there is no usable kubeconfig or no API server at the
