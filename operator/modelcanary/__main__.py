@@ -4,10 +4,11 @@
 kubeconfig, outside the cluster, which is how the tests and the demo run it
 too. In a cluster the chart runs the same command in the operator's image.
 
-The other commands (status, history, promote, abort, pause, resume, retry,
-rollback, lint, drill) are clients of the API server, one module each under
-modelcanary/cli/; each module's ``add_parser`` registers its subcommands and
-the function that runs them (``set_defaults(handler=...)``). Installed as
+The other commands are the CLI, one module per concern under modelcanary/cli/:
+status, history, promote, abort, pause, resume, retry, rollback and drill are
+clients of the API server (the operator answers the actions), lint works
+offline. Each module's ``add_parser`` registers its subcommands and the
+function that runs them (``set_defaults(handler=...)``). Installed as
 ``kubectl-modelcanary``, the same command is the kubectl plugin
 ``kubectl modelcanary``.
 """

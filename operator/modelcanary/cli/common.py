@@ -46,6 +46,13 @@ exit codes:
 # other end: reported as "cannot reach the cluster", never as a traceback.
 UNREACHABLE = (OSError, ValueError, httpx.HTTPError)
 
+READ_EXIT_CODES = """\
+exit codes:
+  0  shown (for --watch: ended with Ctrl-C)
+  1  error: no kubeconfig, cluster unreachable, unknown name, API server refused
+  2  bad usage
+"""
+
 ModelDeployment = new_class("ModelDeployment.modelcanary.io/v1alpha1", namespaced=True)
 
 
@@ -65,14 +72,14 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_command(
-    commands: Any, name: str, help_text: str, description: str
+    commands: Any, name: str, help_text: str, description: str, epilog: str = EXIT_CODES
 ) -> argparse.ArgumentParser:
-    """A subcommand whose --help ends with the exit codes."""
+    """A subcommand whose --help ends with its exit codes."""
     parser: argparse.ArgumentParser = commands.add_parser(
         name,
         help=help_text,
         description=description,
-        epilog=EXIT_CODES,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_cluster_options(parser)

@@ -31,6 +31,7 @@ def add_parser(commands: Any) -> None:
         "history",
         "list the revisions rolled out, with outcomes; marks stable and last known-good",
         "List status.history: revision, model version, outcome, created, finished, reason.",
+        epilog=common.READ_EXIT_CODES,
     )
     parser.add_argument("name", help="the ModelDeployment")
     status.add_output_option(parser)

@@ -47,6 +47,7 @@ def add_parser(commands: Any) -> None:
         "status",
         "show a ModelDeployment's rollout: revisions, weights, step, analysis, drills, events",
         "Show how a ModelDeployment's rollout stands, with its recent Events.",
+        epilog=common.READ_EXIT_CODES,
     )
     parser.add_argument("name", help="the ModelDeployment")
     parser.add_argument("--watch", "-w", action="store_true", help="keep the view live")
