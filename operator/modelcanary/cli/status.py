@@ -125,10 +125,14 @@ def watch(
     snapshots: Iterator[tuple[dict[str, Any], list[dict[str, Any]]]],
     output: str | None,
     out: Callable[[str], None] = print,
+    terminal: bool | None = None,
 ) -> None:
-    """Live on a terminal; elsewhere, one block (or document) each time something changed."""
+    """Live on a terminal; elsewhere, one block (or document) each time something changed.
+
+    ``terminal`` overrides the detection of stdout (tests).
+    """
     console = Console()
-    if console.is_terminal and output is None:
+    if (console.is_terminal if terminal is None else terminal) and output is None:
         with Live(console=console, auto_refresh=False, screen=False) as live:
             for md, events in snapshots:
                 live.update(view.status_renderable(md, events), refresh=True)
