@@ -370,7 +370,8 @@ def run(directory: Path, *, fast: bool) -> int:
     # kr8s warns on every client that it was not tested beyond 1.35; the demo's
     # reader has nothing to do about that.
     warnings.filterwarnings("ignore", message="Kubernetes version .* is not supported")
-    console = Console()
+    # Off a terminal rich assumes 80 columns; the tables and paths need more.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     pace = Pace.of(fast)
     began = time.monotonic()
     console.rule("[bold]Model Canary Operator: the demo")
@@ -417,14 +418,17 @@ def run(directory: Path, *, fast: bool) -> int:
 
     console.rule("[bold]Summary")
     console.print(summary_table(summary))
-    console.print(f"Timeline report: {summary['report']}")
+    console.print(f"Timeline report: {summary['report']}", soft_wrap=True)
     console.print(f"Wall time: {summary['wallSeconds']:.0f} s")
     console.print()
     console.print("The cluster and Prometheus are still up (the model servers and the")
     console.print("operator stopped with the demo). Explore what the operator recorded:")
-    console.print(f"  export KUBECONFIG={plane.kubeconfig}")
-    console.print(f"  {plane.toolchain.kubectl} -n {NAMESPACE} get modeldeployments,rollbackdrills")
-    console.print(f"  .venv/bin/modelcanary history fraud-detector -n {NAMESPACE}")
+    console.print(f"  export KUBECONFIG={plane.kubeconfig}", soft_wrap=True)
+    console.print(
+        f"  {plane.toolchain.kubectl} -n {NAMESPACE} get modeldeployments,rollbackdrills",
+        soft_wrap=True,
+    )
+    console.print(f"  .venv/bin/modelcanary history fraud-detector -n {NAMESPACE}", soft_wrap=True)
     console.print(f"Prometheus: {prometheus.url}")
     console.print("Stop everything with: make demo-down")
     return 0
