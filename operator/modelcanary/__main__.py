@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import secrets
+import warnings
 from collections.abc import Sequence
 
 from modelcanary import __version__
@@ -60,6 +61,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # kr8s names the Kubernetes versions it was released against and warns on
+    # every newer server; this project is tested on its pinned newer one, and a
+    # warning on every command would only teach people to ignore stderr.
+    warnings.filterwarnings(
+        "ignore", message=r"Kubernetes version .* is not supported", category=UserWarning
+    )
     parser = argparse.ArgumentParser(
         prog="modelcanary",
         description=__doc__,

@@ -169,7 +169,12 @@ def test_ha_runs_two_peered_replicas(helm: Path, tmp_path: Path) -> None:
     objects = _render(helm, MODES["ha"], tmp_path)
     deployment = _one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 2
-    assert "--peering=release-modelcanary" in _container(objects)["args"]
+    container = _container(objects)
+    assert "--peering=release-modelcanary" in container["args"]
+    assert "--peering-lifetime=60" in container["args"]
+    # kopf names each replica after its pod in the peering status.
+    pod_id = next(e for e in container["env"] if e["name"] == "POD_ID")
+    assert pod_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     peering = _one(objects, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "release-modelcanary"
     crds = {o["metadata"]["name"] for o in objects if o["kind"] == "CustomResourceDefinition"}
