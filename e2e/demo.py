@@ -53,6 +53,7 @@ from modelcanary.cli.view import status_lines, status_renderable
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "demo.yaml"
 NAMESPACE = "demo"
+MODEL = str(yaml.safe_load(EXAMPLE.read_text())["metadata"]["name"])
 RollbackDrill = new_class("RollbackDrill.modelcanary.io/v1alpha1", namespaced=True)
 
 FIRST, GOOD, BAD = "1.0.0", "1.1.0", "2.0.0"
@@ -292,6 +293,7 @@ def summarise(status: Mapping[str, Any], chapters: list[Chapter]) -> dict[str, A
         for drill in status.get("drillHistory") or []
     ]
     return {
+        "name": MODEL,
         "stableRevision": status.get("stableRevision"),
         "lastKnownGood": (status.get("lastKnownGood") or {}).get("revision"),
         "revisions": revisions,
@@ -341,7 +343,7 @@ def write_report(plane_kubeconfig: Path, prometheus_url: str, path: Path) -> str
             "-m",
             "modelcanary",
             "report",
-            "fraud-detector",
+            MODEL,
             "-n",
             NAMESPACE,
             "--kubeconfig",
@@ -399,6 +401,7 @@ def run(directory: Path, *, fast: bool) -> int:
         NAMESPACE,
         prometheus,
         directory / "demo",
+        name=MODEL,
         faults_for=lambda version: FAULTS.get(version, {}),
     )
     try:
@@ -428,7 +431,7 @@ def run(directory: Path, *, fast: bool) -> int:
         f"  {plane.toolchain.kubectl} -n {NAMESPACE} get modeldeployments,rollbackdrills",
         soft_wrap=True,
     )
-    console.print(f"  .venv/bin/modelcanary history fraud-detector -n {NAMESPACE}", soft_wrap=True)
+    console.print(f"  .venv/bin/modelcanary history {MODEL} -n {NAMESPACE}", soft_wrap=True)
     console.print(f"Prometheus: {prometheus.url}")
     console.print("Stop everything with: make demo-down")
     return 0

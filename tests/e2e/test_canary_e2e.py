@@ -302,10 +302,12 @@ def test_invalid_spec_past_admission_gives_invalid_spec_and_leaves_traffic(
         {"setWeight": 10},
         {"setWeight": 100},
     ]
-    # The API server swaps the resource's storage after a schema change, and
-    # answers 429 while it does; one good read does not mean the swap is over.
-    # A dry-run that admits the bad spec does: the new schema is in force.
+    # The API server swaps the resource's storage after a schema change: a read
+    # before the swap proves nothing, and reads answer 429 ("storage is
+    # (re)initializing") until the new watch cache is ready. So: first a dry-run
+    # that admits the bad spec (the new storage is in force), then a good read.
     wait_for(_admits(full_control_plane, bad), timeout=60, what="the patched CRD in force")
+    wait_for(_serving(scenario), timeout=60, what="the patched CRD to serve reads")
     try:
         scenario.apply(bad)
         status = scenario.wait_for_status(

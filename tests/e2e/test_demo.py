@@ -72,7 +72,7 @@ def test_make_demo_tells_the_story_and_leaves_the_cluster_up(
         explore = subprocess.run(
             [
                 *(str(toolchain.kubectl), "--kubeconfig", summary["kubeconfig"], "-n", "demo"),
-                *("get", "modeldeployment", "fraud-detector", "-o", "json"),
+                *("get", "modeldeployment", summary["name"], "-o", "json"),
             ],
             capture_output=True,
             text=True,

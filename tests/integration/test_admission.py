@@ -140,6 +140,7 @@ def test_examples_apply_and_kubectl_shows_the_printer_columns(
     assert sorted(line.split()[0] for line in table[1:]) == [
         "churn",
         "fraud-detector",
+        "fraud-scorer",
         "recommender",
         "sentiment",
     ]
