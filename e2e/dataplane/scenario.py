@@ -128,6 +128,20 @@ def model_deployment(
     }
 
 
+def healthy_on(version: str) -> Callable[[dict[str, Any]], bool]:
+    """A status predicate: ``version`` is stable, known-good, and no canary runs."""
+
+    def check(status: dict[str, Any]) -> bool:
+        known = status.get("lastKnownGood") or {}
+        return (
+            status.get("phase") == "Healthy"
+            and status.get("canaryRevision") is None
+            and known.get("model", {}).get("version") == version
+        )
+
+    return check
+
+
 class CanaryScenario:
     def __init__(
         self,

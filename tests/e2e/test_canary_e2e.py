@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import httpx
 import kr8s
 import pytest
 
-from e2e.dataplane.scenario import CanaryScenario
+from e2e.dataplane.revisions import FaultsFor
+from e2e.dataplane.scenario import CanaryScenario, healthy_on
 from e2e.harness import ControlPlane, PrometheusServer
 from e2e.harness.kubernetes import wait_for
 
@@ -41,29 +42,8 @@ def faults_for(version: str) -> Mapping[str, float]:
 
 
 @pytest.fixture
-def scenario(
-    full_control_plane: ControlPlane,
-    k8s: kr8s.Api,
-    namespace: str,
-    prometheus: PrometheusServer,
-    tmp_path: Path,
-) -> Iterator[CanaryScenario]:
-    with CanaryScenario(
-        full_control_plane, k8s, namespace, prometheus, tmp_path, faults_for=faults_for
-    ) as world:
-        yield world
-
-
-def healthy_on(version: str) -> Callable[[dict[str, Any]], bool]:
-    def check(status: dict[str, Any]) -> bool:
-        known = status.get("lastKnownGood") or {}
-        return (
-            status.get("phase") == "Healthy"
-            and status.get("canaryRevision") is None
-            and known.get("model", {}).get("version") == version
-        )
-
-    return check
+def scenario_faults() -> FaultsFor:
+    return faults_for
 
 
 def serve_first(world: CanaryScenario, version: str = GOOD) -> str:

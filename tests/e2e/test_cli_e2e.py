@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import kr8s
 import pytest
 
 from e2e.dataplane.scenario import CanaryScenario
-from e2e.harness import ControlPlane, PrometheusServer
 from tests.cli import run_modelcanary
 
 pytestmark = pytest.mark.e2e
@@ -34,18 +30,6 @@ HELD_STEPS: list[dict[str, Any]] = [
     {"pause": {}},
     {"setWeight": 100},
 ]
-
-
-@pytest.fixture
-def scenario(
-    full_control_plane: ControlPlane,
-    k8s: kr8s.Api,
-    namespace: str,
-    prometheus: PrometheusServer,
-    tmp_path: Path,
-) -> Iterator[CanaryScenario]:
-    with CanaryScenario(full_control_plane, k8s, namespace, prometheus, tmp_path) as world:
-        yield world
 
 
 def cli(world: CanaryScenario, *args: str) -> subprocess.CompletedProcess[str]:

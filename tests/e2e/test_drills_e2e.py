@@ -20,7 +20,6 @@ from kr8s.objects import CronJob, Deployment, Event, new_class
 
 from e2e.dataplane.jobs import JobPodRunner, trigger_cronjob
 from e2e.dataplane.scenario import CanaryScenario
-from e2e.harness import ControlPlane, PrometheusServer
 from e2e.harness.kubernetes import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -36,15 +35,8 @@ PolicyBinding = new_class(
 
 
 @pytest.fixture
-def world(
-    full_control_plane: ControlPlane,
-    k8s: kr8s.Api,
-    namespace: str,
-    prometheus: PrometheusServer,
-    tmp_path: Path,
-) -> Iterator[CanaryScenario]:
-    with CanaryScenario(full_control_plane, k8s, namespace, prometheus, tmp_path) as scenario:
-        yield scenario
+def world(scenario: CanaryScenario) -> CanaryScenario:
+    return scenario
 
 
 def two_promoted(world: CanaryScenario, **overrides: Any) -> tuple[str, str]:

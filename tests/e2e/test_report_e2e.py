@@ -13,15 +13,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import kr8s
 import pytest
 
-from e2e.dataplane.scenario import CanaryScenario, ModelDeployment, model_deployment
+from e2e.dataplane.scenario import CanaryScenario, ModelDeployment, healthy_on, model_deployment
 from e2e.harness import ControlPlane, PrometheusServer
 from e2e.harness.kubernetes import wait_for
 from modelcanary.cli import report
@@ -45,18 +44,6 @@ METRICS = ("error-rate", "p99-latency", "mean-score")
 
 def faults_for(version: str) -> Mapping[str, float]:
     return {"error_rate": 0.2} if version == BAD else {}
-
-
-def healthy_on(version: str) -> Callable[[dict[str, Any]], bool]:
-    def check(status: dict[str, Any]) -> bool:
-        known = status.get("lastKnownGood") or {}
-        return (
-            status.get("phase") == "Healthy"
-            and status.get("canaryRevision") is None
-            and known.get("model", {}).get("version") == version
-        )
-
-    return check
 
 
 @pytest.fixture(scope="module")
