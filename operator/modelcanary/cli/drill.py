@@ -16,9 +16,9 @@ import kr8s
 from kr8s.objects import new_class
 
 from modelcanary.api.modeldeployment import DrillMode
+from modelcanary.cli import common
 from modelcanary.workloads.builders import LABEL_MODEL, model_label
 
-ModelDeployment = new_class("ModelDeployment.modelcanary.io/v1alpha1", namespaced=True)
 RollbackDrill = new_class("RollbackDrill.modelcanary.io/v1alpha1", namespaced=True)
 
 
@@ -49,29 +49,11 @@ def add_parser(commands: Any) -> None:
 
 def create(args: argparse.Namespace) -> int:
     try:
-        api = kr8s.api(kubeconfig=args.kubeconfig) if args.kubeconfig else kr8s.api()
-        namespace = args.namespace or api.namespace
-        # One GET: the scheduled Job's Role allows get, not list (kr8s's
-        # ``.get()`` lists by field selector and would need list).
-        ModelDeployment(
-            {"metadata": {"name": args.name, "namespace": namespace}}, api=api
-        ).refresh()
-    except kr8s.NotFoundError:
-        print(
-            f"error: modeldeployment {args.name} not found in namespace {namespace}",
-            file=sys.stderr,
-        )
-        return 1
-    except kr8s.ServerError as error:
-        status = error.response.status_code if error.response is not None else None
-        if status in (401, 403):
-            print(f"error: not allowed: {error}", file=sys.stderr)
-        else:
-            print(f"error: the API server refused: {error}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as error:
-        print(f"error: cannot reach the cluster: {error}", file=sys.stderr)
-        return 1
+        api, namespace = common.connect(args)
+        # One GET: the scheduled Job's Role allows get, not list.
+        common.fetch(api, namespace, args.name)
+    except common.CommandError as error:
+        return common.fail(error)
     manifest = drill_manifest(args.name, args.mode, args.source)
     manifest["metadata"]["namespace"] = namespace
     drill = RollbackDrill(manifest, api=api)

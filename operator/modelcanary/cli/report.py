@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from modelcanary.api.base import parse_duration
+from modelcanary.cli import common
 from modelcanary.cli.timeline import (
     CANDIDATE,
     STABLE,
@@ -96,8 +97,7 @@ def add_parser(commands: Any) -> None:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
     report.add_argument("name", help="the ModelDeployment")
-    report.add_argument("--namespace", "-n", default=None)
-    report.add_argument("--kubeconfig", default=None)
+    common.add_cluster_options(report)
     report.add_argument(
         "--output",
         "-o",
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         # Before any network call: a missing extra is found in a second, not after the queries.
         _matplotlib()
-        md, namespace = fetch_model_deployment(args.name, args.namespace, args.kubeconfig)
+        md, namespace = fetch_model_deployment(args)
         now = datetime.now(UTC)
         window = choose_window(
             md, now=now, revision=args.revision, since=args.since, until=args.until
@@ -155,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{_time(window.end)}. {SCRAPE_HINT}"
             )
         write(timeline, output)
+    except common.CommandError as error:
+        return common.fail(error)
     except WindowError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -165,29 +167,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def fetch_model_deployment(
-    name: str, namespace: str | None, kubeconfig: str | None
-) -> tuple[dict[str, Any], str]:
-    import kr8s  # noqa: PLC0415 - the rendering half of this module must load without a cluster
-    from kr8s.objects import new_class  # noqa: PLC0415
-
-    model_deployment = new_class("ModelDeployment.modelcanary.io/v1alpha1", namespaced=True)
-    try:
-        api = kr8s.api(kubeconfig=kubeconfig) if kubeconfig else kr8s.api()
-        namespace = namespace or api.namespace
-        # One GET, as `drill create` does: get, not list, is all a narrow Role may allow.
-        found = model_deployment({"metadata": {"name": name, "namespace": namespace}}, api=api)
-        found.refresh()
-    except kr8s.NotFoundError:
-        raise ReportError(f"modeldeployment {name} not found in namespace {namespace}") from None
-    except kr8s.ServerError as error:
-        status = error.response.status_code if error.response is not None else None
-        if status in (401, 403):
-            raise ReportError(f"not allowed: {error}") from None
-        raise ReportError(f"the API server refused: {error}") from None
-    except (OSError, ValueError) as error:
-        raise ReportError(f"cannot reach the cluster: {error}") from None
-    return dict(found.raw), namespace
+def fetch_model_deployment(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The ModelDeployment as plain data (one GET, as every command does), and its namespace."""
+    api, namespace = common.connect(args)
+    return common.as_data(common.fetch(api, namespace, args.name)), namespace
 
 
 def _analysis_address(md: Mapping[str, Any]) -> str:
