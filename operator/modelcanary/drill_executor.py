@@ -28,6 +28,7 @@ import kr8s
 import kr8s.asyncio
 
 from modelcanary.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.drills.plan import DrillDecision, DrillObservations, analysis_due, plan_drill
@@ -42,7 +43,6 @@ from modelcanary.rollout.decision import Action
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic import Router
 from modelcanary.workloads import applier
-from modelcanary.workloads.builders import LABEL_MODEL, model_label
 
 log = logging.getLogger(__name__)
 

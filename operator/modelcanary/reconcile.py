@@ -37,6 +37,7 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
+from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.drills.plan import summary_of
@@ -64,11 +65,9 @@ from modelcanary.rollout.observations import (
 from modelcanary.traffic import Router, router_for
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
-    LABEL_MODEL,
     OwnerRef,
     build_deployment_spec,
     build_service_spec,
-    model_label,
     revision_name,
 )
 

@@ -18,13 +18,13 @@ from kr8s.asyncio.objects import Deployment, Service, new_class
 
 from e2e.harness import ControlPlane
 from modelcanary.api.modeldeployment import Predictor, Traffic
+from modelcanary.api.names import LABEL_MODEL
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic import router_for
 from modelcanary.traffic.replicas import ReplicasRouter, effective_weight
 from modelcanary.workloads import applier
 from modelcanary.workloads.applier import read
 from modelcanary.workloads.builders import (
-    LABEL_MODEL,
     LABEL_REVISION,
     OwnerRef,
     Role,

@@ -24,6 +24,7 @@ from kr8s.asyncio.objects import APIObject, ConfigMap, CronJob, Role, RoleBindin
 
 from e2e.harness import ControlPlane
 from modelcanary.api.modeldeployment import DrillSchedule
+from modelcanary.api.names import model_label
 from modelcanary.drills.schedule import (
     build_drill_cronjob_spec,
     build_drill_rbac_specs,
@@ -124,14 +125,20 @@ def container(cronjob: dict[str, Any]) -> dict[str, Any]:
 
 
 def allowed(
-    plane: ControlPlane, namespace: str, verb: str, resource: str, group: str = "modelcanary.io"
+    plane: ControlPlane,
+    namespace: str,
+    verb: str,
+    resource: str,
+    group: str = "modelcanary.io",
+    *,
+    account: str = NAME,
 ) -> bool:
     """Whether the drill ServiceAccount may do ``verb`` on ``resource``, per the authorizer."""
     review = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SubjectAccessReview",
         "spec": {
-            "user": f"system:serviceaccount:{namespace}:{NAME}",
+            "user": f"system:serviceaccount:{namespace}:{account}",
             "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
             "resourceAttributes": {
                 "namespace": namespace,
@@ -455,3 +462,31 @@ def test_remove_deletes_the_four_objects_then_finds_nothing_to_delete(
         assert await read(CronJob, api, namespace, drill_job_name("other")) is not None
 
     run(control_plane, body)
+
+
+def test_a_long_dotted_name_gets_its_schedule_and_a_job_that_may_create_its_drills(
+    control_plane: ControlPlane, modelcanary_crds: list[str], namespace: str
+) -> None:
+    """A ModelDeployment may be called anything a DNS subdomain allows; its schedule must fit.
+
+    Names over 63 characters do not fit a label value, and a dot cut off at
+    the 46th character left a name no API server accepts.
+    """
+    long_name = "fraud.scoring.eu-west." + "x" * 70
+    md_uid = create_model_deployment(control_plane, namespace, long_name)
+    job_name = drill_job_name(long_name)
+
+    async def body(api: kr8s.asyncio.Api) -> dict[str, Any]:
+        await apply_drill_schedule(
+            api, md_name=long_name, md_uid=md_uid, namespace=namespace, drill=drill(), image=IMAGE
+        )
+        found = await read(CronJob, api, namespace, job_name)
+        assert found is not None
+        for kind in KINDS:
+            assert await read(kind, api, namespace, job_name) is not None, kind.kind
+        return found
+
+    cronjob = run(control_plane, body)
+    assert cronjob["metadata"]["labels"]["modelcanary.io/model"] == model_label(long_name)
+    assert container(cronjob)["args"][2] == long_name
+    assert allowed(control_plane, namespace, "create", "rollbackdrills", account=job_name)

@@ -16,8 +16,8 @@ import kr8s
 from kr8s.objects import new_class
 
 from modelcanary.api.modeldeployment import DrillMode
+from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.cli import common
-from modelcanary.workloads.builders import LABEL_MODEL, model_label
 
 RollbackDrill = new_class("RollbackDrill.modelcanary.io/v1alpha1", namespaced=True)
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from modelcanary.api.modeldeployment import API_VERSION, GROUP, DrillSchedule
+from modelcanary.api.names import LABEL_MODEL, dns_label, model_label
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelcanary"}
 
 
 def drill_job_name(md_name: str) -> str:
-    # CronJob names are limited to 52 characters (the controller appends a suffix).
-    return f"{md_name[:46]}-drill"
+    # CronJob names are limited to 52 characters (the controller appends a
+    # suffix); the same name is the ServiceAccount's, Role's and RoleBinding's.
+    return f"{dns_label(md_name, 52 - len('-drill'))}-drill"
 
 
 def _owner(md_name: str, md_uid: str) -> list[dict[str, Any]]:
@@ -38,7 +40,7 @@ def _metadata(md_name: str, md_uid: str, namespace: str) -> dict[str, Any]:
     return {
         "name": drill_job_name(md_name),
         "namespace": namespace,
-        "labels": {**MANAGED_BY, "modelcanary.io/model": md_name},
+        "labels": {**MANAGED_BY, LABEL_MODEL: model_label(md_name)},
         "ownerReferences": _owner(md_name, md_uid),
     }
 

@@ -42,16 +42,15 @@ import kr8s.asyncio
 from kr8s.asyncio.objects import new_class
 
 from modelcanary.api.modeldeployment import GatewayAPIRouter, ParentReference
+from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic.weights import check_weights, percentages
 from modelcanary.workloads.applier import read
 from modelcanary.workloads.builders import (
     LABEL_MANAGED_BY,
-    LABEL_MODEL,
     LABEL_NAME,
     MANAGED_BY,
     OwnerRef,
-    model_label,
     revision_name,
     revision_of,
 )

@@ -34,13 +34,9 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, Deployment, Service
 
+from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RevisionObservation
-from modelcanary.workloads.builders import (
-    ANNOTATION_TEMPLATE_HASH,
-    LABEL_MODEL,
-    LABEL_REVISION,
-    model_label,
-)
+from modelcanary.workloads.builders import ANNOTATION_TEMPLATE_HASH, LABEL_REVISION
 
 Change = Literal["created", "patched", "unchanged"]
 JsonPatch = list[dict[str, Any]]

@@ -23,7 +23,6 @@ the hash is what tells revisions apart.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -31,8 +30,15 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from modelcanary.api.modeldeployment import Predictor
+from modelcanary.api.names import (
+    LABEL_MODEL,
+    MAX_NAME,
+    dns_label,
+    label_value,
+    model_label,
+    short_hash,
+)
 
-LABEL_MODEL: Final = "modelcanary.io/model"
 LABEL_REVISION: Final = "modelcanary.io/revision"
 LABEL_ROLE: Final = "modelcanary.io/role"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
@@ -48,8 +54,6 @@ field would always see a difference; comparing this hash does not."""
 
 PORT_NAME: Final = "http"
 REVISION_HISTORY_LIMIT: Final = 2
-MAX_NAME: Final = 63
-MAX_LABEL_VALUE: Final = 63
 
 ENV_MODEL_NAME: Final = "MODEL_NAME"
 ENV_MODEL_VERSION: Final = "MODEL_VERSION"
@@ -58,9 +62,6 @@ ENV_MODEL_REVISION: Final = "MODEL_REVISION"
 
 Role = Literal["stable", "canary"]
 ROLES: Final = ("stable", "canary")
-
-_NOT_IN_LABEL = re.compile(r"[^a-z0-9-]+")
-_NOT_IN_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -86,45 +87,6 @@ class OwnerRef:
 
 
 # --------------------------------------------------------------------------- names
-
-
-def _short_hash(text: str, length: int = 8) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def dns_label(text: str, max_length: int = MAX_NAME) -> str:
-    """``text`` as a DNS-1035 label (what a Service name must be), at most ``max_length``.
-
-    A ModelDeployment's name is a DNS subdomain: it may hold dots, start with a
-    digit and run to 253 characters, none of which a Service name allows. A name
-    that is already a good label is returned unchanged; any other gets a short
-    hash of the original appended, so two different names never collapse into one.
-    """
-    if len(text) <= max_length and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", text):
-        return text
-    suffix = "-" + _short_hash(text)
-    cleaned = _NOT_IN_LABEL.sub("-", text.lower()).strip("-")
-    if not cleaned[:1].isalpha():
-        cleaned = "m-" + cleaned
-    cleaned = cleaned[: max_length - len(suffix)].rstrip("-")
-    return cleaned + suffix
-
-
-def label_value(text: str) -> str:
-    """``text`` as a label value (63 characters at most, alphanumeric at both ends)."""
-    if len(text) <= MAX_LABEL_VALUE and re.fullmatch(
-        r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", text
-    ):
-        return text
-    suffix = "-" + _short_hash(text)
-    cleaned = _NOT_IN_LABEL_VALUE.sub("-", text).strip("-_.")
-    cleaned = cleaned[: MAX_LABEL_VALUE - len(suffix)].rstrip("-_.")
-    return (cleaned + suffix).lstrip("-")
-
-
-def model_label(md_name: str) -> str:
-    """The value of ``modelcanary.io/model`` for a ModelDeployment (also its LIST selector)."""
-    return label_value(md_name)
 
 
 def revision_name(md_name: str, revision: str) -> str:
@@ -259,7 +221,7 @@ def template_hash(deployment_spec: Mapping[str, Any]) -> str:
         sort_keys=True,
         separators=(",", ":"),
     )
-    return _short_hash(canonical, 16)
+    return short_hash(canonical, 16)
 
 
 # --------------------------------------------------------------------------- manifests

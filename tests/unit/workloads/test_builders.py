@@ -18,12 +18,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from modelcanary.api.modeldeployment import Predictor
+from modelcanary.api.names import LABEL_MODEL
 from modelcanary.workloads import builders
 from modelcanary.workloads.builders import (
     ANNOTATION_MODEL_URI,
     ANNOTATION_TEMPLATE_HASH,
     LABEL_MANAGED_BY,
-    LABEL_MODEL,
     LABEL_NAME,
     LABEL_REVISION,
     LABEL_ROLE,
