@@ -334,6 +334,34 @@ def test_operator_killed_mid_live_drill_puts_traffic_back_after_restart(
     world.route_sync.wait_until_applied({world.revision_service(stable): 100}, timeout=30)
 
 
+def test_a_live_drill_deleted_midway_leaves_traffic_where_it_was(world: CanaryScenario) -> None:
+    """Deleting a drill is how a person stops one: it must not strand the traffic."""
+    target, stable = two_promoted(world)
+    before = route_weights(world)
+    name = create_drill(world, "live", timeout="2m")
+    wait_for_drill(world, name, lambda s: s.get("step") == "Judging", timeout=60)
+    assert route_weights(world) == [(world.revision_service(target), 100)]
+    RollbackDrill.get(name, namespace=world.namespace, api=world.api).delete()
+    wait_for(
+        lambda: not list(RollbackDrill.list(namespace=world.namespace, api=world.api)),
+        timeout=30,
+        what="the deleted drill to go",
+    )
+    wait_for(lambda: route_weights(world) == before, timeout=30, what="the weights found")
+    assert world.route_sync is not None
+    world.route_sync.wait_until_applied({world.revision_service(stable): 100}, timeout=30)
+    status = world.wait_for_status(
+        lambda s: s.get("phase") == "Healthy" and "drill" not in s.get("message", ""),
+        timeout=30,
+        what="the steady state without the drill",
+    )
+    assert status["stableRevision"] == stable
+    # The rehearsed revision no longer runs: it was only up for the drill.
+    assert world.servers is not None
+    servers = world.servers
+    wait_for(lambda: servers.running() == {stable}, timeout=30, what="the drill's target down")
+
+
 def test_a_scheduled_drill_runs_through_the_real_cronjob_and_old_drills_are_pruned(
     world: CanaryScenario, tmp_path: Path
 ) -> None:
