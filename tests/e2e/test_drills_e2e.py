@@ -356,6 +356,11 @@ def test_a_live_drill_deleted_midway_leaves_traffic_where_it_was(world: CanarySc
         what="the steady state without the drill",
     )
     assert status["stableRevision"] == stable
+    wait_for(
+        lambda: "WeightDrift" in events_of(world, world.name),
+        timeout=15,
+        what="the ModelDeployment saying it put the weights back",
+    )
     # The rehearsed revision no longer runs: it was only up for the drill.
     assert world.servers is not None
     servers = world.servers
