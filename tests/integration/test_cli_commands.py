@@ -206,7 +206,7 @@ HISTORY_STATUS = {
         {
             "revision": "rev0000001",
             "predictor": PREDICTOR,
-            "outcome": "Stable",
+            "outcome": "Promoted",
             "createdAt": "2026-11-23T09:00:00Z",
             "finishedAt": "2026-11-23T09:01:00Z",
         },

@@ -657,7 +657,6 @@ class KnownGood(ApiModel):
 
 class RevisionOutcome(enum.StrEnum):
     PROGRESSING = "Progressing"
-    STABLE = "Stable"
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     ABORTED = "Aborted"

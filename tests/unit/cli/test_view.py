@@ -58,7 +58,7 @@ def canary() -> dict[str, Any]:
                 {
                     "revision": "aaaa111111",
                     "predictor": {"model": {"version": "1.4.0"}},
-                    "outcome": "Stable",
+                    "outcome": "Promoted",
                 },
             ],
             "lastKnownGood": {
