@@ -111,6 +111,10 @@ bench-drill: deps ## live rollback drills: time to restore and back, over 10 run
 bench-rollback: deps ## time from a bad candidate's first errors to nginx back on stable (10 runs)
 	$(PY) -m bench.rollback_time --runs $(or $(RUNS),10)
 
+.PHONY: bench-scale
+bench-scale: deps ## operator process with N (1000) ModelDeployments: to Healthy, RSS, idle CPU, reaction
+	$(PY) -m bench.operator_scale --objects $(or $(N),1000)
+
 # ---- a local cluster for people ---------------------------------------------
 
 .PHONY: cluster-up
