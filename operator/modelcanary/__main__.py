@@ -37,7 +37,11 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    memo = kopf.Memo(metrics_port=args.metrics_port, drill_image=args.drill_image)
+    memo = kopf.Memo(
+        metrics_port=args.metrics_port,
+        drill_image=args.drill_image,
+        max_concurrent_passes=args.max_concurrent_passes,
+    )
     settings = kopf.OperatorSettings()
     # How long a silent replica counts as alive: a standby takes over at most
     # this long after the active replica's last heartbeat.
@@ -94,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--drill-image",
         default=os.environ.get("MODELCANARY_IMAGE"),
         help="image of scheduled drill Jobs (default: $MODELCANARY_IMAGE, else this release's)",
+    )
+    run.add_argument(
+        "--max-concurrent-passes",
+        type=int,
+        default=None,
+        help="ModelDeployment passes in flight at once (default 8; bounds the API client's queue)",
     )
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(handler=_run)

@@ -13,6 +13,14 @@ which records the result in the ModelDeployment's status. ``spec.drill`` is
 handled by change handlers, not by the loop: a CronJob is created, updated or
 removed when that field changes, which costs nothing in the steady state.
 
+At most ``--max-concurrent-passes`` passes run at once. Every daemon shares
+kr8s's one HTTP client, whose connection pool matches each waiting request
+against each connection whenever one starts or ends: with a thousand daemons
+firing at once, that matching cost grows with the square of the queue and
+ate a whole core before any object got a status. A short queue of passes
+keeps the pool's queue short; a pass is a few milliseconds of API calls, so
+the wait for a slot is far below an analysis interval.
+
 kopf's own bookkeeping (finalizer, progress and last-handled configuration)
 lives under the ``modelcanary.io`` prefix, so nothing in a user's objects says
 ``kopf.zalando.org``.
@@ -54,6 +62,7 @@ DRILLS = "rollbackdrills"
 DEFAULT_IMAGE = f"ghcr.io/modelcanary/modelcanary:{__version__}"
 PREFIX = "modelcanary.io"
 ERROR_BACKOFF_SECONDS = 5.0
+DEFAULT_MAX_CONCURRENT_PASSES = 8
 
 log = logging.getLogger(__name__)
 _wakeups: dict[str, asyncio.Event] = {}
@@ -71,6 +80,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     memo.reconciler = Reconciler(await kr8s.asyncio.api())
+    slots = getattr(memo, "max_concurrent_passes", None) or DEFAULT_MAX_CONCURRENT_PASSES
+    memo.pass_slots = asyncio.Semaphore(int(slots))
     memo.drills = DrillExecutor(memo.reconciler)
     port = getattr(memo, "metrics_port", None)
     if port:
@@ -90,10 +101,12 @@ async def rollout(
     assert namespace is not None  # the resource is namespaced
     wake = _wakeups.setdefault(uid, asyncio.Event())
     reconciler: Reconciler = memo.reconciler
+    slots: asyncio.Semaphore = memo.pass_slots
     try:
         while not stopped:
             wake.clear()
-            delay = await _one_pass(reconciler, namespace, name)
+            async with slots:
+                delay = await _one_pass(reconciler, namespace, name)
             if delay is None:
                 return
             with contextlib.suppress(TimeoutError):
