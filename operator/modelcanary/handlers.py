@@ -221,7 +221,20 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in {phase.value for phase in TERMINAL}
 
 
-@kopf.daemon(GROUP, VERSION, DRILLS, when=_unfinished, cancellation_timeout=10.0)
+# The pass that writes a terminal phase is the one that reports it (events,
+# metrics, waking the ModelDeployment). That write ends the ``when`` filter,
+# and kopf stops a daemon whose filter no longer matches: without a backoff it
+# cancels at once, mid-report, and the drill's events and metrics were lost
+# now and then. The backoff only signals ``stopped``, which the loop obeys
+# once the pass is reported.
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    DRILLS,
+    when=_unfinished,
+    cancellation_backoff=5.0,
+    cancellation_timeout=10.0,
+)
 async def rehearse(
     namespace: str | None, name: str, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any
 ) -> None:
