@@ -10,7 +10,11 @@ to zero has its server stopped, as its pods would be.
 
 What a revision's server does wrong is up to the test: ``faults_for`` maps the
 model version from the pod template's ``MODEL_VERSION`` to fault settings, so
-"version 2.0.0 answers 20% errors" is one line in a test.
+"version 2.0.0 answers 20% errors" is one line in a test, and so is "version
+2.0.0 fails 30% of segment eu's requests":
+``{"segments": {"eu": {"error_rate": 0.3}}}``. The settings are those of
+``POST /admin/faults`` (see :class:`~e2e.modelserver.Faults`) and are checked
+here, so a misspelt fault fails the sync loudly rather than being ignored.
 """
 
 from __future__ import annotations
@@ -27,13 +31,16 @@ from kr8s.objects import Deployment
 from e2e.dataplane.gateway import ServiceRegistry
 from e2e.harness.kubernetes import list_objects
 from e2e.harness.prometheus import PrometheusServer
-from e2e.modelserver import ModelServerProcess
+from e2e.modelserver import Faults, ModelServerProcess
+from e2e.modelserver.process import FaultValue
 
 log = logging.getLogger(__name__)
-FaultsFor = Callable[[str], Mapping[str, float]]
+# Any, not float: ``segments`` holds a nested mapping, and a test's
+# ``Mapping[str, float]`` of plain faults must still fit.
+FaultsFor = Callable[[str], Mapping[str, Any]]
 
 
-def _no_faults(version: str) -> Mapping[str, float]:
+def _no_faults(version: str) -> Mapping[str, Any]:
     return {}
 
 
@@ -103,7 +110,7 @@ class RevisionServers:
         with self._lock:
             return set(self.servers)
 
-    def set_faults(self, revision: str, **faults: float) -> None:
+    def set_faults(self, revision: str, **faults: FaultValue) -> None:
         server = self.server(revision)
         if server is None:
             raise LookupError(f"no server runs revision {revision}")
@@ -138,15 +145,20 @@ class RevisionServers:
 
     def _start_server(self, revision: str, deployment: Mapping[str, Any]) -> None:
         version = _env(deployment, "MODEL_VERSION") or "unknown"
-        faults = dict(self.faults_for(version))
+        try:
+            faults = Faults().updated(self.faults_for(version))
+        except ValueError as error:
+            # A RuntimeError, so the sync loop reports it and carries on.
+            raise RuntimeError(f"faults for version {version}: {error}") from error
         server = ModelServerProcess(
             self.workdir / f"server-{revision}",
             revision=revision,
             version=version,
-            error_rate=faults.get("error_rate", 0.0),
-            added_latency_seconds=faults.get("added_latency_seconds", 0.0),
-            latency_multiplier=faults.get("latency_multiplier", 1.0),
-            score_shift=faults.get("score_shift", 0.0),
+            error_rate=faults.error_rate,
+            added_latency_seconds=faults.added_latency_seconds,
+            latency_multiplier=faults.latency_multiplier,
+            score_shift=faults.score_shift,
+            segment_faults=faults.segments,
         ).start()
         self.servers[revision] = server
         service = deployment["metadata"]["name"]

@@ -13,7 +13,7 @@ import http.client
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -26,6 +26,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Another process may take the port between free_port() and our bind(); on a
 # shared machine that happens, so a start is retried on a fresh port.
 _START_ATTEMPTS = 3
+
+SegmentFaults = Mapping[str, Mapping[str, float]]
+"""Per-segment fault overrides, e.g. ``{"eu": {"error_rate": 0.3}}`` (see server.py)."""
+FaultValue = float | SegmentFaults
+"""What one fault is set to: a number, or for ``segments`` the overrides."""
 
 
 class ModelServerProcess:
@@ -41,6 +46,7 @@ class ModelServerProcess:
         added_latency_seconds: float = 0.0,
         latency_multiplier: float = 1.0,
         score_shift: float = 0.0,
+        segment_faults: SegmentFaults | None = None,
         seed: int | None = None,
     ) -> None:
         self.workdir = workdir
@@ -51,6 +57,9 @@ class ModelServerProcess:
             "added_latency_seconds": added_latency_seconds,
             "latency_multiplier": latency_multiplier,
             "score_shift": score_shift,
+        }
+        self._segment_faults = {
+            segment: dict(overrides) for segment, overrides in (segment_faults or {}).items()
         }
         self._seed = seed
         self.port = 0
@@ -108,6 +117,8 @@ class ModelServerProcess:
             "--score-shift",
             repr(faults["score_shift"]),
         ]
+        if self._segment_faults:
+            argv += ["--segment-faults", json.dumps(self._segment_faults)]
         if self._seed is not None:
             argv += ["--seed", str(self._seed)]
         return argv
@@ -188,22 +199,31 @@ class ModelServerProcess:
         finally:
             connection.close()
 
-    def faults(self) -> dict[str, float]:
+    def faults(self) -> dict[str, Any]:
         status, body = self.request("GET", "/admin/faults")
         if status != 200:
             raise RuntimeError(f"GET /admin/faults answered {status}: {body}")
         return dict(body)
 
-    def set_faults(self, **faults: float) -> dict[str, float]:
-        """Change some faults at run time (e.g. ``error_rate=0.2``); returns all of them."""
+    def set_faults(self, **faults: FaultValue) -> dict[str, Any]:
+        """Change some faults at run time; returns all of them.
+
+        E.g. ``error_rate=0.2``, or ``segments={"eu": {"error_rate": 1.0}}``,
+        which replaces every per-segment override (``segments={}`` drops them).
+        """
         status, body = self.request("POST", "/admin/faults", faults)
         if status != 200:
             raise ValueError(f"POST /admin/faults answered {status}: {body}")
         return dict(body)
 
-    def predict(self, features: Sequence[float] | None = None) -> tuple[int, dict[str, Any]]:
-        """One prediction; without features the server draws its own."""
-        status, body = self.request(
-            "POST", "/predict", None if features is None else {"features": list(features)}
-        )
+    def predict(
+        self, features: Sequence[float] | None = None, *, segment: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """One prediction; without features the server draws its own, and likewise the segment."""
+        document: dict[str, Any] = {}
+        if features is not None:
+            document["features"] = list(features)
+        if segment is not None:
+            document["segment"] = segment
+        status, body = self.request("POST", "/predict", document or None)
         return status, dict(body)
