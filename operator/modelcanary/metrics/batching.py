@@ -1,44 +1,11 @@
-"""One query for many revisions, where the query's shape proves that sound.
+"""One query for many revisions: the batcher that runs them and splits the answers.
 
-Many ModelDeployments share one Prometheus and, often, one query template. For
-a template such as
-
-    sum(rate(model_requests_total{revision="{{revision}}",code=~"5.."}[1m]))
-      / sum(rate(model_requests_total{revision="{{revision}}"}[1m]))
-
-the query for revisions r1..rn can be written once:
-
-    sum by (revision)(rate(model_requests_total{revision=~"r1|...|rn",code=~"5.."}[1m]))
-      / sum by (revision)(rate(model_requests_total{revision=~"r1|...|rn"}[1m]))
-
-and its answer split by the ``revision`` label. That is one query per interval
-instead of one per revision.
-
-A wrong batch would judge one model on another model's data, so a template is
-batched only when a parser of a small, well-understood part of PromQL can show
-that the batched answer, restricted to ``revision="r"``, is exactly the single
-query's answer for r with the label ``revision="r"`` added. Anything that parser
-does not know is run singly. The argument, node by node:
-
-* Every selector carries exactly the matcher ``revision="{{revision}}"``, which
-  becomes ``revision=~"r1|...|rn"``. Every series read belongs to one requested
-  revision and carries it as a label. A selector without that matcher would read
-  the same series for every revision, so it makes the template unbatchable.
-* Per-series functions (rate, *_over_time, abs, round, ...) keep labels.
-* ``sum/avg/min/max/count`` get ``revision`` added to ``by (...)``, or get
-  ``by (revision)`` when they had no grouping. Each group then lies within one
-  revision, and restricted to revision r the groups are the single query's
-  groups. ``without (...)`` keeps ``revision`` already, unless it is listed.
-* ``histogram_quantile`` groups by every label but ``le``, so the revision is kept.
-* A binary operation between two vectors matches series by label set, so
-  ``revision`` must be part of the match. Both sides must agree on whether the
-  single query's series carry the revision label (an aggregation without it
-  drops it). Otherwise matching by revision would pair series that the single
-  query leaves unpaired. ``on (...)`` gets ``revision`` added. ``ignoring`` must
-  not list it, and ``group_left``/``group_right`` are not batched.
-* Scalars are number literals only. ``scalar()``, ``vector()``, ``absent()``,
-  ``label_replace()``, subqueries, ``@`` and every other function or aggregation
-  make a template unbatchable.
+Many ModelDeployments share one Prometheus and, often, one query template, so
+the queries of many revisions can be asked as one: ``sum by (revision)(...
+{revision=~"r1|r2|r3"} ...)``, with the answer split by the ``revision`` label.
+Whether a template may be batched at all, and the argument that its batched
+answer restricted to one revision is exactly that revision's own answer, is
+:mod:`modelcanary.promql.rewrite`. This module runs the queries.
 
 The answer is checked as well: a series whose ``revision`` is missing or was not
 asked for means the argument failed somewhere. The batch is then distrusted and
@@ -46,568 +13,33 @@ every revision is queried singly. So is a batch that Prometheus rejects (too man
 samples, a matching error that only one revision has), since the single queries
 may still succeed. An outage (unreachable, timeout, 5xx) is not retried singly:
 more queries would only add load to a Prometheus that is already struggling.
+
+Each request gets a :class:`~modelcanary.metrics.QueryResult`, every series with
+its labels, so that a caller can read an answer of several series (histogram
+buckets by ``le``, one series per slice). A revision's part of a batched answer
+keeps its series as Prometheus returned them, so they also carry the ``revision``
+label, even where the single query would have aggregated it away. A caller that
+compares label sets should leave ``revision`` out. :meth:`QueryBatcher.sample`
+is for a caller that wants one number, and it reduces the result by the same
+rules as a single query's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final
 
 from modelcanary.analysis.samples import Sample
-from modelcanary.analysis.templates import TemplateError, TemplateValues, render
 from modelcanary.metrics import QueryResult, Series, SeriesProvider
+from modelcanary.promql.rewrite import REVISION, is_batchable_revision, revision_regex, rewrite
+from modelcanary.promql.templates import TemplateError, TemplateValues, render
 
-REVISION: Final = "revision"
 MAX_REVISIONS_PER_QUERY: Final = 50
 """Keeps the batched query's URL short enough for proxies in front of Prometheus."""
-
-AGGREGATIONS: Final = frozenset({"sum", "avg", "min", "max", "count"})
-RANGE_FUNCTIONS: Final = frozenset(
-    {
-        "rate",
-        "irate",
-        "increase",
-        "delta",
-        "idelta",
-        "deriv",
-        "changes",
-        "resets",
-        "avg_over_time",
-        "min_over_time",
-        "max_over_time",
-        "sum_over_time",
-        "count_over_time",
-        "last_over_time",
-        "stddev_over_time",
-        "stdvar_over_time",
-        "present_over_time",
-    }
-)
-"""Functions of one range vector that compute each series on its own and keep its labels."""
-
-SERIES_FUNCTIONS: Final = frozenset(
-    {"abs", "ceil", "floor", "exp", "ln", "log2", "log10", "sqrt", "sgn"}
-)
-"""Functions of one instant vector that compute each series on its own and keep its labels."""
-
-# Revisions are short hashes; anything else is legal but is simply run singly.
-_BATCHABLE_REVISION = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_EXACT_REVISION_PLACEHOLDER = re.compile(r"\A\{\{\s*revision\s*\}\}\Z")
-_REVISION_PLACEHOLDER = re.compile(r"\{\{\s*revision\s*\}\}")
-
-_OTHER_AGGREGATIONS = frozenset(
-    {"stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group", "limitk"}
-    | {"limit_ratio"}
-)
-_KEYWORDS = frozenset(
-    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
-    | {"and", "or", "unless", "atan2", "start", "end"}
-)
-_PRECEDENCE: Final = {
-    "or": 1,
-    "and": 2,
-    "unless": 2,
-    "==": 3,
-    "!=": 3,
-    "<=": 3,
-    "<": 3,
-    ">=": 3,
-    ">": 3,
-    "+": 4,
-    "-": 4,
-    "*": 5,
-    "/": 5,
-    "%": 5,
-    "atan2": 5,
-    "^": 6,
-}
-_SET_OPERATORS = frozenset({"and", "or", "unless"})
-_SCALAR_PARAMETERS: Final = {
-    "round": (0, 1),
-    "clamp": (2, 2),
-    "clamp_min": (1, 1),
-    "clamp_max": (1, 1),
-    **dict.fromkeys(SERIES_FUNCTIONS, (0, 0)),
-}
-"""Per-series functions of an instant vector and then (least, most) number literals."""
-
-
-class NotBatchable(Exception):
-    """Why a template is run singly."""
-
-
-@dataclass(frozen=True)
-class Rewrite:
-    """A template and, when its shape allows, the template of its batched query."""
-
-    template: str
-    batched: str | None
-    """The template with ``revision=~"{{revision}}"`` matchers and revision groupings; render
-    it with the revision alternation as the revision. None when the template runs singly."""
-
-    reason: str | None = None
-    """Why the template runs singly."""
-
-
-@functools.lru_cache(maxsize=1024)
-def rewrite(template: str) -> Rewrite:
-    """The batched form of ``template``, or the reason there is none."""
-    try:
-        tokens = _lex(template)
-        parser = _Parser(template, tokens)
-        parser.parse()
-    except NotBatchable as reason:
-        return Rewrite(template, None, str(reason))
-    except Exception as error:  # a parser bug must cost batching, never a wrong batch
-        return Rewrite(template, None, f"internal parser error: {error!r}")
-    return Rewrite(template, parser.edited())
-
-
-def revision_regex(revisions: Sequence[str]) -> str:
-    """An RE2 alternation that matches exactly ``revisions`` (Prometheus anchors it)."""
-    return "|".join(_quote_meta(revision) for revision in revisions)
-
-
-def is_batchable_revision(revision: str) -> bool:
-    return bool(_BATCHABLE_REVISION.match(revision))
-
-
-def _quote_meta(text: str) -> str:
-    # Go's regexp.QuoteMeta.
-    return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", text)
-
-
-# --------------------------------------------------------------------------- lexer
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: Literal["ident", "number", "duration", "string", "op", "eof"]
-    text: str
-    start: int
-    end: int
-
-
-_IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
-_DURATION = re.compile(r"(?:[0-9]+(?:ms|[smhdwy]))+(?![A-Za-z0-9_.])")
-_NUMBER = re.compile(
-    r"(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?![A-Za-z0-9_:.])"
-)
-_OPERATORS = (
-    "==",
-    "!=",
-    "=~",
-    "!~",
-    "<=",
-    ">=",
-    "<",
-    ">",
-    "=",
-    "+",
-    "-",
-    "*",
-    "/",
-    "%",
-    "^",
-    "(",
-    ")",
-    "{",
-    "}",
-    "[",
-    "]",
-    ",",
-    ":",
-    "@",
-)
-
-
-def _lex(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    i, end = 0, len(text)
-    while i < end:
-        char = text[i]
-        if char.isspace():
-            i += 1
-        elif char == "#":
-            newline = text.find("\n", i)
-            i = end if newline < 0 else newline + 1
-        elif text.startswith("{{", i):
-            raise NotBatchable(f"a placeholder outside a string at offset {i}")
-        elif char in "\"'`":
-            stop = _string_end(text, i)
-            tokens.append(_Token("string", text[i:stop], i, stop))
-            i = stop
-        elif match := _DURATION.match(text, i):
-            tokens.append(_Token("duration", match.group(), i, match.end()))
-            i = match.end()
-        elif match := _NUMBER.match(text, i):
-            tokens.append(_Token("number", match.group(), i, match.end()))
-            i = match.end()
-        elif match := _IDENT.match(text, i):
-            tokens.append(_Token("ident", match.group(), i, match.end()))
-            i = match.end()
-        else:
-            operator = next((op for op in _OPERATORS if text.startswith(op, i)), None)
-            if operator is None:
-                raise NotBatchable(f"unexpected character {char!r} at offset {i}")
-            tokens.append(_Token("op", operator, i, i + len(operator)))
-            i += len(operator)
-    tokens.append(_Token("eof", "", end, end))
-    return tokens
-
-
-def _string_end(text: str, start: int) -> int:
-    quote = text[start]
-    i = start + 1
-    while i < len(text):
-        char = text[i]
-        if char == "\\" and quote != "`":
-            i += 2
-            continue
-        if char == quote:
-            return i + 1
-        if char == "\n" and quote != "`":
-            break
-        i += 1
-    raise NotBatchable(f"an unterminated string at offset {start}")
-
-
-# --------------------------------------------------------------------------- parser
-
-
-@dataclass(frozen=True)
-class _Type:
-    kind: Literal["scalar", "vector", "matrix", "string"]
-    revision_label: bool = False
-    """For vectors: whether the single query's series carry the revision label. It is
-    all or none of them, since both sides of a binary operation must agree."""
-
-
-_KIND_NAMES: Final = {
-    "scalar": "scalar",
-    "vector": "instant vector",
-    "matrix": "range vector",
-    "string": "string",
-    "ident": "a name",
-    "duration": "a duration",
-}
-_SCALAR = _Type("scalar")
-_STRING = _Type("string")
-
-
-@dataclass(frozen=True)
-class _LabelList:
-    keyword: str
-    labels: tuple[str, ...]
-    insert_at: int
-    """Where ``revision`` goes to be added to the list."""
-
-    @property
-    def has_revision(self) -> bool:
-        return REVISION in self.labels
-
-
-@dataclass
-class _Parser:
-    text: str
-    tokens: list[_Token]
-    position: int = 0
-    edits: list[tuple[int, int, str]] = field(default_factory=list)
-    """(start, end, replacement) in the template's text."""
-
-    def parse(self) -> None:
-        result = self.expression()
-        if self.peek().kind != "eof":
-            raise self.failure(f"unexpected {self.peek().text!r}")
-        if result.kind != "vector":
-            raise self.failure(
-                f"the query returns a {_KIND_NAMES[result.kind]}, not an instant vector"
-            )
-
-    def edited(self) -> str:
-        text = self.text
-        for start, end, replacement in sorted(self.edits, reverse=True):
-            text = text[:start] + replacement + text[end:]
-        return text
-
-    # -- tokens ------------------------------------------------------------------------
-
-    def peek(self, ahead: int = 0) -> _Token:
-        return self.tokens[min(self.position + ahead, len(self.tokens) - 1)]
-
-    def advance(self) -> _Token:
-        token = self.peek()
-        self.position += 1
-        return token
-
-    def at_op(self, text: str) -> bool:
-        token = self.peek()
-        return token.kind == "op" and token.text == text
-
-    def at_keyword(self, *words: str) -> bool:
-        token = self.peek()
-        return token.kind == "ident" and token.text.lower() in words
-
-    def expect_op(self, text: str) -> _Token:
-        if not self.at_op(text):
-            raise self.failure(f"expected {text!r}, found {self.peek().text!r}")
-        return self.advance()
-
-    def expect(self, kind: Literal["ident", "duration", "string"]) -> _Token:
-        if self.peek().kind != kind:
-            raise self.failure(f"expected {_KIND_NAMES[kind]}, found {self.peek().text!r}")
-        return self.advance()
-
-    def failure(self, reason: str) -> NotBatchable:
-        return NotBatchable(f"{reason} (at offset {self.peek().start})")
-
-    # -- expressions -------------------------------------------------------------------
-
-    def binary_operator(self) -> str | None:
-        token = self.peek()
-        if token.kind == "op" and token.text in _PRECEDENCE:
-            return token.text
-        if token.kind == "ident" and token.text.lower() in _PRECEDENCE:
-            return token.text.lower()
-        return None
-
-    def expression(self, min_precedence: int = 0) -> _Type:
-        left = self.unary()
-        while (operator := self.binary_operator()) is not None:
-            precedence = _PRECEDENCE[operator]
-            if precedence < min_precedence:
-                break
-            self.advance()
-            matching = self.vector_matching()
-            # ^ is right-associative; everything else is left-associative.
-            right = self.expression(precedence if operator == "^" else precedence + 1)
-            left = self.combine(operator, left, right, matching)
-        return left
-
-    def unary(self) -> _Type:
-        if self.at_op("-") or self.at_op("+"):
-            self.advance()
-            operand = self.expression(_PRECEDENCE["^"])
-            if operand.kind not in ("scalar", "vector"):
-                raise self.failure("a sign before a range vector or a string")
-            return operand
-        result = self.primary()
-        if self.at_op("["):
-            raise self.failure("a subquery")
-        if self.at_op("@") or self.at_keyword("offset"):
-            raise self.failure("an @ or offset modifier on something other than a selector")
-        return result
-
-    def vector_matching(self) -> _LabelList | None:
-        if self.at_keyword("bool"):
-            self.advance()
-        if not self.at_keyword("on", "ignoring"):
-            return None
-        keyword = self.advance().text.lower()
-        matching = self.label_list(keyword)
-        if self.at_keyword("group_left", "group_right"):
-            raise self.failure("group_left/group_right are not batched")
-        return matching
-
-    def combine(
-        self, operator: str, left: _Type, right: _Type, matching: _LabelList | None
-    ) -> _Type:
-        if {left.kind, right.kind} - {"scalar", "vector"}:
-            raise self.failure(f"a range vector or string as an operand of {operator}")
-        set_operator = operator in _SET_OPERATORS
-        if left.kind == "scalar" or right.kind == "scalar":
-            if set_operator or matching is not None:
-                raise self.failure(f"{operator} with a scalar operand and vector matching")
-            return left if left.kind == "vector" else right
-        if left.revision_label != right.revision_label:
-            raise self.failure(
-                f"the two sides of {operator} differ in whether they keep the revision label, "
-                "so matching by revision would pair series the single query does not"
-            )
-        if matching is None:
-            return left
-        if matching.keyword == "ignoring":
-            if matching.has_revision:
-                raise self.failure("ignoring(revision) would match series of different revisions")
-            return left
-        if not matching.has_revision:
-            self.add_label(matching)
-        if set_operator:
-            return left
-        # One-to-one matching with on(...) keeps only the listed labels.
-        return _Type("vector", left.revision_label and matching.has_revision)
-
-    def primary(self) -> _Type:
-        token = self.peek()
-        if token.kind == "number":
-            self.advance()
-            return _SCALAR
-        if token.kind == "string":
-            self.advance()
-            self.check_string(token)
-            return _STRING
-        if token.kind == "op" and token.text == "(":
-            self.advance()
-            inner = self.expression()
-            self.expect_op(")")
-            if self.at_op("[") or self.at_keyword("offset") or self.at_op("@"):
-                raise self.failure("subqueries and modifiers on a parenthesised expression")
-            return inner
-        if token.kind == "op" and token.text == "{":
-            return self.selector()
-        if token.kind != "ident":
-            raise self.failure(f"unexpected {token.text!r}")
-        word = token.text.lower()
-        if word in ("inf", "nan"):
-            self.advance()
-            return _SCALAR
-        if word in AGGREGATIONS:
-            return self.aggregation()
-        if word in _OTHER_AGGREGATIONS:
-            raise self.failure(f"the aggregation {word} is not batched")
-        if word in _KEYWORDS:
-            raise self.failure(f"unexpected {token.text!r}")
-        if self.peek(1).kind == "op" and self.peek(1).text == "(":
-            return self.call()
-        return self.selector()
-
-    def aggregation(self) -> _Type:
-        keyword = self.advance()
-        grouping = self.grouping()
-        self.expect_op("(")
-        argument = self.expression()
-        if self.at_op(","):
-            raise self.failure(f"{keyword.text} with a parameter")
-        self.expect_op(")")
-        if grouping is None:
-            grouping = self.grouping()
-        elif self.at_keyword("by", "without"):
-            raise self.failure("two groupings on one aggregation")
-        if argument.kind != "vector":
-            raise self.failure(f"{keyword.text} of a {argument.kind}")
-        if grouping is None:
-            self.edits.append((keyword.end, keyword.end, f" by ({REVISION})"))
-            return _Type("vector", revision_label=False)
-        if grouping.keyword == "without":
-            if grouping.has_revision:
-                raise self.failure("without(revision) would aggregate across revisions")
-            return argument
-        if not grouping.has_revision:
-            self.add_label(grouping)
-            return _Type("vector", revision_label=False)
-        return argument
-
-    def grouping(self) -> _LabelList | None:
-        if not self.at_keyword("by", "without"):
-            return None
-        keyword = self.advance().text.lower()
-        return self.label_list(keyword)
-
-    def label_list(self, keyword: str) -> _LabelList:
-        opening = self.expect_op("(")
-        labels: list[str] = []
-        insert_at = opening.end
-        while not self.at_op(")"):
-            label = self.expect("ident")
-            if ":" in label.text:
-                raise self.failure(f"{label.text!r} is not a label name")
-            labels.append(label.text)
-            insert_at = label.end
-            if not self.at_op(","):
-                break
-            self.advance()
-        self.expect_op(")")
-        return _LabelList(keyword, tuple(labels), insert_at)
-
-    def add_label(self, labels: _LabelList) -> None:
-        text = f", {REVISION}" if labels.labels else REVISION
-        self.edits.append((labels.insert_at, labels.insert_at, text))
-
-    def call(self) -> _Type:
-        name = self.advance().text
-        self.expect_op("(")
-        arguments: list[_Type] = []
-        while not self.at_op(")"):
-            arguments.append(self.expression())
-            if not self.at_op(","):
-                break
-            self.advance()
-        self.expect_op(")")
-        kinds = tuple(argument.kind for argument in arguments)
-        if name in RANGE_FUNCTIONS and kinds == ("matrix",):
-            return _Type("vector", arguments[0].revision_label)
-        if name == "quantile_over_time" and kinds == ("scalar", "matrix"):
-            return _Type("vector", arguments[1].revision_label)
-        if name == "histogram_quantile" and kinds == ("scalar", "vector"):
-            return arguments[1]
-        if name in _SCALAR_PARAMETERS and kinds and kinds[0] == "vector":
-            least, most = _SCALAR_PARAMETERS[name]
-            rest = kinds[1:]
-            if least <= len(rest) <= most and all(kind == "scalar" for kind in rest):
-                return arguments[0]
-        shown = ", ".join(kinds)
-        raise self.failure(f"{name}({shown}) is not known to keep revisions apart")
-
-    def selector(self) -> _Type:
-        if self.peek().kind == "ident":
-            self.advance()  # the metric name
-        revision_matchers = self.matchers() if self.at_op("{") else []
-        if len(revision_matchers) != 1:
-            raise self.failure('a selector without exactly one matcher revision="{{revision}}"')
-        operator, value = revision_matchers[0]
-        if operator.text != "=" or not _EXACT_REVISION_PLACEHOLDER.match(value.text[1:-1]):
-            raise self.failure('a revision matcher other than revision="{{revision}}"')
-        self.edits.append((operator.start, operator.end, "=~"))
-        kind: Literal["vector", "matrix"] = "vector"
-        if self.at_op("["):
-            self.advance()
-            self.expect("duration")
-            if self.at_op(":"):
-                raise self.failure("a subquery")
-            self.expect_op("]")
-            kind = "matrix"
-        if self.at_keyword("offset"):
-            self.advance()
-            if self.at_op("-"):
-                self.advance()
-            self.expect("duration")
-        if self.at_op("@") or self.at_op("["):
-            raise self.failure("an @ modifier or a range after offset")
-        return _Type(kind, revision_label=True)
-
-    def matchers(self) -> list[tuple[_Token, _Token]]:
-        """The label matchers in braces; returns (operator, value) of those on revision."""
-        revision_matchers: list[tuple[_Token, _Token]] = []
-        self.expect_op("{")
-        while not self.at_op("}"):
-            label = self.expect("ident")
-            operator = self.peek()
-            if operator.kind != "op" or operator.text not in ("=", "!=", "=~", "!~"):
-                raise self.failure(f"expected a label matcher after {label.text!r}")
-            self.advance()
-            value = self.expect("string")
-            if label.text == REVISION:
-                revision_matchers.append((operator, value))
-            else:
-                self.check_string(value)
-            if not self.at_op(","):
-                break
-            self.advance()
-        self.expect_op("}")
-        return revision_matchers
-
-    def check_string(self, token: _Token) -> None:
-        if _REVISION_PLACEHOLDER.search(token.text):
-            raise self.failure('{{revision}} used elsewhere than in revision="{{revision}}"')
-
-
-# --------------------------------------------------------------------------- batcher
 
 
 @dataclass
@@ -636,20 +68,26 @@ class QueryBatcher:
         self.provider = provider
         self.max_revisions = max_revisions
         self.window = window
-        self._pending: list[tuple[str, TemplateValues, asyncio.Future[Sample]]] = []
+        self._pending: list[tuple[str, TemplateValues, asyncio.Future[QueryResult]]] = []
         self._collecting = False
         self._flushes: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
-    async def run(self, requests: Sequence[tuple[str, TemplateValues]]) -> list[Sample]:
-        """One Sample per request, in order. Never raises for query problems."""
-        results: list[Sample | None] = [None] * len(requests)
+    async def run(self, requests: Sequence[tuple[str, TemplateValues]]) -> list[QueryResult]:
+        """One result per request, in order, with every series. Never raises for query problems.
+
+        A template that cannot be rendered is a rejected query: Prometheus never
+        saw it, and no retry can help.
+        """
+        results: list[QueryResult | None] = [None] * len(requests)
         singles: list[tuple[int, str]] = []
         groups: dict[tuple[str, str], _Group] = {}
         for index, (template, values) in enumerate(requests):
             try:
                 query = render(template, values)
             except TemplateError as error:
-                results[index] = Sample.failed(f"invalid query template: {error}")
+                results[index] = QueryResult.failed(
+                    f"invalid query template: {error}", rejected=True
+                )
                 continue
             plan = rewrite(template)
             if plan.batched is None or not is_batchable_revision(values.revision):
@@ -670,18 +108,18 @@ class QueryBatcher:
                 )
         await asyncio.gather(*jobs)
         return [
-            sample if sample is not None else Sample.failed("no result (internal error)")
-            for sample in results
+            result if result is not None else QueryResult.failed("no result (internal error)")
+            for result in results
         ]
 
-    async def query(self, template: str, values: TemplateValues) -> Sample:
+    async def query(self, template: str, values: TemplateValues) -> QueryResult:
         """One request, batched with the others that arrive within ``window``.
 
         For callers that cannot gather their requests into one :meth:`run`, such
         as a timer per ModelDeployment.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Sample] = loop.create_future()
+        future: asyncio.Future[QueryResult] = loop.create_future()
         self._pending.append((template, values, future))
         if not self._collecting:
             self._collecting = True
@@ -690,34 +128,38 @@ class QueryBatcher:
             flush.add_done_callback(self._flushes.discard)
         return await future
 
+    async def sample(self, template: str, values: TemplateValues) -> Sample:
+        """:meth:`query` as one number: no series is no data, several are an error."""
+        return (await self.query(template, values)).sample()
+
     async def _flush_after_window(self) -> None:
         await asyncio.sleep(self.window)
         pending, self._pending, self._collecting = self._pending, [], False
         try:
-            samples = await self.run([(template, values) for template, values, _ in pending])
+            results = await self.run([(template, values) for template, values, _ in pending])
         except Exception as error:
             for _, _, future in pending:
                 if not future.done():
                     future.set_exception(error)
             return
-        for (_, _, future), sample in zip(pending, samples, strict=True):
+        for (_, _, future), result in zip(pending, results, strict=True):
             if not future.done():  # a caller that was cancelled has gone
-                future.set_result(sample)
+                future.set_result(result)
 
     async def _run_singles(
-        self, requests: Sequence[tuple[int, str]], results: list[Sample | None]
+        self, requests: Sequence[tuple[int, str]], results: list[QueryResult | None]
     ) -> None:
         by_query: dict[str, list[int]] = defaultdict(list)
         for index, query in requests:
             by_query[query].append(index)
         queries = list(by_query)
-        samples = await asyncio.gather(*(self.provider.run_query(query) for query in queries))
-        for query, sample in zip(queries, samples, strict=True):
+        answers = await asyncio.gather(*(self.provider.query_series(query) for query in queries))
+        for query, answer in zip(queries, answers, strict=True):
             for index in by_query[query]:
-                results[index] = sample
+                results[index] = answer
 
     async def _run_batch(
-        self, group: _Group, revisions: list[str], results: list[Sample | None]
+        self, group: _Group, revisions: list[str], results: list[QueryResult | None]
     ) -> None:
         members = [member for revision in revisions for member in group.members[revision]]
         if len(revisions) == 1:
@@ -730,16 +172,16 @@ class QueryBatcher:
                 await self._run_singles(members, results)
                 return
             for index, _ in members:
-                results[index] = Sample.failed(answer.error)
+                results[index] = answer
             return
         split = _split(answer.series, revisions)
         if split is None:
             await self._run_singles(members, results)
             return
         for revision in revisions:
-            sample = QueryResult(series=split[revision]).sample()
+            own = QueryResult(series=split[revision])
             for index, _ in group.members[revision]:
-                results[index] = sample
+                results[index] = own
 
 
 def _split(

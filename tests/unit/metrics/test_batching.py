@@ -1,264 +1,39 @@
-"""Which query shapes batch, how they are rewritten, and how answers are split.
+"""How the batcher groups requests, splits batched answers, and falls back.
 
-The rewrite tests pin the exact batched text for the shapes that batch, and the
-reason for a sample of shapes that must not. The QueryBatcher tests replace
-Prometheus with a fake at the network edge (a SeriesProvider answering from a
-table per revision), which is enough to check grouping, splitting and every
-fallback. tests/integration/test_prometheus_provider.py proves against the real
-Prometheus that batched answers equal single ones.
+The tests replace Prometheus with a fake at the network edge (a SeriesProvider
+answering from a table per revision), which is enough to check grouping,
+splitting and every fallback. Which shapes batch, and how they are rewritten, is
+tests/unit/promql/test_rewrite.py. tests/integration/test_prometheus_provider.py
+proves against the real Prometheus that batched answers equal single ones.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 
 from modelcanary.analysis.samples import Sample
-from modelcanary.analysis.templates import TemplateValues, render
 from modelcanary.metrics import QueryResult, Series
-from modelcanary.metrics.batching import (
-    QueryBatcher,
-    is_batchable_revision,
-    revision_regex,
-    rewrite,
-)
+from modelcanary.metrics.batching import QueryBatcher
+from modelcanary.promql.templates import TemplateValues, render
 
 pytestmark = pytest.mark.unit
 
-ERROR_RATE = (
-    'sum(rate(model_requests_total{namespace="{{namespace}}",revision="{{revision}}",'
-    'code=~"5.."}[1m]))\n/ sum(rate(model_requests_total{namespace="{{namespace}}",'
-    'revision="{{revision}}"}[1m]))'
-)
-P99 = (
-    "histogram_quantile(0.99, sum by (le) "
-    '(rate(model_request_duration_seconds_bucket{revision="{{revision}}"}[1m])))'
-)
-
-
-# --------------------------------------------------------------------------- rewrite
-
-
-@pytest.mark.parametrize(
-    ("template", "batched"),
-    [
-        pytest.param(
-            ERROR_RATE,
-            'sum by (revision)(rate(model_requests_total{namespace="{{namespace}}",'
-            'revision=~"{{revision}}",code=~"5.."}[1m]))\n'
-            '/ sum by (revision)(rate(model_requests_total{namespace="{{namespace}}",'
-            'revision=~"{{revision}}"}[1m]))',
-            id="ratio-of-sums",
-        ),
-        pytest.param(
-            P99,
-            "histogram_quantile(0.99, sum by (le, revision) "
-            '(rate(model_request_duration_seconds_bucket{revision=~"{{revision}}"}[1m])))',
-            id="histogram-quantile",
-        ),
-        pytest.param(
-            'sum(increase(model_requests_total{revision="{{revision}}"}[1m]))',
-            'sum by (revision)(increase(model_requests_total{revision=~"{{revision}}"}[1m]))',
-            id="min-samples",
-        ),
-        pytest.param(
-            'sum(rate(x{revision="{{revision}}"}[1m])) by (code)',
-            'sum(rate(x{revision=~"{{revision}}"}[1m])) by (code, revision)',
-            id="trailing-by",
-        ),
-        pytest.param(
-            'avg by () (x{revision="{{revision}}"})',
-            'avg by (revision) (x{revision=~"{{revision}}"})',
-            id="empty-by",
-        ),
-        pytest.param(
-            'max by (revision) (x{revision="{{revision}}"})',
-            'max by (revision) (x{revision=~"{{revision}}"})',
-            id="already-by-revision",
-        ),
-        pytest.param(
-            'min without (instance) (x{revision="{{revision}}"})',
-            'min without (instance) (x{revision=~"{{revision}}"})',
-            id="without-keeps-revision",
-        ),
-        pytest.param(
-            'COUNT(x{revision="{{ revision }}"}) * 100',
-            'COUNT by (revision)(x{revision=~"{{ revision }}"}) * 100',
-            id="keyword-case-and-scalar",
-        ),
-        pytest.param(
-            'x{revision="{{revision}}"}',
-            'x{revision=~"{{revision}}"}',
-            id="bare-selector",
-        ),
-        pytest.param(
-            'max_over_time(x{job="a",revision="{{revision}}"}[5m] offset 1m) > 0.5',
-            'max_over_time(x{job="a",revision=~"{{revision}}"}[5m] offset 1m) > 0.5',
-            id="offset-and-comparison",
-        ),
-        pytest.param(
-            'sum(rate(a{revision="{{revision}}"}[1m])) / on() '
-            'sum(rate(b{revision="{{revision}}"}[1m]))',
-            'sum by (revision)(rate(a{revision=~"{{revision}}"}[1m])) / on(revision) '
-            'sum by (revision)(rate(b{revision=~"{{revision}}"}[1m]))',
-            id="on-empty",
-        ),
-        pytest.param(
-            'sum by (code) (a{revision="{{revision}}"}) / on(code) '
-            'sum by (code) (b{revision="{{revision}}"})',
-            'sum by (code, revision) (a{revision=~"{{revision}}"}) / on(code, revision) '
-            'sum by (code, revision) (b{revision=~"{{revision}}"})',
-            id="on-labels",
-        ),
-        pytest.param(
-            'rate(a{revision="{{revision}}"}[1m]) / ignoring(code) '
-            'rate(b{revision="{{revision}}"}[1m])',
-            'rate(a{revision=~"{{revision}}"}[1m]) / ignoring(code) '
-            'rate(b{revision=~"{{revision}}"}[1m])',
-            id="ignoring",
-        ),
-        pytest.param(
-            'sum(a{revision="{{revision}}"}) and sum(b{revision="{{revision}}"}) > bool 0',
-            'sum by (revision)(a{revision=~"{{revision}}"}) and '
-            'sum by (revision)(b{revision=~"{{revision}}"}) > bool 0',
-            id="set-operator",
-        ),
-        pytest.param(
-            'clamp_max(round(-sum(a{revision="{{revision}}"}) ^ 2, 0.1), 10)',
-            'clamp_max(round(-sum by (revision)(a{revision=~"{{revision}}"}) ^ 2, 0.1), 10)',
-            id="series-functions",
-        ),
-        pytest.param(
-            "quantile_over_time(0.9, x{revision='{{revision}}'}[5m]) # p90 of {{revision}}",
-            "quantile_over_time(0.9, x{revision=~'{{revision}}'}[5m]) # p90 of {{revision}}",
-            id="single-quotes-and-comment",
-        ),
-    ],
-)
-def test_batchable_shapes_are_rewritten(template: str, batched: str) -> None:
-    plan = rewrite(template)
-    assert plan.reason is None
-    assert plan.batched == batched
-
-
-@pytest.mark.parametrize(
-    ("template", "reason"),
-    [
-        pytest.param(
-            'sum(rate(x{revision="{{revision}}"}[1m])) / sum(rate(x[1m]))',
-            "without exactly one matcher",
-            id="selector-without-revision",
-        ),
-        pytest.param(
-            'x{revision="{{revision}}", revision!="x"}',
-            "without exactly one matcher",
-            id="two-revision-matchers",
-        ),
-        pytest.param('x{revision=~"{{revision}}"}', "other than", id="regex-revision"),
-        pytest.param('x{revision="{{revision}}-b"}', "other than", id="revision-with-suffix"),
-        pytest.param('x{revision="abc"}', "other than", id="literal-revision"),
-        pytest.param(
-            'x{revision="{{revision}}", pod=~".*{{revision}}.*"}',
-            "elsewhere",
-            id="revision-in-another-matcher",
-        ),
-        pytest.param(
-            'sum(x{revision="{{revision}}"}) or vector(0)', "vector(scalar)", id="or-vector"
-        ),
-        pytest.param(
-            'scalar(sum(x{revision="{{revision}}"}))', "scalar(vector)", id="scalar-function"
-        ),
-        pytest.param(
-            'absent(x{revision="{{revision}}"})', "absent(vector)", id="absent-makes-labels"
-        ),
-        pytest.param(
-            'label_replace(x{revision="{{revision}}"}, "revision", "x", "", "")',
-            "label_replace",
-            id="label-replace",
-        ),
-        pytest.param('topk(1, x{revision="{{revision}}"})', "topk", id="topk"),
-        pytest.param('stddev(x{revision="{{revision}}"})', "stddev", id="stddev"),
-        pytest.param(
-            'sum without (revision) (x{revision="{{revision}}"})',
-            "without(revision)",
-            id="without-revision",
-        ),
-        pytest.param(
-            'sum by (revision) (a{revision="{{revision}}"}) / sum(b{revision="{{revision}}"})',
-            "differ in whether they keep the revision label",
-            id="mixed-revision-label",
-        ),
-        pytest.param(
-            'a{revision="{{revision}}"} / on() sum(b{revision="{{revision}}"})',
-            "differ in whether they keep the revision label",
-            id="series-against-sum",
-        ),
-        pytest.param(
-            'a{revision="{{revision}}"} / ignoring(revision) b{revision="{{revision}}"}',
-            "ignoring(revision)",
-            id="ignoring-revision",
-        ),
-        pytest.param(
-            'a{revision="{{revision}}"} * on(instance) group_left b{revision="{{revision}}"}',
-            "group_left",
-            id="group-left",
-        ),
-        pytest.param(
-            'max_over_time(sum(x{revision="{{revision}}"})[5m:1m])',
-            "subquer",
-            id="subquery",
-        ),
-        pytest.param('x{revision="{{revision}}"} @ 100', "@ modifier", id="at-modifier"),
-        pytest.param('x{revision="{{revision}}"}[5m]', "range vector", id="range-result"),
-        pytest.param("sum(rate(x[1m]))", "without exactly one matcher", id="no-revision-at-all"),
-        pytest.param("1 + 1", "returns a scalar", id="scalar-query"),
-        pytest.param(
-            '{{model}}_total{revision="{{revision}}"}', "outside a string", id="code-placeholder"
-        ),
-        pytest.param('sum(rate(x{revision="{{revision}}"}[1m])', "expected ')'", id="unclosed"),
-        pytest.param('x{"revision"="{{revision}}"}', "expected a name", id="quoted-label"),
-        pytest.param(
-            'x{revision="{{revision}}"} + time()', "time() is not known", id="time-function"
-        ),
-    ],
-)
-def test_unbatchable_shapes_run_singly(template: str, reason: str) -> None:
-    plan = rewrite(template)
-    assert plan.batched is None
-    assert plan.reason is not None
-    assert reason in plan.reason
-
-
-def test_revision_regex_escapes_regex_syntax() -> None:
-    assert revision_regex(["6f9c0a1b2c", "v1.2", "a+b"]) == r"6f9c0a1b2c|v1\.2|a\+b"
-    pattern = re.compile(r"\A(?:" + revision_regex(["v1.2", "x"]) + r")\Z")
-    assert pattern.match("v1.2")
-    assert not pattern.match("v1x2")
-
-
-@pytest.mark.parametrize(
-    ("revision", "batchable"),
-    [("6f9c0a1b2c", True), ("v1.2-rc_1", True), ("", False), ("a|b", False), ('a"', False)],
-)
-def test_only_plain_revisions_are_batched(revision: str, batchable: bool) -> None:
-    assert is_batchable_revision(revision) is batchable
-
-
-# --------------------------------------------------------------------------- batcher
-
 
 class FakePrometheus:
-    """Answers any query from a table of values per revision, as Prometheus would.
+    """Answers any query from a table per revision, as Prometheus would.
 
-    A query with ``revision="r"`` gets one unlabelled series with r's value; one
-    with ``revision=~"r1|r2"`` gets one series per revision, labelled with it.
-    Revisions absent from the table have no data.
+    A revision's entry is a number, or a histogram's buckets ``{le: count}``,
+    which are answered with one series per bucket labelled with its ``le``. A
+    query with ``revision="r"`` gets r's series without a revision label; one
+    with ``revision=~"r1|r2"`` gets the series of every revision, each labelled
+    with its revision. Revisions absent from the table have no data.
     """
 
-    def __init__(self, values: dict[str, float]) -> None:
+    def __init__(self, values: Mapping[str, float | Mapping[str, float]]) -> None:
         self.values = values
         self.queries: list[str] = []
         self.batch_answer: QueryResult | None = None
@@ -274,15 +49,24 @@ class FakePrometheus:
             revisions = alternation.group(1).replace("\\\\", "\\").split("|")
             return QueryResult(
                 series=tuple(
-                    Series({"revision": r}, self.values[r]) for r in revisions if r in self.values
+                    Series({**labels, "revision": r}, value)
+                    for r in revisions
+                    for labels, value in self.series_of(r)
                 )
             )
         single = re.search(r'revision="([^"]*)"', query)
         assert single is not None
-        revision = single.group(1)
-        if revision not in self.values:
-            return QueryResult()
-        return QueryResult(series=(Series({}, self.values[revision]),))
+        return QueryResult(
+            series=tuple(Series(labels, value) for labels, value in self.series_of(single[1]))
+        )
+
+    def series_of(self, revision: str) -> list[tuple[dict[str, str], float]]:
+        entry = self.values.get(revision)
+        if entry is None:
+            return []
+        if isinstance(entry, Mapping):
+            return [({"le": le}, count) for le, count in entry.items()]
+        return [({}, entry)]
 
     async def run_query(self, query: str) -> Sample:
         return (await self.query_series(query)).sample()
@@ -307,37 +91,90 @@ def values(revision: str, namespace: str = "ml", name: str = "fraud") -> Templat
 
 SUM = 'sum(rate(x{revision="{{revision}}"}[1m]))'
 NAMESPACED = 'sum(rate(x{namespace="{{namespace}}",revision="{{revision}}"}[1m]))'
+BUCKETS = 'sum by (le) (rate(x_bucket{revision="{{revision}}"}[1m]))'
 
 
-def run(batcher: QueryBatcher, requests: Sequence[tuple[str, TemplateValues]]) -> list[Sample]:
+def run(batcher: QueryBatcher, requests: Sequence[tuple[str, TemplateValues]]) -> list[QueryResult]:
     return asyncio.run(batcher.run(requests))
+
+
+def numbers(results: Sequence[QueryResult]) -> list[Sample]:
+    """Each result as the analysis reads it: one number, no data, or an error."""
+    return [result.sample() for result in results]
+
+
+def labelled(revision: str, value: float) -> QueryResult:
+    """A revision's part of a batched answer: its one series, labelled with the revision."""
+    return QueryResult(series=(Series({"revision": revision}, value),))
+
+
+def without_revision(result: QueryResult) -> list[tuple[dict[str, str], float]]:
+    return [
+        ({k: v for k, v in s.labels.items() if k != "revision"}, s.value) for s in result.series
+    ]
 
 
 def test_revisions_sharing_a_template_take_one_query_and_get_their_own_values() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0, "ccc": 3.0})
-    samples = run(QueryBatcher(prometheus), [(SUM, values(r)) for r in ("ccc", "aaa", "bbb")])
-    assert samples == [Sample.of(3.0), Sample.of(1.0), Sample.of(2.0)]
+    results = run(QueryBatcher(prometheus), [(SUM, values(r)) for r in ("ccc", "aaa", "bbb")])
+    # Each revision's own series, with the revision label the batched query added.
+    assert results == [labelled("ccc", 3.0), labelled("aaa", 1.0), labelled("bbb", 2.0)]
+    assert numbers(results) == [Sample.of(3.0), Sample.of(1.0), Sample.of(2.0)]
     assert prometheus.batched == ['sum by (revision)(rate(x{revision=~"aaa|bbb|ccc"}[1m]))']
     assert prometheus.singles == []
 
 
 def test_a_revision_missing_from_the_batched_answer_has_no_data() -> None:
     prometheus = FakePrometheus({"aaa": 1.0})
-    samples = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("zzz"))])
-    assert samples == [Sample.of(1.0), Sample.of(None)]
+    results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("zzz"))])
+    assert results[1] == QueryResult()
+    assert numbers(results) == [Sample.of(1.0), Sample.of(None)]
     assert len(prometheus.queries) == 1
 
 
 def test_nan_in_a_batched_answer_is_no_data_for_that_revision_only() -> None:
     prometheus = FakePrometheus({"aaa": float("nan"), "bbb": 2.0})
-    samples = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
-    assert samples == [Sample.of(None), Sample.of(2.0)]
+    results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
+    assert numbers(results) == [Sample.of(None), Sample.of(2.0)]
 
 
 def test_a_lone_revision_runs_the_query_exactly_as_written() -> None:
     prometheus = FakePrometheus({"aaa": 1.0})
-    assert run(QueryBatcher(prometheus), [(SUM, values("aaa"))]) == [Sample.of(1.0)]
+    # The single query's answer as Prometheus sent it: no revision label added.
+    assert run(QueryBatcher(prometheus), [(SUM, values("aaa"))]) == [
+        QueryResult(series=(Series({}, 1.0),))
+    ]
     assert prometheus.queries == [render(SUM, values("aaa"))]
+
+
+def test_several_series_per_revision_survive_batching_and_splitting() -> None:
+    # A histogram's buckets: the batched query groups by (le, revision), and each
+    # revision gets back all of its buckets, each with its le.
+    histograms = {"aaa": {"0.1": 1.0, "0.5": 2.0, "+Inf": 3.0}, "bbb": {"0.1": 5.0, "+Inf": 9.0}}
+    prometheus = FakePrometheus(histograms)
+    batched = run(QueryBatcher(prometheus), [(BUCKETS, values(r)) for r in ("bbb", "aaa")])
+    assert prometheus.batched == ['sum by (le, revision) (rate(x_bucket{revision=~"aaa|bbb"}[1m]))']
+    assert batched == [
+        QueryResult(
+            series=(
+                Series({"le": "0.1", "revision": "bbb"}, 5.0),
+                Series({"le": "+Inf", "revision": "bbb"}, 9.0),
+            )
+        ),
+        QueryResult(
+            series=(
+                Series({"le": "0.1", "revision": "aaa"}, 1.0),
+                Series({"le": "0.5", "revision": "aaa"}, 2.0),
+                Series({"le": "+Inf", "revision": "aaa"}, 3.0),
+            )
+        ),
+    ]
+    # Apart from the revision label, exactly what each revision's own query answers.
+    single = [run(QueryBatcher(prometheus), [(BUCKETS, values(r))])[0] for r in ("bbb", "aaa")]
+    assert [without_revision(r) for r in batched] == [without_revision(r) for r in single]
+    assert [s.labels for s in single[1].series] == [{"le": "0.1"}, {"le": "0.5"}, {"le": "+Inf"}]
+    # One number cannot be read from several series.
+    assert all(sample.is_error for sample in numbers(batched))
 
 
 def test_groups_follow_the_other_placeholders_the_template_uses() -> None:
@@ -351,8 +188,8 @@ def test_groups_follow_the_other_placeholders_the_template_uses() -> None:
         (SUM, values("a1", namespace="team-a")),
         (SUM, values("b1", namespace="team-b")),
     ]
-    samples = run(QueryBatcher(prometheus), requests)
-    assert samples == [Sample.of(v) for v in (1.0, 2.0, 3.0, 4.0, 1.0, 3.0)]
+    results = run(QueryBatcher(prometheus), requests)
+    assert numbers(results) == [Sample.of(v) for v in (1.0, 2.0, 3.0, 4.0, 1.0, 3.0)]
     assert sorted(prometheus.batched) == [
         'sum by (revision)(rate(x{namespace="team-a",revision=~"a1|a2"}[1m]))',
         'sum by (revision)(rate(x{namespace="team-b",revision=~"b1|b2"}[1m]))',
@@ -363,8 +200,8 @@ def test_groups_follow_the_other_placeholders_the_template_uses() -> None:
 def test_a_large_group_is_split_into_bounded_batches() -> None:
     revisions = [f"r{i:02d}" for i in range(7)]
     prometheus = FakePrometheus({r: float(i) for i, r in enumerate(revisions)})
-    samples = run(QueryBatcher(prometheus, max_revisions=3), [(SUM, values(r)) for r in revisions])
-    assert samples == [Sample.of(float(i)) for i in range(7)]
+    results = run(QueryBatcher(prometheus, max_revisions=3), [(SUM, values(r)) for r in revisions])
+    assert numbers(results) == [Sample.of(float(i)) for i in range(7)]
     # 3 + 3 + 1: the last revision alone runs its own query.
     assert len(prometheus.batched) == 2
     assert prometheus.singles == [render(SUM, values("r06"))]
@@ -373,11 +210,11 @@ def test_a_large_group_is_split_into_bounded_batches() -> None:
 def test_unbatchable_templates_run_singly_and_identical_queries_run_once() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0})
     template = 'sum(rate(x{revision="{{revision}}"}[1m])) or vector(0)'
-    samples = run(
+    results = run(
         QueryBatcher(prometheus),
         [(template, values("aaa")), (template, values("bbb")), (template, values("aaa"))],
     )
-    assert samples == [Sample.of(1.0), Sample.of(2.0), Sample.of(1.0)]
+    assert numbers(results) == [Sample.of(1.0), Sample.of(2.0), Sample.of(1.0)]
     assert sorted(prometheus.queries) == sorted(
         {render(template, values("aaa")), render(template, values("bbb"))}
     )
@@ -385,16 +222,17 @@ def test_unbatchable_templates_run_singly_and_identical_queries_run_once() -> No
 
 def test_a_revision_that_is_not_plain_runs_singly() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "b|c": 2.0})
-    samples = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("b|c"))])
-    assert samples == [Sample.of(1.0), Sample.of(2.0)]
+    results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("b|c"))])
+    assert numbers(results) == [Sample.of(1.0), Sample.of(2.0)]
     assert prometheus.batched == []
 
 
 def test_a_batch_prometheus_rejects_falls_back_to_single_queries() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0})
     prometheus.batch_answer = QueryResult.failed("too many samples", rejected=True)
-    samples = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
-    assert samples == [Sample.of(1.0), Sample.of(2.0)]
+    results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
+    # The single queries' own answers.
+    assert results == [QueryResult(series=(Series({}, v),)) for v in (1.0, 2.0)]
     assert len(prometheus.batched) == 1
     assert sorted(prometheus.singles) == [render(SUM, values(r)) for r in ("aaa", "bbb")]
 
@@ -402,8 +240,9 @@ def test_a_batch_prometheus_rejects_falls_back_to_single_queries() -> None:
 def test_an_outage_is_every_revisions_error_without_retrying_singly() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0})
     prometheus.batch_answer = QueryResult.failed("connection refused")
-    samples = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
-    assert samples == [Sample.failed("connection refused")] * 2
+    results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
+    assert results == [QueryResult.failed("connection refused")] * 2
+    assert numbers(results) == [Sample.failed("connection refused")] * 2
     assert prometheus.singles == []
 
 
@@ -419,9 +258,9 @@ def test_a_batched_answer_with_a_stray_series_is_distrusted(stray: Series) -> No
     prometheus.batch_answer = QueryResult(
         series=(Series({"revision": "aaa"}, 7.0), Series({"revision": "bbb"}, 8.0), stray)
     )
-    samples = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
+    results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
     # The single queries' values, not the suspicious batch's.
-    assert samples == [Sample.of(1.0), Sample.of(2.0)]
+    assert numbers(results) == [Sample.of(1.0), Sample.of(2.0)]
     assert len(prometheus.singles) == 2
 
 
@@ -435,60 +274,91 @@ def test_several_series_for_one_revision_are_that_revisions_error() -> None:
         )
     )
     template = 'sum by (code) (x{revision="{{revision}}"})'
-    samples = run(QueryBatcher(prometheus), [(template, values("aaa")), (template, values("bbb"))])
+    results = run(QueryBatcher(prometheus), [(template, values("aaa")), (template, values("bbb"))])
+    # Both of aaa's series come back; only reading them as one number is an error.
+    assert [s.labels["code"] for s in results[0].series] == ["200", "500"]
+    samples = numbers(results)
     assert samples[0].is_error
     assert "returned 2" in (samples[0].error or "")
     assert 'code="500"' in (samples[0].error or "")
     assert samples[1] == Sample.of(3.0)
 
 
-def test_a_broken_template_is_an_error_sample_and_does_not_stop_the_others() -> None:
+def test_a_broken_template_is_a_rejected_result_and_does_not_stop_the_others() -> None:
     prometheus = FakePrometheus({"aaa": 1.0})
-    samples = run(
+    results = run(
         QueryBatcher(prometheus), [('x{pod="{{pod}}"}', values("aaa")), (SUM, values("aaa"))]
     )
-    assert samples[0].is_error
-    assert "{{pod}}" in (samples[0].error or "")
-    assert samples[1] == Sample.of(1.0)
+    assert results[0].rejected
+    assert (results[0].error or "").startswith("invalid query template: unknown placeholder")
+    assert "{{pod}}" in (results[0].error or "")
+    assert results[0].sample().is_error
+    assert results[1].sample() == Sample.of(1.0)
+    assert prometheus.queries == [render(SUM, values("aaa"))]
 
 
 def test_the_same_request_twice_gets_the_same_answer_from_one_query() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0})
     requests = [(SUM, values("aaa")), (SUM, values("bbb")), (SUM, values("aaa"))]
-    assert run(QueryBatcher(prometheus), requests) == [Sample.of(v) for v in (1.0, 2.0, 1.0)]
+    results = run(QueryBatcher(prometheus), requests)
+    assert numbers(results) == [Sample.of(v) for v in (1.0, 2.0, 1.0)]
     assert len(prometheus.queries) == 1
 
 
 def test_concurrent_callers_within_the_window_share_one_batch() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0, "ccc": 3.0})
 
-    async def callers() -> list[Sample]:
+    async def callers() -> list[QueryResult]:
         batcher = QueryBatcher(prometheus, window=0.01)
         return list(
             await asyncio.gather(*(batcher.query(SUM, values(r)) for r in ("aaa", "bbb", "ccc")))
         )
 
-    assert asyncio.run(callers()) == [Sample.of(1.0), Sample.of(2.0), Sample.of(3.0)]
+    assert asyncio.run(callers()) == [
+        labelled(r, v) for r, v in (("aaa", 1.0), ("bbb", 2.0), ("ccc", 3.0))
+    ]
     assert prometheus.batched == ['sum by (revision)(rate(x{revision=~"aaa|bbb|ccc"}[1m]))']
+
+
+def test_sample_is_the_query_read_as_one_number() -> None:
+    prometheus = FakePrometheus({"aaa": 1.0, "bbb": {"0.1": 1.0, "+Inf": 2.0}})
+
+    async def callers() -> list[Sample]:
+        batcher = QueryBatcher(prometheus, window=0.01)
+        return list(
+            await asyncio.gather(
+                batcher.sample(SUM, values("aaa")),
+                batcher.sample(SUM, values("zzz")),
+                batcher.sample(SUM, values("bbb")),
+                batcher.sample('x{pod="{{pod}}"}', values("aaa")),
+            )
+        )
+
+    number, no_data, several, broken = asyncio.run(callers())
+    assert (number, no_data) == (Sample.of(1.0), Sample.of(None))
+    assert "must return one series but returned 2" in (several.error or "")
+    assert "invalid query template" in (broken.error or "")
+    assert len(prometheus.queries) == 1
 
 
 def test_a_caller_after_the_window_starts_a_new_batch() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0})
 
-    async def two_rounds() -> tuple[Sample, Sample]:
+    async def two_rounds() -> tuple[QueryResult, QueryResult]:
         batcher = QueryBatcher(prometheus, window=0.0)
         first = await batcher.query(SUM, values("aaa"))
         second = await batcher.query(SUM, values("bbb"))
         return first, second
 
-    assert asyncio.run(two_rounds()) == (Sample.of(1.0), Sample.of(2.0))
+    first, second = asyncio.run(two_rounds())
+    assert (first.sample(), second.sample()) == (Sample.of(1.0), Sample.of(2.0))
     assert prometheus.singles == [render(SUM, values("aaa")), render(SUM, values("bbb"))]
 
 
 def test_a_cancelled_caller_does_not_break_the_batch_for_the_others() -> None:
     prometheus = FakePrometheus({"aaa": 1.0, "bbb": 2.0})
 
-    async def one_gives_up() -> Sample:
+    async def one_gives_up() -> QueryResult:
         batcher = QueryBatcher(prometheus, window=0.01)
         leaving = asyncio.ensure_future(batcher.query(SUM, values("aaa")))
         staying = asyncio.ensure_future(batcher.query(SUM, values("bbb")))
@@ -496,4 +366,4 @@ def test_a_cancelled_caller_does_not_break_the_batch_for_the_others() -> None:
         leaving.cancel()
         return await staying
 
-    assert asyncio.run(one_gives_up()) == Sample.of(2.0)
+    assert asyncio.run(one_gives_up()).sample() == Sample.of(2.0)

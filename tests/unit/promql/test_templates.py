@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelcanary.analysis.templates import (
+from modelcanary.promql.templates import (
     PLACEHOLDERS,
     Context,
     TemplateError,
@@ -134,6 +134,19 @@ def test_several_unknown_placeholders_are_all_named() -> None:
 def test_a_malformed_placeholder_is_an_error_not_left_in(template: str) -> None:
     with pytest.raises(TemplateError, match="malformed placeholder"):
         render(template, VALUES)
+
+
+def test_a_malformed_placeholder_error_names_its_offset() -> None:
+    with pytest.raises(TemplateError, match=r"malformed placeholder at offset 12: '\{\{revision\}"):
+        validate('x{revision="{{revision}"}')
+
+
+def test_a_backslash_before_the_braces_does_not_hide_a_placeholder() -> None:
+    # PromQL has no "\{" escape. Were it read as one, {{pod}} would reach
+    # Prometheus unchecked and {{name}} unrendered.
+    with pytest.raises(TemplateError, match=r"unknown placeholder \{\{pod\}\}"):
+        validate(r'x{a="\{{pod}}"}')
+    assert render(r'x{a="\{{name}}"}', VALUES) == r'x{a="\fraud-detector"}'
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ from object names and model references, so they are data, and data must never
 become syntax. Each value is therefore escaped for the PromQL string literal
 that surrounds it, and a value cannot end that string whatever it contains.
 
-Rendering reads the template the way PromQL's lexer does: it knows whether a
-placeholder sits inside a double-quoted, single-quoted or backtick string, or a
-comment, and escapes for that context. A placeholder outside any string (say
+Rendering reads the template with the package's one PromQL lexer
+(:mod:`modelcanary.promql.lexer`). The lexer knows whether a placeholder sits in a
+double-quoted, single-quoted or backtick string, or in a comment, and the value is
+escaped for that context. A placeholder outside any string (say
 ``{{model}}_requests_total``) is refused, because no escaping can make an
 arbitrary value safe as an identifier: a model named ``a-b`` would turn a metric
 name into a subtraction. An unknown placeholder is refused too, rather than left
@@ -20,14 +21,25 @@ Pure: standard library only.
 
 from __future__ import annotations
 
-import enum
-import re
 from dataclasses import dataclass
+
+from modelcanary.promql.lexer import Context, MalformedPlaceholder, Placeholder, lex
+
+__all__ = [
+    "PLACEHOLDERS",
+    "Context",
+    "Placeholder",
+    "TemplateError",
+    "TemplateValues",
+    "escape_label_value",
+    "placeholders",
+    "render",
+    "scan",
+    "validate",
+]
 
 PLACEHOLDERS: tuple[str, ...] = ("namespace", "name", "revision", "model", "version")
 """The placeholder names a template may use."""
-
-_PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
 
 
 class TemplateError(ValueError):
@@ -51,69 +63,16 @@ class TemplateValues:
         return value
 
 
-class Context(enum.Enum):
-    """Where in the PromQL text a placeholder stands."""
-
-    CODE = "code"
-    DOUBLE_QUOTED = "double-quoted string"
-    SINGLE_QUOTED = "single-quoted string"
-    RAW = "backtick string"
-    COMMENT = "comment"
-
-
-@dataclass(frozen=True)
-class Placeholder:
-    """One ``{{ name }}`` occurrence in a template."""
-
-    name: str
-    start: int
-    end: int
-    context: Context
-
-
 def scan(template: str) -> list[Placeholder]:
     """Every placeholder in ``template`` with its lexical context, in order.
 
     Raises TemplateError for a ``{{`` that does not form a placeholder, so that
     a typo such as ``{{revision}`` is reported instead of being sent as is.
     """
-    found: list[Placeholder] = []
-    context = Context.CODE
-    i, end = 0, len(template)
-    while i < end:
-        if template.startswith("{{", i):
-            match = _PLACEHOLDER.match(template, i)
-            if match is None:
-                snippet = template[i : i + 24]
-                raise TemplateError(f"malformed placeholder at offset {i}: {snippet!r}")
-            found.append(Placeholder(match.group(1).strip(), i, match.end(), context))
-            i = match.end()
-            continue
-        char = template[i]
-        if context is Context.CODE:
-            context = _OPENERS.get(char, Context.CODE)
-        elif context in (Context.DOUBLE_QUOTED, Context.SINGLE_QUOTED):
-            if char == "\\" and i + 1 < end and template[i + 1] != "{":
-                # The escaped character cannot close the string. A backslash before
-                # "{{" is left alone so the placeholder is still found and checked.
-                i += 1
-            elif char == _CLOSERS[context]:
-                context = Context.CODE
-        elif (context is Context.RAW and char == "`") or (
-            context is Context.COMMENT and char == "\n"
-        ):
-            context = Context.CODE
-        i += 1
-    return found
-
-
-_OPENERS = {
-    '"': Context.DOUBLE_QUOTED,
-    "'": Context.SINGLE_QUOTED,
-    "`": Context.RAW,
-    "#": Context.COMMENT,
-}
-_CLOSERS = {Context.DOUBLE_QUOTED: '"', Context.SINGLE_QUOTED: "'"}
+    try:
+        return list(lex(template).placeholders)
+    except MalformedPlaceholder as error:
+        raise TemplateError(str(error)) from None
 
 
 def placeholders(template: str) -> set[str]:
