@@ -18,8 +18,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
-from modelcanary.api.modeldeployment import (
+from modelcanary.api.judging import (
     AnalysisStatus,
+)
+from modelcanary.api.modeldeployment import (
     HistoryEntry,
     KnownGood,
     ModelDeploymentSpec,

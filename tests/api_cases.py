@@ -44,9 +44,31 @@ def valid_model_deployment(name: str = "fraud-detector") -> Manifest:
                 "noData": "hold",
                 "outage": {"holdFor": "5m", "then": "rollback"},
                 "minSamples": {"query": "sum(model_requests_total)", "value": 50},
+                "alpha": 0.01,
                 "metrics": [
                     {"name": "error-rate", "query": "sum(errors)", "max": 0.01},
                     {"name": "latency", "query": "p99", "max": 0.25, "maxRelativeToStable": 1.5},
+                    {
+                        "name": "errors",
+                        "errors": {
+                            "failed": 'sum(requests_total{revision="{{revision}}",code="500"})',
+                            "total": 'sum(requests_total{revision="{{revision}}"})',
+                        },
+                        "slice": {"label": "segment", "max": 5},
+                    },
+                    {
+                        "name": "slower",
+                        "latency": {
+                            "buckets": 'sum by (le) (duration_bucket{revision="{{revision}}"})',
+                            "tolerance": 0.2,
+                        },
+                    },
+                    {
+                        "name": "scores",
+                        "distribution": {
+                            "buckets": 'sum by (le) (score_bucket{revision="{{revision}}"})'
+                        },
+                    },
                 ],
             },
             "drill": {"schedule": "0 3 * * 1", "mode": "verify"},
@@ -125,8 +147,60 @@ INVALID_MODEL_DEPLOYMENTS = [
     InvalidCase(
         "metric-without-query",
         _set("spec.analysis.metrics.0", {"name": "error-rate", "max": 1}),
+        "spec.analysis.metrics[0]",
+    ),
+    InvalidCase(
+        "metric-with-query-and-counts",
+        _set("spec.analysis.metrics.2.query", "up"),
+        "spec.analysis.metrics[2]",
+    ),
+    InvalidCase(
+        "bounds-on-a-count-metric",
+        _set("spec.analysis.metrics.2.max", 0.05),
+        "spec.analysis.metrics[2]",
+    ),
+    InvalidCase(
+        "slice-on-a-query-metric",
+        _set("spec.analysis.metrics.0.slice", {"label": "segment"}),
+        "spec.analysis.metrics[0].slice",
+    ),
+    InvalidCase(
+        "placeholder-typo",
+        _set("spec.analysis.metrics.0.query", 'sum(errors{revision="{{revison}}"})'),
         "spec.analysis.metrics[0].query",
     ),
+    InvalidCase(
+        "placeholder-not-closed",
+        _set("spec.analysis.metrics.0.query", 'sum(errors{revision="{{revision}"})'),
+        "spec.analysis.metrics[0].query",
+    ),
+    InvalidCase(
+        "placeholder-typo-in-a-count-query",
+        _set("spec.analysis.metrics.2.errors.total", 'sum(x{revision="{{Revision}}"})'),
+        "spec.analysis.metrics[2].errors.total",
+    ),
+    InvalidCase(
+        "placeholder-typo-in-min-samples",
+        _set("spec.analysis.minSamples.query", 'sum(x{namespace="{{namepsace}}"})'),
+        "spec.analysis.minSamples.query",
+    ),
+    InvalidCase(
+        "negative-tolerance",
+        _set("spec.analysis.metrics.3.latency.tolerance", -0.1),
+        "spec.analysis.metrics[3].latency.tolerance",
+    ),
+    InvalidCase(
+        "slice-label-not-a-label-name",
+        _set("spec.analysis.metrics.2.slice.label", "customer-segment"),
+        "spec.analysis.metrics[2].slice.label",
+    ),
+    InvalidCase(
+        "too-many-slices",
+        _set("spec.analysis.metrics.2.slice.max", 33),
+        "spec.analysis.metrics[2].slice.max",
+    ),
+    InvalidCase("alpha-zero", _set("spec.analysis.alpha", 0), "spec.analysis.alpha"),
+    InvalidCase("alpha-too-large", _set("spec.analysis.alpha", 0.5), "spec.analysis.alpha"),
     InvalidCase(
         "metric-with-empty-query",
         _set("spec.analysis.metrics.0.query", ""),

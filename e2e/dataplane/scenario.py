@@ -38,6 +38,44 @@ def _query(template: str) -> str:
     return template.replace("SELECTOR", _SELECTOR).replace("WINDOW", WINDOW)
 
 
+# Count metrics: each revision's raw counters, which the sequential judge turns
+# into requests per interval and compares with stable's. Every series the model
+# server exports carries a segment label, the slice.
+FAILED = _query('sum by (segment) (model_requests_total{SELECTOR,code=~"5.."})')
+TOTAL = _query("sum by (segment) (model_requests_total{SELECTOR})")
+LATENCY_BUCKETS = _query("sum by (le) (model_request_duration_seconds_bucket{SELECTOR})")
+SCORE_BUCKETS = _query("sum by (le) (model_prediction_score_bucket{SELECTOR})")
+SLICE = {"label": "segment", "max": 3}
+
+
+def count_metrics(*, sliced_errors: bool = True) -> list[dict[str, Any]]:
+    """What a careful user writes: errors (per segment), latency within 10%, and the
+    score distribution, all judged against stable with no bounds to tune."""
+    errors: dict[str, Any] = {"name": "errors", "errors": {"failed": FAILED, "total": TOTAL}}
+    if sliced_errors:
+        errors["slice"] = SLICE
+    else:
+        errors["errors"] = {
+            "failed": _query('sum(model_requests_total{SELECTOR,code=~"5.."})'),
+            "total": _query("sum(model_requests_total{SELECTOR})"),
+        }
+    return [
+        errors,
+        {"name": "latency", "latency": {"buckets": LATENCY_BUCKETS, "tolerance": 0.1}},
+        {"name": "scores", "distribution": {"buckets": SCORE_BUCKETS}},
+    ]
+
+
+def default_metrics() -> list[dict[str, Any]]:
+    """The count metrics, and an absolute ceiling on the error rate. The ceiling guards
+    the bake: at 100% stable serves nothing, so the count metrics, which compare the
+    two revisions, keep the verdict of their last comparison."""
+    return [*count_metrics(), {"name": "error-ceiling", "query": ERROR_RATE, "max": 0.05}]
+
+
+# Threshold metrics, as the e2e world used them before the sequential judge: one
+# scalar per revision over a window, against bounds. They stay for the tests of
+# threshold semantics and the report's panels.
 # "or vector(0)": a revision that never failed has no 5xx series at all, and
 # an empty numerator must read as 0% errors, not as no data.
 ERROR_RATE = _query(
@@ -55,9 +93,25 @@ MEAN_SCORE = _query(
 SAMPLES = _query("sum(increase(model_requests_total{SELECTOR}[WINDOW]))")
 
 
-# What every revision does, healthy or not: a realistic service time that
-# dwarfs the machine's scheduling jitter.
-BASE_FAULTS = {"added_latency_seconds": 0.03}
+def threshold_metrics() -> list[dict[str, Any]]:
+    """Bounds widened enough for a scalar over a short window to stay inside them
+    on a healthy candidate: what the sequential judge makes unnecessary."""
+    return [
+        {"name": "error-rate", "query": ERROR_RATE, "max": 0.05},
+        {"name": "p99-latency", "query": P99_LATENCY, "max": 1.0, "maxRelativeToStable": 2.0},
+        {
+            "name": "mean-score",
+            "query": MEAN_SCORE,
+            "minRelativeToStable": 0.7,
+            "maxRelativeToStable": 1.4,
+        },
+    ]
+
+
+THRESHOLD_PADDING = {"added_latency_seconds": 0.03}
+"""A service time that drowns the machine's scheduling jitter, which the threshold
+metrics' relative p99 bound needs (the count metrics do not): pass it as the
+scenario's ``base_faults`` when a test uses :func:`threshold_metrics`."""
 
 
 def model_deployment(
@@ -69,9 +123,11 @@ def model_deployment(
     bake: str = "6s",
     interval: str = "2s",
     min_samples: int = 50,
+    metrics: list[dict[str, Any]] | None = None,
     **spec_overrides: Any,
 ) -> dict[str, Any]:
-    """A ModelDeployment for the e2e world: short steps, a 2 s analysis interval."""
+    """A ModelDeployment for the e2e world: short steps, a 2 s analysis interval, and
+    the count metrics unless ``metrics`` says otherwise."""
     spec: dict[str, Any] = {
         "predictor": {
             "model": {"name": "fraud", "version": version, "uri": f"s3://models/fraud/{version}"},
@@ -100,23 +156,7 @@ def model_deployment(
             "noData": "hold",
             "outage": {"holdFor": "5m", "then": "pause"},
             "minSamples": {"query": SAMPLES, "value": min_samples},
-            "metrics": [
-                {"name": "error-rate", "query": ERROR_RATE, "max": 0.05},
-                {
-                    "name": "p99-latency",
-                    "query": P99_LATENCY,
-                    "max": 1.0,
-                    "maxRelativeToStable": 2.0,
-                },
-                {
-                    "name": "mean-score",
-                    "query": MEAN_SCORE,
-                    # Wide enough for the noise of a mean over a few dozen
-                    # requests; a real drift moves it much further.
-                    "minRelativeToStable": 0.7,
-                    "maxRelativeToStable": 1.4,
-                },
-            ],
+            "metrics": metrics if metrics is not None else default_metrics(),
         },
     }
     spec.update(spec_overrides)
@@ -156,6 +196,8 @@ class CanaryScenario:
         rps: float = 100.0,
         operator_kubeconfig: Path | None = None,
         operator_clusterwide: bool = False,
+        base_faults: Mapping[str, Any] | None = None,
+        metrics: list[dict[str, Any]] | None = None,
     ) -> None:
         self.plane = plane
         self.api = api
@@ -164,6 +206,10 @@ class CanaryScenario:
         self.workdir = workdir
         self.name = name
         self.faults_for: FaultsFor = faults_for or (lambda version: {})
+        self.base_faults: Mapping[str, Any] = base_faults or {}
+        self.metrics = metrics
+        """The analysis metrics of :meth:`manifest`; None for :func:`default_metrics`."""
+        """What every revision does, healthy or not (e.g. :data:`THRESHOLD_PADDING`)."""
         self.rps = rps
         self.registry = ServiceRegistry()
         self.gateway = NginxGateway(workdir / "nginx")
@@ -214,9 +260,9 @@ class CanaryScenario:
         self.prometheus.add_target(target)
         self.prometheus.wait_until_scraped(target.address)
 
-    def _faults(self, version: str) -> Mapping[str, float]:
+    def _faults(self, version: str) -> Mapping[str, Any]:
         # Looked up late, so a test may change faults_for after start().
-        return {**BASE_FAULTS, **self.faults_for(version)}
+        return {**self.base_faults, **self.faults_for(version)}
 
     def stop(self) -> None:
         for part in (self.operator, self.load, self.servers, self.route_sync):
@@ -233,6 +279,7 @@ class CanaryScenario:
     # -- the ModelDeployment -----------------------------------------------------------
 
     def manifest(self, version: str, **overrides: Any) -> dict[str, Any]:
+        overrides.setdefault("metrics", self.metrics)
         return model_deployment(self.name, version, self.prometheus.url, **overrides)
 
     def apply(self, manifest: Mapping[str, Any]) -> None:

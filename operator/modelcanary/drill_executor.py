@@ -27,11 +27,20 @@ from typing import Any
 import kr8s
 import kr8s.asyncio
 
-from modelcanary.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
-from modelcanary.drills.plan import DrillDecision, DrillObservations, analysis_due, plan_drill
+from modelcanary.drills.plan import (
+    DrillDecision,
+    DrillObservations,
+    analysis_due,
+    judges_counts,
+    plan_drill,
+)
 from modelcanary.reconcile import (
     ModelDeploymentResource,
     Reconciler,
@@ -123,6 +132,7 @@ class DrillExecutor:
                 now,
                 candidate_revision=target,
                 stable_revision=status.revisions.stable,
+                count_metrics=judges_counts(spec),
             )
             observed = DrillObservations(revisions, weights, analysis, observed.other_drill_running)
 

@@ -40,7 +40,12 @@ import kr8s.asyncio
 from prometheus_client import start_http_server
 
 from modelcanary import __version__, telemetry
-from modelcanary.api.modeldeployment import GROUP, VERSION, DrillSchedule, ModelDeploymentSpec
+from modelcanary.api.modeldeployment import (
+    GROUP,
+    VERSION,
+    DrillSchedule,
+    ModelDeploymentSpec,
+)
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.drill_executor import TERMINAL, DrillExecutor, DrillPassResult
 from modelcanary.reconcile import (

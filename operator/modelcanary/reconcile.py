@@ -30,8 +30,8 @@ from typing import Any
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, new_class
 
-from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
-from modelcanary.analysis.templates import TemplateValues
+from modelcanary.analysis import queries
+from modelcanary.analysis.samples import AnalysisObservation
 from modelcanary.api.modeldeployment import (
     API_VERSION,
     ModelDeploymentSpec,
@@ -41,9 +41,11 @@ from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.drills.plan import summary_of
+from modelcanary.metrics import answer_of
 from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, provider_for
 from modelcanary.metrics.prometheus import PrometheusProvider
+from modelcanary.promql.templates import TemplateValues
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
 from modelcanary.rollout.analysis import analysis_due
 from modelcanary.rollout.decide import decide, decide_invalid
@@ -208,50 +210,28 @@ class Reconciler:
         *,
         candidate_revision: str,
         stable_revision: str | None,
+        count_metrics: bool = True,
     ) -> AnalysisObservation:
-        """Run the analysis queries for ``candidate_revision`` (and stable, for relative bounds)."""
+        """Run the analysis queries for ``candidate_revision`` and, where needed, stable."""
         analysis = spec.analysis
         assert analysis is not None
         try:
             provider = await provider_for(self.api, analysis.prometheus, namespace)
         except ConnectionConfigError as error:
-            failed = Sample.failed(str(error))
-            return AnalysisObservation(
-                at=now,
-                prometheus_online=True,
-                metrics=tuple(MetricObservation(m.name, failed, failed) for m in analysis.metrics),
-                samples=failed if analysis.min_samples else None,
-            )
+            return queries.failed_observation(analysis, now, str(error))
         if not await provider.is_online():
             return AnalysisObservation(at=now, prometheus_online=False)
         candidate = _values(namespace, name, candidate_revision, spec, status)
         stable = (
             _values(namespace, name, stable_revision, spec, status) if stable_revision else None
         )
+        wanted = queries.plan(analysis, candidate, stable, count_metrics=count_metrics)
         batcher = self._batcher(provider)
-        requests: list[tuple[str, TemplateValues] | None] = []
-        for metric in analysis.metrics:
-            requests.append((metric.query, candidate))
-            relative = (
-                metric.min_relative_to_stable is not None
-                or metric.max_relative_to_stable is not None
-            )
-            requests.append((metric.query, stable) if relative and stable else None)
-        if analysis.min_samples is not None:
-            requests.append((analysis.min_samples.query, candidate))
-        samples = await _run_all(batcher, requests)
-        metrics = tuple(
-            MetricObservation(
-                metric.name, samples[2 * index] or Sample.failed("not run"), samples[2 * index + 1]
-            )
-            for index, metric in enumerate(analysis.metrics)
-        )
-        return AnalysisObservation(
-            at=now,
-            prometheus_online=True,
-            metrics=metrics,
-            samples=samples[-1] if analysis.min_samples is not None else None,
-        )
+        # Every query at once: concurrent ModelDeployments' queries share batches.
+        keys = list(wanted)
+        results = await asyncio.gather(*(batcher.query(*wanted[key]) for key in keys))
+        answers = {key: answer_of(result) for key, result in zip(keys, results, strict=True)}
+        return queries.observation(analysis, now, answers, with_stable=stable is not None)
 
     # -- acting --------------------------------------------------------------------
 
@@ -413,14 +393,3 @@ def _values(
     return TemplateValues(
         namespace=namespace, name=name, revision=revision, model=model.name, version=model.version
     )
-
-
-async def _run_all(
-    batcher: QueryBatcher, requests: Sequence[tuple[str, TemplateValues] | None]
-) -> list[Sample | None]:
-    """Every query at once; concurrent ModelDeployments' queries share batches."""
-
-    async def one(request: tuple[str, TemplateValues] | None) -> Sample | None:
-        return await batcher.query(*request) if request is not None else None
-
-    return list(await asyncio.gather(*(one(request) for request in requests)))

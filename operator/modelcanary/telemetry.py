@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from modelcanary.api.modeldeployment import DrillSummary, ModelDeploymentStatus, Phase
+from modelcanary.api.modeldeployment import (
+    DrillSummary,
+    ModelDeploymentStatus,
+    Phase,
+)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -96,6 +100,19 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
+ANALYSIS_EVIDENCE = Gauge(
+    "modelcanary_analysis_evidence",
+    "A count metric's evidence against the candidate (its e-value) and the e-value at which "
+    "it fails.",
+    ["namespace", "name", "metric", "kind"],
+    registry=REGISTRY,
+)
+ANALYSIS_EFFECT = Gauge(
+    "modelcanary_analysis_effect",
+    "A count metric's estimated odds ratio, candidate to stable, and its interval's ends.",
+    ["namespace", "name", "metric", "bound"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "modelcanary_reconcile_errors",
     "Passes that failed to observe or act (they are retried).",
@@ -121,6 +138,16 @@ def record_status(namespace: str, name: str, status: ModelDeploymentStatus) -> N
             ANALYSIS_VERDICT.labels(namespace, name, result.metric, verdict).set(
                 1 if result.verdict == verdict else 0
             )
+        for kind, value in (("e-value", result.e_value), ("threshold", result.threshold)):
+            if value is not None:
+                ANALYSIS_EVIDENCE.labels(namespace, name, result.metric, kind).set(value)
+        for bound, value in (
+            ("estimate", result.effect),
+            ("low", result.effect_low),
+            ("high", result.effect_high),
+        ):
+            if value is not None:
+                ANALYSIS_EFFECT.labels(namespace, name, result.metric, bound).set(value)
 
 
 def record_events(namespace: str, name: str, reasons: list[str]) -> None:

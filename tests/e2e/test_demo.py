@@ -49,8 +49,8 @@ def test_make_demo_tells_the_story_and_leaves_the_cluster_up(
         assert outcomes == [("1.0.0", "Promoted"), ("1.1.0", "Promoted"), ("2.0.0", "RolledBack")]
         first, good, bad = summary["revisions"]
         assert good["reason"] == "passed analysis"
-        assert bad["reason"].startswith("error-rate:")
-        assert "> max 0.05" in bad["reason"]
+        assert bad["reason"].startswith("errors: slice ")
+        assert "failed vs stable" in bad["reason"]
         assert summary["stableRevision"] == good["revision"]
         assert summary["chapters"][1]["weights"] == [10, 50, 100]
 
@@ -64,7 +64,7 @@ def test_make_demo_tells_the_story_and_leaves_the_cluster_up(
 
         printed = done.stdout
         assert "Summary" in printed
-        assert "rolled back automatically: error-rate" in printed
+        assert "rolled back automatically: errors" in printed
         assert f"export KUBECONFIG={summary['kubeconfig']}" in printed
         assert "make demo-down" in printed
 

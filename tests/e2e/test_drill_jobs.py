@@ -27,7 +27,9 @@ from e2e.dataplane.jobs import (
 )
 from e2e.harness import ControlPlane
 from e2e.harness.kubernetes import list_objects
-from modelcanary.api.modeldeployment import DrillSchedule
+from modelcanary.api.modeldeployment import (
+    DrillSchedule,
+)
 from modelcanary.drills.schedule import (
     build_drill_cronjob_spec,
     build_drill_rbac_specs,

@@ -20,7 +20,14 @@ from pathlib import Path
 import kr8s
 import pytest
 
-from e2e.dataplane.scenario import CanaryScenario, ModelDeployment, healthy_on, model_deployment
+from e2e.dataplane.scenario import (
+    THRESHOLD_PADDING,
+    CanaryScenario,
+    ModelDeployment,
+    healthy_on,
+    model_deployment,
+    threshold_metrics,
+)
 from e2e.harness import ControlPlane, PrometheusServer
 from e2e.harness.kubernetes import wait_for
 from modelcanary.cli import report
@@ -61,8 +68,16 @@ def rolled_out(
     tmp_path: Path,
 ) -> Iterator[tuple[CanaryScenario, datetime]]:
     """1.0.0 serving, 1.1.0 promoted through 10-50-100, then 2.0.0-errors rolled back."""
+    # The report's panels draw threshold metrics' values against their bounds.
     with CanaryScenario(
-        full_control_plane, k8s, namespace, prometheus, tmp_path, faults_for=faults_for
+        full_control_plane,
+        k8s,
+        namespace,
+        prometheus,
+        tmp_path,
+        faults_for=faults_for,
+        base_faults=THRESHOLD_PADDING,
+        metrics=threshold_metrics(),
     ) as world:
         world.scrape_operator()
         began = datetime.now(UTC)

@@ -17,7 +17,10 @@ import pytest
 from kr8s.asyncio.objects import Deployment, Service, new_class
 
 from e2e.harness import ControlPlane
-from modelcanary.api.modeldeployment import Predictor, Traffic
+from modelcanary.api.modeldeployment import (
+    Predictor,
+    Traffic,
+)
 from modelcanary.api.names import LABEL_MODEL
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic import router_for

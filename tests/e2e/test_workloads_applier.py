@@ -19,7 +19,9 @@ import pytest
 from kr8s.asyncio.objects import ConfigMap, Deployment, Pod, ReplicaSet, Service
 
 from e2e.harness import ControlPlane
-from modelcanary.api.modeldeployment import Predictor
+from modelcanary.api.modeldeployment import (
+    Predictor,
+)
 from modelcanary.rollout.observations import RevisionObservation
 from modelcanary.workloads import applier
 from modelcanary.workloads.applier import Applied, NotOurs, read

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 from e2e.harness import ControlPlane
 from modelcanary.api.base import LABEL_VALUE_PATTERN
-from modelcanary.api.modeldeployment import ModelDeploymentSpec
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentSpec,
+)
 from modelcanary.api.validation import InvalidSpecError, parse
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from modelcanary.analysis.templates import TemplateValues, render
-from modelcanary.api.modeldeployment import Analysis
+from modelcanary.api.analysis import (
+    Analysis,
+)
+from modelcanary.promql.templates import TemplateValues, render
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +32,11 @@ VALUES = TemplateValues(
 
 
 def cookbook_queries() -> list[tuple[str, str]]:
-    """(recipe metric name, rendered query) for every query of every recipe."""
+    """(recipe metric name, rendered query) for every query of every recipe.
+
+    A count metric has several queries (an errors metric's failed and total),
+    and each is checked on its own.
+    """
     found: list[tuple[str, str]] = []
     for _, body in _FENCE.findall(COOKBOOK.read_text()):
         block: Any = yaml.safe_load(body)
@@ -38,7 +44,8 @@ def cookbook_queries() -> list[tuple[str, str]]:
             continue
         analysis = Analysis.model_validate({"prometheus": {"address": "http://p:9090"}, **block})
         for metric in analysis.metrics:
-            found.append((metric.name, render(metric.query, VALUES)))
+            for part, query in metric.queries().items():
+                found.append((f"{metric.name}-{part}", render(query, VALUES)))
         if analysis.min_samples is not None:
             found.append(("min-samples", render(analysis.min_samples.query, VALUES)))
     return found

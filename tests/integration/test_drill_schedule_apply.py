@@ -23,7 +23,9 @@ import yaml
 from kr8s.asyncio.objects import APIObject, ConfigMap, CronJob, Role, RoleBinding, ServiceAccount
 
 from e2e.harness import ControlPlane
-from modelcanary.api.modeldeployment import DrillSchedule
+from modelcanary.api.modeldeployment import (
+    DrillSchedule,
+)
 from modelcanary.api.names import model_label
 from modelcanary.drills.schedule import (
     build_drill_cronjob_spec,

@@ -46,12 +46,15 @@ from e2e.harness import ControlPlane, PrometheusServer, ScrapeTarget, free_port
 from e2e.harness.kubernetes import wait_for
 from e2e.harness.pki import generate
 from modelcanary.analysis.samples import Sample
-from modelcanary.analysis.templates import TemplateValues, render
-from modelcanary.api.modeldeployment import PrometheusConnection
+from modelcanary.api.analysis import (
+    PrometheusConnection,
+)
 from modelcanary.metrics import QueryResult
-from modelcanary.metrics.batching import QueryBatcher, rewrite
+from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, ProviderCache, provider_for
 from modelcanary.metrics.prometheus import PrometheusProvider
+from modelcanary.promql.rewrite import rewrite
+from modelcanary.promql.templates import TemplateValues, render
 
 pytestmark = pytest.mark.integration
 
@@ -484,19 +487,28 @@ class CountingProvider:
         return await self.inner.is_online()
 
 
-def batched_and_single(
+def batched_and_single_results(
     provider: PrometheusProvider, data: Data, templates: Sequence[str]
-) -> tuple[list[Sample], list[Sample], list[str]]:
+) -> tuple[list[QueryResult], list[QueryResult], list[str]]:
+    """Every template for every revision, through the batcher and one query at a time."""
     requests = [(t, data.values(r)) for t in templates for r in data.revisions]
     counting = CountingProvider(provider)
 
-    async def both() -> tuple[list[Sample], list[Sample]]:
+    async def both() -> tuple[list[QueryResult], list[QueryResult]]:
         batched = await QueryBatcher(counting).run(requests)
-        single = await provider.run_queries([render(t, v) for t, v in requests])
-        return batched, single
+        single = await asyncio.gather(*(provider.query_series(render(t, v)) for t, v in requests))
+        return batched, list(single)
 
     batched, single = asyncio.run(both())
     return batched, single, counting.queries
+
+
+def batched_and_single(
+    provider: PrometheusProvider, data: Data, templates: Sequence[str]
+) -> tuple[list[Sample], list[Sample], list[str]]:
+    """The same, read as one number per request, as the analysis reads them."""
+    batched, single, sent = batched_and_single_results(provider, data, templates)
+    return [r.sample() for r in batched], [r.sample() for r in single], sent
 
 
 def same(batched: Sample, single: Sample) -> bool:
@@ -531,6 +543,39 @@ def test_batched_results_equal_single_results(provider: PrometheusProvider, data
     per_code = by_template[PER_CODE]
     assert [s.is_error for s in per_code] == [True, True, False, False]
     assert per_code[2] == Sample.of(100.0)
+
+
+def test_every_series_of_a_batched_answer_is_the_single_answers_plus_the_revision(
+    provider: PrometheusProvider, data: Data
+) -> None:
+    # sum by (le) becomes sum by (le, revision): each revision gets back all of
+    # its buckets, with their le, and Prometheus's revision label besides.
+    buckets = (
+        'sum by (le) (mc_latency_seconds_bucket{namespace="{{namespace}}",revision="{{revision}}"})'
+    )
+    batched, single, sent = batched_and_single_results(provider, data, [buckets, PER_CODE])
+    assert len(sent) == 2
+    assert all("revision=~" in query for query in sent)
+
+    def as_set(result: QueryResult, revision: str | None) -> set[tuple[tuple[str, str], ...]]:
+        assert result.error is None, result.error
+        found = set()
+        for one in result.series:
+            labels = dict(one.labels)
+            assert labels.pop("revision", None) == revision
+            found.add((*sorted(labels.items()), ("value", repr(one.value))))
+        return found
+
+    revisions = data.revisions * 2
+    for revision, b, s in zip(revisions, batched, single, strict=True):
+        assert as_set(b, revision) == as_set(s, None)
+    a = batched[0]
+    assert sorted(s.labels["le"] for s in a.series) == sorted(
+        [*(str(bound) for bound in BUCKETS), "+Inf"]
+    )
+    assert {s.labels["revision"] for s in a.series} == {data.revisions[0]}
+    assert batched[3] == QueryResult()  # the revision without data
+    assert sorted(s.labels["code"] for s in batched[4].series) == ["200", "500"]
 
 
 def test_a_batch_prometheus_rejects_falls_back_to_the_single_queries(

@@ -17,7 +17,10 @@ import kr8s.asyncio
 import pytest
 
 from e2e.harness import ControlPlane
-from modelcanary.api.modeldeployment import GatewayAPIRouter, Traffic
+from modelcanary.api.modeldeployment import (
+    GatewayAPIRouter,
+    Traffic,
+)
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic import Router, router_for
 from modelcanary.traffic.gatewayapi import (

@@ -12,10 +12,16 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from modelcanary.analysis.templates import validate
-from modelcanary.api.modeldeployment import Analysis, ModelDeploymentSpec, ModelDeploymentStatus
+from modelcanary.api.analysis import (
+    Analysis,
+)
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 from modelcanary.api.reference import models_of, render
 from modelcanary.api.rollbackdrill import RollbackDrillSpec, RollbackDrillStatus
+from modelcanary.promql.templates import validate
 
 pytestmark = pytest.mark.unit
 
@@ -144,7 +150,7 @@ def test_every_cookbook_recipe_is_a_valid_analysis_block(index: int) -> None:
         {"prometheus": {"address": "http://prometheus.monitoring:9090"}, **recipe}
     )
     assert analysis.metrics
-    queries = [metric.query for metric in analysis.metrics]
+    queries = [query for metric in analysis.metrics for query in metric.queries().values()]
     if analysis.min_samples is not None:
         queries.append(analysis.min_samples.query)
     for query in queries:

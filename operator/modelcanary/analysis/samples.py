@@ -11,8 +11,11 @@ rollout. Neither may ever be mistaken for a pass.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from modelcanary.analysis.counts import Answer
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,15 @@ class MetricObservation:
 
 
 @dataclass(frozen=True)
+class CountArms:
+    """One count metric's answers for the candidate and stable, by query part
+    (failed and total, or buckets). ``stable`` is None when there is no stable revision."""
+
+    candidate: Mapping[str, Answer]
+    stable: Mapping[str, Answer] | None
+
+
+@dataclass(frozen=True)
 class AnalysisObservation:
     """One evaluation's raw results, taken at ``at``."""
 
@@ -61,3 +73,5 @@ class AnalysisObservation:
     metrics: tuple[MetricObservation, ...] = ()
     samples: Sample | None = None
     """The minSamples query for the candidate, when one is configured."""
+    counts: Mapping[str, CountArms] = field(default_factory=dict)
+    """Count metrics' answers, by metric name."""

@@ -1,19 +1,25 @@
 """Judging one evaluation: a verdict per metric, then one outcome for all of them.
 
-Per metric, the candidate's value is held against the absolute bounds
+A threshold metric's candidate value is held against the absolute bounds
 (``min``/``max``) and, where set, against the stable revision's value from the
-same query (``minRelativeToStable``/``maxRelativeToStable``). Each metric ends
-up ``Pass``, ``Fail``, ``NoData`` (empty, NaN, +-Inf, too few samples) or
-``Error`` (the query failed).
+same query (``minRelativeToStable``/``maxRelativeToStable``). A count metric
+goes to the sequential judge (``analysis.judge``) with its share of ``alpha``
+and its running evidence. Each metric ends up ``Pass``, ``Fail``, ``NoData``
+(empty, NaN, +-Inf, too few samples) or ``Error`` (the query failed).
 
 The evaluation's outcome then follows a fixed precedence, chosen so that the
 monitoring system's own trouble can never decide a model's fate:
 
-1. any ``Error``, or Prometheus offline -> ``Outage`` (hold; never a failure);
-2. any ``Fail`` -> ``Fail``;
-3. any ``NoData`` -> the ``noData`` policy: ``hold`` -> ``NoData``,
+1. Prometheus offline -> ``Outage`` (hold; never a failure);
+2. a count metric's ``Fail`` -> ``Fail``, *definitive*: it is a decision at
+   level alpha from data that was read, so neither another metric's error nor
+   too little traffic (the test is valid at any sample size) nor
+   ``failureLimit`` holds it back;
+3. any ``Error`` -> ``Outage`` (hold; never a failure);
+4. any other ``Fail`` -> ``Fail``;
+5. any ``NoData`` -> the ``noData`` policy: ``hold`` -> ``NoData``,
    ``fail`` -> ``Fail``, ``pass`` -> ``Pass`` (the NoData verdicts stay visible);
-4. otherwise ``Pass``.
+6. otherwise ``Pass``.
 
 No metric configured and no minSamples guard is a ``Pass`` with nothing to
 show; the rollout records that it had no evidence.
@@ -22,16 +28,24 @@ show; the rollout records that it had no evidence.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+from modelcanary.analysis import judge
+from modelcanary.analysis.formatting import number
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
-from modelcanary.api.modeldeployment import (
+from modelcanary.api.analysis import (
     Analysis,
     Metric,
-    MetricResult,
     NoDataPolicy,
+)
+from modelcanary.api.judging import (
+    CountJudgement,
+    MetricResult,
     Verdict,
 )
+
+__all__ = ["Evaluation", "Outcome", "evaluate", "judge_metric", "number"]
 
 
 class Outcome(enum.StrEnum):
@@ -47,11 +61,10 @@ class Evaluation:
     results: tuple[MetricResult, ...]
     reason: str
     """For Fail, NoData and Outage: which metric, value and bound; empty for Pass."""
-
-
-def number(value: float) -> str:
-    """Compact and exact enough for a status line: 0.2, 0.0123, 1.5e+06."""
-    return f"{value:.4g}"
+    judgements: tuple[CountJudgement, ...] = field(default=())
+    """The sequential judge's evidence after this look, per count metric."""
+    definitive: bool = False
+    """A count metric failed: roll back now, whatever failureLimit says."""
 
 
 def _absolute(metric: Metric, value: float) -> str | None:
@@ -141,30 +154,86 @@ def _too_few_samples(analysis: Analysis, samples: Sample | None) -> MetricResult
     return None
 
 
-def evaluate(analysis: Analysis, observation: AnalysisObservation) -> Evaluation:
-    """The outcome of one evaluation under the spec's noData policy."""
+def evaluate(
+    analysis: Analysis,
+    observation: AnalysisObservation,
+    judgements: Sequence[CountJudgement] = (),
+    *,
+    count_metrics: bool = True,
+) -> Evaluation:
+    """The outcome of one evaluation under the spec's noData policy.
+
+    ``judgements`` is the judge's evidence from earlier looks at this candidate.
+    Without ``count_metrics`` (a live drill, where stable serves nothing to
+    compare with) count metrics are left out and their evidence kept as it was.
+    """
     if not observation.prometheus_online:
-        return Evaluation(Outcome.OUTAGE, (), "Prometheus is unreachable")
+        return Evaluation(Outcome.OUTAGE, (), "Prometheus is unreachable", tuple(judgements))
     by_name = {m.name: m for m in observation.metrics}
+    before = {j.metric: j for j in judgements}
+    counted = analysis.count_metrics if count_metrics else []
+    share = analysis.alpha / len(counted) if counted else analysis.alpha
     results: list[MetricResult] = []
+    after: list[CountJudgement] = []
     guard = _too_few_samples(analysis, observation.samples)
     if guard is not None:
         results.append(guard)
+    starved = guard is not None and guard.verdict is Verdict.NO_DATA
     for metric in analysis.metrics:
+        if metric.is_count:
+            if not count_metrics:
+                if metric.name in before:
+                    after.append(before[metric.name])
+                continue
+            row, state = _judge_counts(metric, share, before.get(metric.name), observation)
+            if state is not None:
+                after.append(state)
+            if starved and row.verdict is Verdict.PASS:
+                # Not failing on little traffic is no evidence to promote on.
+                row = row.model_copy(update={"verdict": Verdict.NO_DATA})
+                row.message = f"{guard.message}; {row.message}" if guard else row.message
+            results.append(row)
+            continue
         observed = by_name.get(metric.name)
         if observed is None:
             results.append(
                 MetricResult(metric=metric.name, verdict=Verdict.ERROR, message="not queried")
             )
-        elif guard is not None and guard.verdict is Verdict.NO_DATA:
+        elif starved:
             # Values from too little traffic are shown but prove nothing.
             judged = judge_metric(metric, observed)
+            assert guard is not None
             results.append(
                 judged.model_copy(update={"verdict": Verdict.NO_DATA, "message": guard.message})
             )
         else:
             results.append(judge_metric(metric, observed))
-    return _outcome(analysis.no_data, tuple(results))
+    # Evidence of metrics no longer in the spec is dropped with them.
+    evaluation = _outcome(analysis.no_data, tuple(results))
+    definitive = next(
+        (r for r in results if r.verdict is Verdict.FAIL and r.e_value is not None), None
+    )
+    if definitive is not None:
+        reason = f"{definitive.metric}: {definitive.message}"
+        return Evaluation(Outcome.FAIL, tuple(results), reason, tuple(after), definitive=True)
+    return Evaluation(evaluation.outcome, evaluation.results, evaluation.reason, tuple(after))
+
+
+def _judge_counts(
+    metric: Metric,
+    alpha: float,
+    previous: CountJudgement | None,
+    observation: AnalysisObservation,
+) -> tuple[MetricResult, CountJudgement | None]:
+    arms = observation.counts.get(metric.name)
+    if arms is None:
+        row = MetricResult(metric=metric.name, verdict=Verdict.ERROR, message="not queried")
+        return row, previous
+    if arms.stable is None:
+        message = "no stable revision to compare with"
+        return MetricResult(metric=metric.name, verdict=Verdict.NO_DATA, message=message), previous
+    judged = judge.judge(metric, alpha, previous, judge.Arms(arms.candidate, arms.stable))
+    return judged.result, judged.state
 
 
 def _first(results: tuple[MetricResult, ...], verdict: Verdict) -> MetricResult | None:

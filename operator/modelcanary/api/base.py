@@ -29,6 +29,19 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.+]*[A-Za-z0-9])?$"
 
 
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """One ``x-kubernetes-validations`` entry."""
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def validations(*rules: dict[str, Any]) -> dict[str, Any]:
+    """CEL rules for a model's ``json_schema_extra``."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse a Go-style duration ("1m30s") into a timedelta."""
     if not re.fullmatch(DURATION_PATTERN, text):

@@ -20,32 +20,23 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from modelcanary.api.analysis import Analysis
 from modelcanary.api.base import (
     DNS_LABEL_PATTERN,
     LABEL_VALUE_PATTERN,
     ApiModel,
     Duration,
+    cel,
+    validations,
 )
+from modelcanary.api.judging import AnalysisStatus, MetricResult
 
 GROUP = "modelcanary.io"
 VERSION = "v1alpha1"
 API_VERSION: Final = "modelcanary.io/v1alpha1"
 MAX_STEPS = 32
-MAX_METRICS = 16
 MAX_HISTORY = 100
 MAX_DRILL_HISTORY = 20
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
-    """One ``x-kubernetes-validations`` entry."""
-    entry: dict[str, Any] = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-def _validations(*rules: dict[str, Any]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
 
 
 # --------------------------------------------------------------------------- predictor
@@ -138,7 +129,7 @@ class GatewayAPIRouter(ApiModel):
     """Shift traffic by the backend weights of a Gateway API HTTPRoute (v1)."""
 
     model_config = ConfigDict(
-        json_schema_extra=_validations(
+        json_schema_extra=validations(
             cel(
                 "!self.create || (has(self.parentRefs) && size(self.parentRefs) > 0)",
                 "parentRefs are required when create is true",
@@ -181,7 +172,7 @@ class Traffic(ApiModel):
     """How traffic reaches the model, and which router shifts it between revisions."""
 
     model_config = ConfigDict(
-        json_schema_extra=_validations(
+        json_schema_extra=validations(
             cel(
                 "[has(self.gatewayAPI), has(self.replicas)].filter(x, x).size() == 1",
                 "exactly one router must be set: gatewayAPI or replicas",
@@ -224,7 +215,7 @@ class Step(ApiModel):
     """One canary step: set a weight, or pause."""
 
     model_config = ConfigDict(
-        json_schema_extra=_validations(
+        json_schema_extra=validations(
             cel(
                 "has(self.setWeight) != has(self.pause)",
                 "a step sets exactly one of setWeight or pause",
@@ -259,7 +250,7 @@ class Strategy(ApiModel):
     """The canary steps."""
 
     model_config = ConfigDict(
-        json_schema_extra=_validations(
+        json_schema_extra=validations(
             cel(
                 "self.steps.exists(s, has(s.setWeight))",
                 "at least one step must set a weight",
@@ -296,187 +287,6 @@ class Strategy(ApiModel):
             raise ValueError("setWeight values must not decrease from one step to the next")
         if weights[-1] != 100:
             raise ValueError("the last setWeight must be 100")
-        return self
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-class NoDataPolicy(enum.StrEnum):
-    """What an evaluation without data counts as."""
-
-    HOLD = "hold"
-    FAIL = "fail"
-    PASS = "pass"
-
-
-class OutageAction(enum.StrEnum):
-    """What to do once Prometheus has been unreachable for outage.holdFor."""
-
-    HOLD = "hold"
-    PAUSE = "pause"
-    ROLLBACK = "rollback"
-
-
-class SecretKeySelector(ApiModel):
-    """A key of a Secret in the ModelDeployment's namespace."""
-
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-    """The Secret's name."""
-
-    key: Annotated[str, Field(min_length=1, max_length=253)]
-    """The key within the Secret."""
-
-
-class HeaderFromSecret(ApiModel):
-    """An HTTP header sent to Prometheus, its value read from a Secret."""
-
-    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9-]+$")]
-    """The header's name, e.g. Authorization or X-Scope-OrgID."""
-
-    secret_key_ref: SecretKeySelector
-    """Where the header's value is kept."""
-
-
-class PrometheusConnection(ApiModel):
-    """The Prometheus that judges the canary."""
-
-    address: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")]
-    """Base URL, e.g. http://prometheus.monitoring:9090."""
-
-    timeout: Duration = "5s"
-    """Per-query timeout."""
-
-    headers: Annotated[list[HeaderFromSecret], Field(max_length=8)] | None = None
-    """Extra headers (tokens, tenant ids) read from Secrets."""
-
-    insecure_skip_verify: bool = False
-    """Do not verify Prometheus's TLS certificate (testing only)."""
-
-    ca_secret_ref: SecretKeySelector | None = None
-    """A CA bundle (PEM) in a Secret, to verify Prometheus's certificate."""
-
-
-class MinSamples(ApiModel):
-    """Too little traffic is no data, never a pass."""
-
-    query: Annotated[str, Field(min_length=1, max_length=4096)]
-    """PromQL returning the candidate's sample count over the evaluation window."""
-
-    value: Annotated[int, Field(ge=1)]
-    """The least count that makes an evaluation meaningful."""
-
-
-_BOUNDS = ("min", "max", "minRelativeToStable", "maxRelativeToStable")
-_NO_BOUND = (
-    "a metric needs at least one bound: min, max, minRelativeToStable or maxRelativeToStable"
-)
-
-
-class Metric(ApiModel):
-    """One PromQL check, run for the candidate and, for relative bounds, for the stable revision."""
-
-    model_config = ConfigDict(
-        json_schema_extra=_validations(
-            cel(
-                " || ".join(f"has(self.{bound})" for bound in _BOUNDS),
-                _NO_BOUND,
-            ),
-            cel(
-                "!has(self.min) || !has(self.max) || self.min <= self.max",
-                "min must not exceed max",
-                ".min",
-            ),
-            cel(
-                "!has(self.minRelativeToStable) || !has(self.maxRelativeToStable)"
-                " || self.minRelativeToStable <= self.maxRelativeToStable",
-                "minRelativeToStable must not exceed maxRelativeToStable",
-                ".minRelativeToStable",
-            ),
-        )
-    )
-
-    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
-    """A name for the check, unique within the ModelDeployment."""
-
-    query: Annotated[str, Field(min_length=1, max_length=4096)]
-    """PromQL returning one number. Templates {{namespace}}, {{name}}, {{revision}}, {{model}}
-    and {{version}} are replaced with label-escaped values."""
-
-    min: float | None = None
-    """The candidate's value must be at least this."""
-
-    max: float | None = None
-    """The candidate's value must be at most this."""
-
-    min_relative_to_stable: Annotated[float, Field(ge=0)] | None = None
-    """The candidate's value must be at least this multiple of the stable revision's value."""
-
-    max_relative_to_stable: Annotated[float, Field(ge=0)] | None = None
-    """The candidate's value must be at most this multiple of the stable revision's value."""
-
-    @model_validator(mode="after")
-    def _bounded(self) -> Metric:
-        bounds = (self.min, self.max, self.min_relative_to_stable, self.max_relative_to_stable)
-        if all(bound is None for bound in bounds):
-            raise ValueError(_NO_BOUND)
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("min must not exceed max")
-        low, high = self.min_relative_to_stable, self.max_relative_to_stable
-        if low is not None and high is not None and low > high:
-            raise ValueError("minRelativeToStable must not exceed maxRelativeToStable")
-        return self
-
-
-class Outage(ApiModel):
-    """Prometheus unreachable or erroring: hold, never count it as a failure."""
-
-    hold_for: Duration = "5m"
-    """How long to hold still before applying `then`."""
-
-    then: OutageAction = OutageAction.PAUSE
-    """After holdFor: keep holding, pause for a person, or roll back."""
-
-
-class Analysis(ApiModel):
-    """The Prometheus checks that gate every step and the bake."""
-
-    interval: Duration = "15s"
-    """How often the checks run."""
-
-    prometheus: PrometheusConnection
-    """Where to run the queries."""
-
-    failure_limit: Annotated[int, Field(ge=0, le=100)] = 0
-    """Failed evaluations tolerated; one more rolls the candidate back."""
-
-    no_data: NoDataPolicy = NoDataPolicy.HOLD
-    """Empty results, NaN, +-Inf or too few samples: hold, fail or pass."""
-
-    outage: Outage = Field(default_factory=Outage)
-    """What to do while Prometheus is unreachable."""
-
-    min_samples: MinSamples | None = None
-    """The traffic needed before an evaluation counts."""
-
-    metrics: Annotated[
-        list[Metric],
-        Field(
-            max_length=MAX_METRICS,
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-            },
-        ),
-    ] = Field(default_factory=list)
-    """The checks; their names are unique."""
-
-    @model_validator(mode="after")
-    def _unique_metric_names(self) -> Analysis:
-        names = [metric.name for metric in self.metrics]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"metric names must be unique: {', '.join(duplicates)}")
         return self
 
 
@@ -560,13 +370,6 @@ class Phase(enum.StrEnum):
     INVALID = "Invalid"
 
 
-class Verdict(enum.StrEnum):
-    PASS = "Pass"
-    FAIL = "Fail"
-    NO_DATA = "NoData"
-    ERROR = "Error"
-
-
 class Condition(ApiModel):
     """A standard Kubernetes condition."""
 
@@ -587,53 +390,6 @@ class Condition(ApiModel):
 
     observed_generation: int | None = None
     """The spec generation the condition was computed for."""
-
-
-class MetricResult(ApiModel):
-    """One metric's outcome in one evaluation."""
-
-    metric: str
-    """The metric's name."""
-
-    candidate: float | None = None
-    """The candidate's value; absent when there was no data."""
-
-    stable: float | None = None
-    """The stable revision's value, for relative bounds."""
-
-    verdict: Verdict
-    """Pass, Fail, NoData or Error."""
-
-    message: str = ""
-    """Which bound was checked, or why there was no verdict."""
-
-
-class AnalysisStatus(ApiModel):
-    """The latest analysis of the candidate."""
-
-    last_run_at: datetime | None = None
-    """When the checks last ran."""
-
-    failures: Annotated[int, Field(ge=0)] = 0
-    """Failed evaluations so far for this candidate."""
-
-    no_data_since: datetime | None = None
-    """Since when the checks have had no data, while they still have none."""
-
-    outage_since: datetime | None = None
-    """Since when Prometheus has been unreachable, while it still is."""
-
-    outcome: Literal["Pass", "Fail", "NoData", "Outage"] | None = None
-    """The latest evaluation as a whole: Pass, Fail, NoData (held) or Outage (held)."""
-
-    reason: str = ""
-    """Which metric, value and bound decided the outcome."""
-
-    evaluations: Annotated[int, Field(ge=0)] = 0
-    """Evaluations so far for this candidate."""
-
-    results: list[MetricResult] = Field(default_factory=list)
-    """Per-metric results of the latest evaluation."""
 
 
 class KnownGood(ApiModel):

@@ -13,13 +13,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from modelcanary.api.base import DNS_LABEL_PATTERN, ApiModel, Duration
+from modelcanary.api.base import DNS_LABEL_PATTERN, ApiModel, Duration, cel
+from modelcanary.api.judging import CountJudgement, MetricResult
 from modelcanary.api.modeldeployment import (
     API_VERSION,
     Condition,
     DrillMode,
-    MetricResult,
-    cel,
 )
 
 
@@ -123,6 +122,9 @@ class RollbackDrillStatus(ApiModel):
 
     verdict_note: str = ""
     """What the analysis said about the rehearsed revision."""
+
+    judgements: list[CountJudgement] = Field(default_factory=list)
+    """A warm drill's sequential-judge evidence, per count metric."""
 
     conditions: list[Condition] = Field(default_factory=list)
     """Standard conditions."""

@@ -15,7 +15,9 @@ from typing import Any
 import kr8s
 from kr8s.objects import new_class
 
-from modelcanary.api.modeldeployment import DrillMode
+from modelcanary.api.modeldeployment import (
+    DrillMode,
+)
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.cli import common
 

@@ -25,7 +25,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from modelcanary.api.modeldeployment import GROUP, ModelDeployment
+from modelcanary.api.modeldeployment import (
+    GROUP,
+    ModelDeployment,
+)
 from modelcanary.api.rollbackdrill import RollbackDrill
 from modelcanary.api.validation import FieldError, InvalidSpecError, parse
 from modelcanary.cli import common

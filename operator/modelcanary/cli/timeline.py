@@ -26,8 +26,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelcanary.api.analysis import (
+    Metric,
+)
 from modelcanary.api.base import parse_duration
-from modelcanary.api.modeldeployment import HistoryEntry, Metric, RevisionOutcome
+from modelcanary.api.modeldeployment import (
+    HistoryEntry,
+    RevisionOutcome,
+)
 from modelcanary.rollout.decide import FIRST_REVISION_NOTE
 
 Point = tuple[float, float]

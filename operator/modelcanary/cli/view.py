@@ -149,10 +149,23 @@ def current_step(md: Mapping[str, Any]) -> str | None:
     return f"{index + 1}/{total} {step_description(steps[index])}"
 
 
+_COUNT_KINDS = {"errors": "errors", "latency": "slower", "distribution": "shifted"}
+
+
 def bounds(metric: Any) -> str:
-    """A metric's bounds as read in the spec: "<= 0.5, <= 1.2x stable"."""
+    """A metric's bounds as read in the spec: "<= 0.5, <= 1.2x stable", or for a count
+    metric what it tests: "not slower than stable (+10%), per segment"."""
     if not isinstance(metric, Mapping):
         return "-"
+    for kind, word in _COUNT_KINDS.items():
+        block = metric.get(kind)
+        if isinstance(block, Mapping):
+            tolerance = block.get("tolerance")
+            text = f"{word} vs stable"
+            if tolerance:
+                text += f" (+{number(tolerance * 100)}% odds)"
+            label = _get(metric, "slice", "label")
+            return f"{text}, per {label}" if label else text
     parts = []
     if metric.get("min") is not None:
         parts.append(f">= {number(metric['min'])}")
@@ -286,7 +299,9 @@ def _metrics_section(md: Mapping[str, Any]) -> _Section | None:
         _get(metric, "name"): metric for metric in _get(md, "spec", "analysis", "metrics") or ()
     }
     section = _Section(
-        "Metrics", ("METRIC", "CANDIDATE", "STABLE", "BOUND", "VERDICT", "MESSAGE"), style_column=4
+        "Metrics",
+        ("METRIC", "CANDIDATE", "STABLE", "BOUND", "EFFECT", "VERDICT", "MESSAGE"),
+        style_column=5,
     )
     for result in results:
         name = str(_get(result, "metric") or "?")
@@ -296,11 +311,23 @@ def _metrics_section(md: Mapping[str, Any]) -> _Section | None:
                 number(_get(result, "candidate")),
                 number(_get(result, "stable")),
                 bounds(specs.get(name)),
+                effect(result),
                 str(_get(result, "verdict") or "-"),
                 str(_get(result, "message") or ""),
             )
         )
     return section
+
+
+def effect(result: Any) -> str:
+    """A count metric's odds ratio with its interval, "2.3 [1.5, 5.1]"; "-" otherwise."""
+    estimate, low, high = (_get(result, key) for key in ("effect", "effectLow", "effectHigh"))
+    if estimate is None and low is None and high is None:
+        return "-"
+    shown = number(estimate) if estimate is not None else "?"
+    lower = number(low) if low is not None else "0"
+    upper = number(high) if high is not None else "inf"
+    return f"{shown} [{lower}, {upper}]"
 
 
 def _event_time(event: Mapping[str, Any]) -> Any:

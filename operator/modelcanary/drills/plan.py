@@ -37,8 +37,10 @@ from datetime import datetime
 from modelcanary.analysis.samples import AnalysisObservation
 from modelcanary.analysis.verdicts import Outcome, evaluate
 from modelcanary.api.base import parse_duration
-from modelcanary.api.modeldeployment import (
+from modelcanary.api.judging import (
     AnalysisStatus,
+)
+from modelcanary.api.modeldeployment import (
     DrillMode,
     DrillSummary,
     ModelDeploymentSpec,
@@ -120,6 +122,12 @@ def refusal(
         # Without the weights as found, they could not be put back exactly.
         return f"the router's weights cannot be read: {observed.router.error or 'no route yet'}"
     return None
+
+
+def judges_counts(spec: RollbackDrillSpec) -> bool:
+    """Count metrics compare with stable, which a live drill leaves without traffic:
+    only a warm drill, where both revisions serve, can judge them."""
+    return spec.mode is DrillMode.WARM
 
 
 def analysis_due(
@@ -342,7 +350,10 @@ def _judge(work: _Work) -> None:
     # In a live drill stable serves nothing once the switch is read back, so
     # relative bounds compare with stable's value from an earlier evaluation.
     observation = with_stable_baseline(observation, AnalysisStatus(results=state.results))
-    evaluation = evaluate(analysis, observation)
+    evaluation = evaluate(
+        analysis, observation, state.judgements, count_metrics=judges_counts(work.spec)
+    )
+    state.judgements = list(evaluation.judgements)
     state.judged_at = observation.at
     if evaluation.results:
         state.results = list(evaluation.results)

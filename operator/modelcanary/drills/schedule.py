@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelcanary.api.modeldeployment import API_VERSION, GROUP, DrillSchedule
+from modelcanary.api.modeldeployment import (
+    API_VERSION,
+    GROUP,
+    DrillSchedule,
+)
 from modelcanary.api.names import LABEL_MODEL, dns_label, model_label
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "modelcanary"}

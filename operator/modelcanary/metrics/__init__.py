@@ -17,14 +17,13 @@ reduced by the same rules.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from modelcanary.analysis.counts import Answer, Series
+from modelcanary.analysis.queries import format_labels, sample_of
 from modelcanary.analysis.samples import Sample
-
-_SHOWN_SERIES = 3
 
 
 class MetricProvider(Protocol):
@@ -35,15 +34,6 @@ class MetricProvider(Protocol):
     async def is_online(self) -> bool:
         """Whether queries can run at all right now."""
         ...
-
-
-@dataclass(frozen=True)
-class Series:
-    """One series of an instant query's answer."""
-
-    labels: Mapping[str, str]
-    value: float
-    """As Prometheus sent it; NaN and +-Inf included (they become no data in a Sample)."""
 
 
 @dataclass(frozen=True)
@@ -60,38 +50,24 @@ class QueryResult:
     def failed(cls, reason: str, *, rejected: bool = False) -> QueryResult:
         return cls(error=reason, rejected=rejected)
 
+    def answer(self) -> Answer:
+        """The result as the analysis core reads it."""
+        return Answer(series=self.series, error=self.error)
+
     def sample(self) -> Sample:
         """One series is a value; none is no data; several is an error, since a
         bound can only be held against one number."""
-        if self.error is not None:
-            return Sample.failed(self.error)
-        if not self.series:
-            return Sample.of(None)
-        if len(self.series) == 1:
-            return Sample.of(self.series[0].value)
-        shown = ", ".join(format_labels(s.labels) for s in self.series[:_SHOWN_SERIES])
-        more = len(self.series) - _SHOWN_SERIES
-        if more > 0:
-            shown += f" and {more} more"
-        return Sample.failed(
-            f"the query must return one series but returned {len(self.series)}: {shown}; "
-            "aggregate it, e.g. with sum(...)"
-        )
+        return sample_of(self.answer())
+
+
+def answer_of(result: QueryResult) -> Answer:
+    return result.answer()
 
 
 class SeriesProvider(MetricProvider, Protocol):
     async def query_series(self, query: str) -> QueryResult:
         """Every series of the query's answer. Never raises for query problems."""
         ...
-
-
-def format_labels(labels: Mapping[str, str]) -> str:
-    """A label set as PromQL prints it: ``{code="500", revision="a1b2"}``."""
-    # JSON's string quoting matches PromQL's closely enough for a message.
-    inner = ", ".join(
-        f"{name}={json.dumps(value, ensure_ascii=False)}" for name, value in sorted(labels.items())
-    )
-    return "{" + inner + "}"
 
 
 async def run_queries(provider: MetricProvider, queries: Sequence[str]) -> list[Sample]:
@@ -104,6 +80,7 @@ __all__ = [
     "QueryResult",
     "Series",
     "SeriesProvider",
+    "answer_of",
     "format_labels",
     "run_queries",
 ]

@@ -29,8 +29,11 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Secret
 
+from modelcanary.api.analysis import (
+    PrometheusConnection,
+    SecretKeySelector,
+)
 from modelcanary.api.base import parse_duration
-from modelcanary.api.modeldeployment import PrometheusConnection, SecretKeySelector
 from modelcanary.metrics.prometheus import PrometheusProvider
 
 CACHE_SIZE: Final = 256

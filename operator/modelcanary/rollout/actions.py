@@ -10,7 +10,11 @@ when it does not apply in the current phase.
 
 from __future__ import annotations
 
-from modelcanary.api.modeldeployment import ActionRecord, Phase, RevisionOutcome
+from modelcanary.api.modeldeployment import (
+    ActionRecord,
+    Phase,
+    RevisionOutcome,
+)
 from modelcanary.rollout import canary
 from modelcanary.rollout.observations import ManualAction
 from modelcanary.rollout.state import POLL_SECONDS, Pass

@@ -14,13 +14,18 @@ from dataclasses import replace
 from datetime import datetime
 
 from modelcanary.analysis.samples import AnalysisObservation, Sample
-from modelcanary.analysis.verdicts import Outcome, evaluate
+from modelcanary.analysis.verdicts import Evaluation, Outcome, evaluate
+from modelcanary.api.analysis import (
+    Analysis,
+    OutageAction,
+)
 from modelcanary.api.base import parse_duration
-from modelcanary.api.modeldeployment import (
+from modelcanary.api.judging import (
     AnalysisStatus,
+)
+from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
-    OutageAction,
 )
 from modelcanary.rollout.state import Pass
 
@@ -33,27 +38,37 @@ class Gate(enum.Enum):
     FAIL = "fail"
 
 
-def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
-    """Whether the handler should run the queries this pass.
-
-    Only a candidate that takes traffic can be judged: before its first weight
-    there is nothing to measure, and afterwards once per interval is enough.
-    """
-    if spec.analysis is None or status.canary_revision is None or status.canary_weight <= 0:
-        return False
-    last = status.analysis.last_run_at if status.analysis else None
-    return last is None or now - last >= parse_duration(spec.analysis.interval)
-
-
 def seconds_until_due(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
 ) -> float | None:
-    if spec.analysis is None or status.canary_revision is None or status.canary_weight <= 0:
+    """Seconds until the next look at Prometheus; None while no look is needed.
+
+    A candidate that takes traffic is looked at once per interval, and at once
+    when its weight changed, so that no interval the sequential judge compares
+    spans two weights. Count metrics are also looked at while the weight is
+    still 0: those looks only move the judge's starting counters forward, so
+    that its first interval starts right before the first request reaches the
+    candidate instead of whenever the weight was first confirmed.
+    """
+    analysis = spec.analysis
+    if analysis is None or status.canary_revision is None:
         return None
-    last = status.analysis.last_run_at if status.analysis else None
-    if last is None:
+    weight = status.canary_weight
+    if weight <= 0 and not analysis.count_metrics:
+        return None
+    state = status.analysis
+    last = state.last_run_at if state else None
+    if state is None or last is None:
         return 0.0
-    return max(0.0, (last + parse_duration(spec.analysis.interval) - now).total_seconds())
+    if weight > 0 and state.weight != weight:
+        return 0.0
+    return max(0.0, (last + parse_duration(analysis.interval) - now).total_seconds())
+
+
+def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
+    """Whether the handler should run the queries this pass."""
+    due = seconds_until_due(spec, status, now)
+    return due is not None and due <= 0
 
 
 def apply_evaluation(work: Pass) -> tuple[Gate, str]:
@@ -64,24 +79,12 @@ def apply_evaluation(work: Pass) -> tuple[Gate, str]:
     state = work.status.analysis or AnalysisStatus()
     work.status.analysis = state
     observation = work.observed.analysis
-    if observation is not None and work.status.canary_weight > 0:
-        observation = with_stable_baseline(observation, state)
-        evaluation = evaluate(analysis, observation)
-        state.last_run_at = observation.at
-        state.evaluations += 1
-        state.results = list(evaluation.results)
-        state.outcome = evaluation.outcome.value
-        state.reason = evaluation.reason
-        if evaluation.outcome is Outcome.FAIL:
-            state.failures += 1
-        state.outage_since = (
-            (state.outage_since or observation.at) if evaluation.outcome is Outcome.OUTAGE else None
-        )
-        state.no_data_since = (
-            (state.no_data_since or observation.at)
-            if evaluation.outcome is Outcome.NO_DATA
-            else None
-        )
+    if observation is not None and work.status.canary_weight <= 0:
+        _move_baseline(analysis, state, observation)
+    elif observation is not None:
+        evaluation = _fold(analysis, state, observation, work.status.canary_weight)
+        if evaluation.definitive:
+            return Gate.FAIL, evaluation.reason
         if evaluation.outcome is Outcome.FAIL and state.failures > analysis.failure_limit:
             return Gate.FAIL, evaluation.reason
         if evaluation.outcome is Outcome.FAIL:
@@ -106,6 +109,38 @@ def apply_evaluation(work: Pass) -> tuple[Gate, str]:
     if state.outcome == Outcome.NO_DATA.value:
         return Gate.HOLD, f"analysis on hold, no data: {state.reason}"
     return Gate.GO, ""
+
+
+def _fold(
+    analysis: Analysis, state: AnalysisStatus, observation: AnalysisObservation, weight: int
+) -> Evaluation:
+    """Judge one look at a candidate that takes traffic and record it in ``state``."""
+    observation = with_stable_baseline(observation, state)
+    evaluation = evaluate(analysis, observation, state.judgements)
+    state.judgements = list(evaluation.judgements)
+    state.last_run_at = observation.at
+    state.weight = weight
+    state.evaluations += 1
+    state.results = list(evaluation.results)
+    state.outcome = evaluation.outcome.value
+    state.reason = evaluation.reason
+    if evaluation.outcome is Outcome.FAIL:
+        state.failures += 1
+    outage, no_data = evaluation.outcome is Outcome.OUTAGE, evaluation.outcome is Outcome.NO_DATA
+    state.outage_since = (state.outage_since or observation.at) if outage else None
+    state.no_data_since = (state.no_data_since or observation.at) if no_data else None
+    return evaluation
+
+
+def _move_baseline(
+    analysis: Analysis, state: AnalysisStatus, observation: AnalysisObservation
+) -> None:
+    """A look before any traffic: only the judge's starting counters move on."""
+    evaluation = evaluate(analysis, observation, state.judgements)
+    if evaluation.outcome is not Outcome.OUTAGE:
+        state.judgements = list(evaluation.judgements)
+    state.last_run_at = observation.at
+    state.weight = 0
 
 
 def with_stable_baseline(

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from modelcanary.analysis.verdicts import number
 from modelcanary.api.base import parse_duration
-from modelcanary.api.modeldeployment import (
+from modelcanary.api.judging import (
     AnalysisStatus,
+)
+from modelcanary.api.modeldeployment import (
     KnownGood,
     Phase,
     RevisionOutcome,

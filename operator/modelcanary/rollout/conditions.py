@@ -10,7 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from modelcanary.api.modeldeployment import Condition, ModelDeploymentStatus, Phase
+from modelcanary.api.modeldeployment import (
+    Condition,
+    ModelDeploymentStatus,
+    Phase,
+)
 
 
 def set_condition(

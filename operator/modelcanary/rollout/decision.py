@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from modelcanary.api.modeldeployment import ModelDeploymentStatus, Predictor
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentStatus,
+    Predictor,
+)
 
 Role = Literal["stable", "canary"]
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from modelcanary.api.modeldeployment import MAX_DRILL_HISTORY, DrillSummary
+from modelcanary.api.modeldeployment import (
+    MAX_DRILL_HISTORY,
+    DrillSummary,
+)
 from modelcanary.rollout.decision import DeleteDrill
 from modelcanary.rollout.observations import FinishedDrill
 from modelcanary.rollout.state import Pass

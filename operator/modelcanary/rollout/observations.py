@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
-from modelcanary.api.modeldeployment import DrillSummary
+from modelcanary.api.modeldeployment import (
+    DrillSummary,
+)
 
 __all__ = [
     "ActiveDrill",

@@ -9,7 +9,10 @@ step is done at once.
 from __future__ import annotations
 
 from modelcanary.api.base import parse_duration
-from modelcanary.api.modeldeployment import Pause, Phase
+from modelcanary.api.modeldeployment import (
+    Pause,
+    Phase,
+)
 from modelcanary.rollout.state import Pass
 
 

@@ -18,7 +18,9 @@ from typing import Protocol
 
 import kr8s.asyncio
 
-from modelcanary.api.modeldeployment import Traffic
+from modelcanary.api.modeldeployment import (
+    Traffic,
+)
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic.gatewayapi import HTTPRouteRouter
 from modelcanary.traffic.replicas import ReplicasRouter

@@ -41,7 +41,10 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import new_class
 
-from modelcanary.api.modeldeployment import GatewayAPIRouter, ParentReference
+from modelcanary.api.modeldeployment import (
+    GatewayAPIRouter,
+    ParentReference,
+)
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic.weights import check_weights, percentages

@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from modelcanary.api.modeldeployment import Predictor
+from modelcanary.api.modeldeployment import (
+    Predictor,
+)
 from modelcanary.api.names import (
     LABEL_MODEL,
     MAX_NAME,

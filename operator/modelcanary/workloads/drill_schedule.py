@@ -39,7 +39,10 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, CronJob, Role, RoleBinding, ServiceAccount
 
-from modelcanary.api.modeldeployment import GROUP, DrillSchedule
+from modelcanary.api.modeldeployment import (
+    GROUP,
+    DrillSchedule,
+)
 from modelcanary.drills.schedule import (
     MANAGED_BY,
     build_drill_cronjob_spec,

@@ -9,7 +9,10 @@ import pytest
 import yaml
 
 from modelcanary.api import ModelDeployment, RollbackDrill, parse_duration
-from modelcanary.api.modeldeployment import ModelDeploymentSpec, Predictor
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentSpec,
+    Predictor,
+)
 from modelcanary.api.validation import InvalidSpecError, field_path, parse
 from tests.api_cases import (
     INVALID_MODEL_DEPLOYMENTS,
@@ -150,3 +153,46 @@ def test_rollback_drill_defaults_and_refusals() -> None:
     assert drill.spec.timeout == "10m"
     with pytest.raises(InvalidSpecError, match=r"spec\.mode"):
         parse(RollbackDrill, {"spec": {"modelDeployment": "x", "mode": "chaos"}})
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (
+            'sum(x{revision="{{revison}}"})',
+            "unknown placeholder {{revison}}; a template may use {{namespace}}",
+        ),
+        ("sum({{model}}_requests_total)", "placeholder {{model}} at offset 4 is outside a quoted"),
+        ('sum(x{revision="{{revision}"})', "malformed placeholder at offset 16"),
+    ],
+)
+def test_a_template_the_api_server_cannot_check_fully_is_refused_by_the_models(
+    query: str, message: str
+) -> None:
+    """CEL checks placeholder names; the models also name the placeholder and check
+    where it stands, which no regular expression over the whole text can."""
+    manifest = valid_model_deployment()
+    manifest["spec"]["analysis"]["metrics"][2]["errors"]["failed"] = query
+    with pytest.raises(InvalidSpecError) as refused:
+        parse(ModelDeploymentSpec, manifest["spec"], prefix="spec")
+    [error] = refused.value.errors
+    assert error.path == "spec.analysis.metrics[2].errors.failed"
+    assert message in error.message
+
+
+def test_metric_kinds_and_their_queries_by_part() -> None:
+    analysis = ModelDeployment.model_validate(valid_model_deployment()).spec.analysis
+    assert analysis is not None
+    kinds = {metric.name: metric.kind for metric in analysis.metrics}
+    assert kinds == {
+        "error-rate": "query",
+        "latency": "query",
+        "errors": "errors",
+        "slower": "latency",
+        "scores": "distribution",
+    }
+    assert [m.name for m in analysis.count_metrics] == ["errors", "slower", "scores"]
+    assert set(analysis.metrics[2].queries()) == {"failed", "total"}
+    assert set(analysis.metrics[3].queries()) == {"buckets"}
+    assert analysis.metrics[3].latency is not None
+    assert analysis.metrics[3].latency.tolerance == 0.2

@@ -168,15 +168,42 @@ def test_each_metric_shows_candidate_stable_bounds_and_verdict() -> None:
         "<=",
         "1.5x",
         "stable",
+        "-",
         "Fail",
         "0.09",
         ">",
         "0.05",
     ]
     score = " ".join(table_row(lines, "score"))
-    assert score == "score - - >= 0.2, >= 0.9x stable NoData no samples"
+    assert score == "score - - >= 0.2, >= 0.9x stable - NoData no samples"
     assert row(lines, "Analysis") == (
         "Fail - error-rate 0.09 above 0.05  (4 evaluations, 1 failed, last 10s ago)"
+    )
+
+
+def test_a_count_metric_shows_what_it_tests_its_effect_and_interval() -> None:
+    md = canary()
+    md["spec"]["analysis"]["metrics"].append(
+        {
+            "name": "latency",
+            "latency": {"buckets": "q", "tolerance": 0.1},
+            "slice": {"label": "segment", "max": 3},
+        }
+    )
+    md["status"]["analysis"]["results"].append(
+        {
+            "metric": "latency",
+            "candidate": 0.38,
+            "stable": 0.021,
+            "verdict": "Fail",
+            "effect": 28.4,
+            "effectLow": 4.48,
+            "message": "slice eu: slower than 0.005: ...",
+        }
+    )
+    shown = " ".join(table_row(view.status_lines(md, now=NOW), "latency"))
+    assert shown.startswith(
+        "latency 0.38 0.021 slower vs stable (+10% odds), per segment 28.4 [4.48, inf] Fail"
     )
 
 

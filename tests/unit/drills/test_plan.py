@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
-from modelcanary.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 from modelcanary.api.rollbackdrill import RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.drills.plan import (
     DrillDecision,

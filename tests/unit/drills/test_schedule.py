@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelcanary.api.modeldeployment import DrillSchedule
+from modelcanary.api.modeldeployment import (
+    DrillSchedule,
+)
 from modelcanary.api.names import model_label
 from modelcanary.cli.drill import drill_manifest
 from modelcanary.drills.schedule import (

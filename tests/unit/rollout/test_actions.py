@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from modelcanary.api.modeldeployment import RevisionOutcome
+from modelcanary.api.modeldeployment import (
+    RevisionOutcome,
+)
 from modelcanary.rollout.actions import parse_action
 from modelcanary.rollout.observations import ManualAction
 from tests.unit.rollout.world import World, make_spec, serving_first_revision

@@ -7,7 +7,11 @@ from datetime import timedelta
 import pytest
 
 from modelcanary.analysis.samples import Sample
-from modelcanary.api.modeldeployment import DrillSummary, ModelDeploymentStatus, RevisionOutcome
+from modelcanary.api.modeldeployment import (
+    DrillSummary,
+    ModelDeploymentStatus,
+    RevisionOutcome,
+)
 from modelcanary.api.validation import FieldError
 from modelcanary.rollout.decide import FIRST_REVISION_NOTE, decide, decide_invalid
 from modelcanary.rollout.decision import ScaleRevision, SetWeights

@@ -7,7 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from modelcanary.api.modeldeployment import MAX_DRILL_HISTORY, DrillSummary
+from modelcanary.api.modeldeployment import (
+    MAX_DRILL_HISTORY,
+    DrillSummary,
+)
 from modelcanary.rollout.decide import decide
 from modelcanary.rollout.decision import Decision, DeleteDrill
 from modelcanary.rollout.observations import FinishedDrill

@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelcanary.analysis.samples import Sample
-from modelcanary.api.modeldeployment import ModelDeploymentSpec
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentSpec,
+)
 from modelcanary.rollout.decision import SetWeights
 from modelcanary.rollout.observations import ManualAction
 from tests.unit.rollout.world import World, make_spec, spec_dict

@@ -8,7 +8,10 @@ import pytest
 
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
 from modelcanary.analysis.verdicts import Outcome, evaluate, judge_metric
-from modelcanary.api.modeldeployment import Analysis, Metric
+from modelcanary.api.analysis import (
+    Analysis,
+    Metric,
+)
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelcanary.analysis.samples import Sample
-from modelcanary.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from modelcanary.analysis.counts import Answer, Series
+from modelcanary.analysis.samples import CountArms, Sample
+from modelcanary.api.modeldeployment import (
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+)
 from modelcanary.rollout.analysis import analysis_due
 from modelcanary.rollout.decide import decide
 from modelcanary.rollout.decision import (
@@ -41,6 +45,32 @@ T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 # metric name, revision -> sample
 MetricSource = Callable[[str, str], Sample]
+
+
+@dataclass
+class Counters:
+    """Cumulative request and error counters per revision, as Prometheus would hold them,
+    driven by the weights the router reads back: what count metrics are judged on."""
+
+    error_rate: Callable[[str], float]
+    """revision -> its share of failed requests."""
+    rps: float = 100.0
+    served: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, float] = field(default_factory=dict)
+
+    def serve(self, weights: dict[str, int], seconds: float) -> None:
+        for revision, weight in weights.items():
+            total = self.served.get(revision, 0.0) + round(self.rps * seconds * weight / 100)
+            self.served[revision] = total
+            self.failed[revision] = float(int(total * self.error_rate(revision)))
+
+    def answers(self, revision: str) -> dict[str, Answer]:
+        if revision not in self.served:
+            return {"failed": Answer(), "total": Answer()}
+        return {
+            "failed": Answer((Series({}, self.failed[revision]),)),
+            "total": Answer((Series({}, self.served[revision]),)),
+        }
 
 
 def healthy_metrics(metric: str, revision: str) -> Sample:
@@ -99,6 +129,8 @@ class World:
     """Passes before a SetWeights shows in the read-back."""
     metrics: MetricSource = healthy_metrics
     samples: float | None = 1000.0
+    counters: Counters | None = None
+    """Counters for count metrics (errors kind); required when the spec has any."""
     prometheus_online: bool = True
     drill: ActiveDrill | None = None
     decisions: list[Decision] = field(default_factory=list)
@@ -153,10 +185,18 @@ class World:
                 stable=self.metrics(m.name, stable) if stable else None,
             )
             for m in self.spec.analysis.metrics
+            if not m.is_count
         )
         samples = Sample.of(self.samples) if self.spec.analysis.min_samples else None
+        counts = {}
+        for metric in self.spec.analysis.count_metrics:
+            assert self.counters is not None, "a spec with count metrics needs World.counters"
+            counts[metric.name] = CountArms(
+                candidate=self.counters.answers(canary),
+                stable=self.counters.answers(stable) if stable else None,
+            )
         return AnalysisObservation(
-            at=self.now, prometheus_online=True, metrics=metrics, samples=samples
+            at=self.now, prometheus_online=True, metrics=metrics, samples=samples, counts=counts
         )
 
     # -- one pass --------------------------------------------------------------------
@@ -173,6 +213,8 @@ class World:
         self.apply(decision)
         self.status = decision.status
         self.decisions.append(decision)
+        if self.counters is not None:
+            self.counters.serve(self._read_back() or {}, advance.total_seconds())
         self.now += advance
         return decision
 

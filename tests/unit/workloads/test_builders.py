@@ -17,7 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelcanary.api.modeldeployment import Predictor
+from modelcanary.api.modeldeployment import (
+    Predictor,
+)
 from modelcanary.api.names import LABEL_MODEL
 from modelcanary.workloads import builders
 from modelcanary.workloads.builders import (

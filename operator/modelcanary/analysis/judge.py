@@ -1,0 +1,465 @@
+"""The sequential judge of one count metric: candidate against stable, look by look.
+
+Each look brings the revisions' cumulative counters (per slice). The judge
+keeps the counters of its previous look, so the difference is one *block*:
+what each revision answered in between. Per slice it compares *events*:
+
+* ``errors``: the failed requests (one-sided: is the candidate worse?);
+* ``latency``: the requests slower than a bucket bound (one-sided), at up to
+  :data:`MAX_CUTS` bounds chosen, before any block is judged, from where
+  stable's own requests fall (a bound no request of stable's comes near tells
+  nothing);
+* ``distribution``: the requests in each bucket (two-sided: did it move?).
+
+Every event is an anytime-valid e-process (``analysis.sequential``). The
+metric's evidence is their average: over the events of a slice, then over
+``slice.max`` slices, a slice that has not appeared counting as 1. An average
+of e-processes is one (Vovk and Wang's e-value merging), so "some slice is
+worse at some event" is rejected at ``1/alpha_m`` with chance at most
+``alpha_m`` when nothing is worse; the verdict names the slice and event
+with the most evidence. The canary's ``alpha`` is split equally between its
+count metrics (Bonferroni), so the whole canary stays within ``alpha``.
+
+Pure: standard library and the API models only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from modelcanary.analysis import sequential
+from modelcanary.analysis.counts import (
+    ERRORS_EVENT,
+    Answer,
+    CountsError,
+    Histogram,
+    bucket_counts,
+    error_counts,
+    exceedances,
+    histograms,
+)
+from modelcanary.analysis.formatting import number, odds, share
+from modelcanary.api.analysis import (
+    Metric,
+)
+from modelcanary.api.judging import (
+    CountJudgement,
+    EventEvidence,
+    MetricResult,
+    SliceJudgement,
+    Verdict,
+)
+
+MAX_CUTS = 8
+MAX_BUCKETS = 24
+MIN_STABLE_FOR_CUTS = 100
+"""Stable requests seen before latency cuts are chosen from where they fall."""
+CUT_SHARES = (0.0005, 0.6)
+"""A cut is useful where some, but not most, of stable's requests are slower."""
+GRID_VERSION = "g1"
+
+# A slice's counters at one look: total requests, and each event's count.
+Counters = tuple[float, dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Arms:
+    """One count metric's answers at one look, by query part (failed, total, buckets)."""
+
+    candidate: Mapping[str, Answer]
+    stable: Mapping[str, Answer]
+
+
+@dataclass(frozen=True)
+class Judged:
+    result: MetricResult
+    state: CountJudgement
+
+
+def test_of(metric: Metric) -> sequential.Null:
+    side: sequential.Side = "two-sided" if metric.distribution is not None else "greater"
+    tolerance = next(
+        kind.tolerance for kind in (metric.errors, metric.latency, metric.distribution) if kind
+    )
+    return sequential.Null(psi0=math.log1p(tolerance), side=side)
+
+
+def fingerprint(metric: Metric) -> str:
+    test = test_of(metric)
+    return f"{metric.kind} psi0={test.psi0:.6g} cap={test.cap:g} grid={GRID_VERSION}"
+
+
+def judge(metric: Metric, alpha: float, previous: CountJudgement | None, arms: Arms) -> Judged:
+    """One look at one count metric; ``alpha`` is this metric's share of the budget."""
+    state = previous.model_copy(deep=True) if previous is not None else None
+    restarted = state is not None and state.test != fingerprint(metric)
+    if state is None or restarted:
+        state = CountJudgement(metric=metric.name, test=fingerprint(metric))
+    threshold = 1 / alpha
+
+    def result(verdict: Verdict, message: str, **fields: object) -> Judged:
+        note = " (judge settings changed: evidence restarted)" if restarted else ""
+        row = MetricResult(
+            metric=metric.name, verdict=verdict, message=message + note, threshold=threshold
+        )
+        return Judged(row.model_copy(update=fields), state)
+
+    for role, answers in (("candidate", arms.candidate), ("stable", arms.stable)):
+        failed = next((a for a in answers.values() if a.error is not None), None)
+        if failed is not None:
+            return result(Verdict.ERROR, f"{role} query failed: {failed.error}")
+    try:
+        candidate = _counters(metric, arms.candidate)
+        stable = _counters(metric, arms.stable)
+    except CountsError as error:
+        return result(Verdict.ERROR, f"cannot read counts: {error}")
+
+    state.looks += 1
+    limit = metric.slice.max if metric.slice is not None else 1
+    _observe(metric, state, candidate, stable, limit)
+    return _verdict(metric, state, alpha, limit, result)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _counters(metric: Metric, answers: Mapping[str, Answer]) -> dict[str, Counters]:
+    """Per slice: total requests and each event's count, by event name."""
+    label = metric.slice.label if metric.slice is not None else None
+    if metric.errors is not None:
+        pairs = error_counts(answers["failed"], answers["total"], label)
+        return {s: (total, {ERRORS_EVENT: failed}) for s, (failed, total) in pairs.items()}
+    found = histograms(answers["buckets"], label)
+    if metric.distribution is not None:
+        too_many = next((s for s, h in found.items() if len(h.cumulative) > MAX_BUCKETS), None)
+        if too_many is not None:
+            raise CountsError(
+                f"{len(found[too_many].cumulative)} buckets; a distribution metric takes at "
+                f"most {MAX_BUCKETS}: use a histogram with fewer buckets"
+            )
+    return {s: (h.total, _events(metric, h)) for s, h in found.items()}
+
+
+def _events(metric: Metric, histogram: Histogram) -> dict[str, float]:
+    """Every event this histogram can answer; the judge keeps the ones it tracks."""
+    bounds = sorted(histogram.cumulative)
+    if metric.latency is not None:
+        return {latency_event(b): c for b, c in exceedances(histogram, bounds[:-1]).items()}
+    return {bucket_event(b): c for b, c in bucket_counts(histogram, bounds).items()}
+
+
+def latency_event(bound: float) -> str:
+    return f"> {bound!r}"
+
+
+def bucket_event(upper: float) -> str:
+    return f"le {upper!r}" if math.isfinite(upper) else "le +Inf"
+
+
+# --------------------------------------------------------------------------- updating
+
+
+def _observe(
+    metric: Metric,
+    state: CountJudgement,
+    candidate: dict[str, Counters],
+    stable: dict[str, Counters],
+    limit: int,
+) -> None:
+    """Fold one look into every slice either revision reports.
+
+    A counter that does not exist yet has counted nothing: the candidate's series
+    for a slice appear with its first request there, so a slice first seen after
+    the metric's first look starts from zero for a revision that lacked it, and
+    those first requests are judged rather than swallowed by a baseline.
+    """
+    test = test_of(metric)
+    known = {s.slice: s for s in state.slices}
+    first_look = state.looks == 1
+    if metric.slice is not None:
+        candidate, stable = _with_all(candidate), _with_all(stable)
+    for slice_value in sorted(set(candidate) | set(stable)):
+        current = known.get(slice_value)
+        if current is None:
+            judged = sum(1 for s in state.slices if s.slice != ALL)
+            if slice_value != ALL and judged >= limit:
+                if slice_value not in state.unjudged and len(state.unjudged) < 10:
+                    state.unjudged.append(slice_value)
+                continue
+            current = SliceJudgement(slice=slice_value)
+            state.slices.append(current)
+            if first_look:
+                _baseline(
+                    metric,
+                    current,
+                    candidate.get(slice_value, _NOTHING),
+                    stable.get(slice_value, _NOTHING),
+                    test,
+                )
+                continue
+        arms = (candidate.get(slice_value), stable.get(slice_value))
+        totals = (current.candidate_total, current.stable_total)
+        if any(arm is None and total > 0 for arm, total in zip(arms, totals, strict=True)):
+            continue  # a revision's series went missing for now; compare when they are back
+        _block(
+            metric,
+            current,
+            arms[0] or _NOTHING,
+            arms[1] or _NOTHING,
+            test,
+        )
+
+
+_NOTHING: Counters = (0.0, {})
+ALL = ""
+"""The slice of a sliced metric that pools every slice: a label value is never empty."""
+
+
+def _with_all(counters: dict[str, Counters]) -> dict[str, Counters]:
+    """The slices and, pooled, all of them: a fault everywhere is caught on all the
+    traffic, not only slice by slice."""
+    if not counters:
+        return counters
+    events: dict[str, float] = {}
+    for _, counts in counters.values():
+        for name, count in counts.items():
+            events[name] = events.get(name, 0.0) + count
+    total = math.fsum(total for total, _ in counters.values())
+    return {**counters, ALL: (total, events)}
+
+
+def _tracked(metric: Metric, stable: Counters) -> list[str] | None:
+    """The events to track, chosen from stable's counters; None until there is enough."""
+    total, events = stable
+    if metric.errors is not None:
+        return [ERRORS_EVENT]
+    if metric.distribution is not None:
+        return list(events) or None
+    if total < MIN_STABLE_FOR_CUTS:
+        return None
+    low, high = CUT_SHARES
+    useful = [name for name, slower in events.items() if low < slower / total <= high]
+    if not useful:
+        fallback = [name for name, slower in events.items() if slower / total <= high]
+        return fallback[:1] or None
+    if len(useful) <= MAX_CUTS:
+        return useful
+    step = (len(useful) - 1) / (MAX_CUTS - 1)
+    return [useful[round(i * step)] for i in range(MAX_CUTS)]
+
+
+def _baseline(
+    metric: Metric,
+    current: SliceJudgement,
+    candidate: Counters,
+    stable: Counters,
+    test: sequential.Null,
+) -> None:
+    """Start counting from here: this look's counters become the base of the next block."""
+    current.candidate_total, current.stable_total = candidate[0], stable[0]
+    names = _tracked(metric, stable) if not current.events else [e.event for e in current.events]
+    if names is None:
+        return
+    empty = sequential.Evidence.start(test.psi0, test.side)
+    kept = {e.event: e for e in current.events}
+    current.events = [
+        kept.get(name)
+        or EventEvidence(
+            event=name,
+            log_likelihood=list(empty.log_likelihood),
+            log_e=list(empty.test),
+        )
+        for name in names
+    ]
+    for evidence in current.events:
+        evidence.candidate_count = candidate[1].get(evidence.event, 0.0)
+        evidence.stable_count = stable[1].get(evidence.event, 0.0)
+
+
+def _block(
+    metric: Metric,
+    current: SliceJudgement,
+    candidate: Counters,
+    stable: Counters,
+    test: sequential.Null,
+) -> None:
+    """Judge what happened since the last look, or skip it when counters went down."""
+    if not current.events:
+        _baseline(metric, current, candidate, stable, test)
+        return
+    requests_c = candidate[0] - current.candidate_total
+    requests_s = stable[0] - current.stable_total
+    moved = [requests_c, requests_s]
+    for evidence in current.events:
+        moved.append(candidate[1].get(evidence.event, 0.0) - evidence.candidate_count)
+        moved.append(stable[1].get(evidence.event, 0.0) - evidence.stable_count)
+    if any(change < 0 for change in moved):
+        # A counter went down: a pod restarted or left. What happened in between is
+        # unknown, so this interval is skipped and the counters become the new base.
+        current.resets += 1
+        _baseline(metric, current, candidate, stable, test)
+        return
+    for evidence in current.events:
+        events_c = candidate[1].get(evidence.event, 0.0)
+        events_s = stable[1].get(evidence.event, 0.0)
+        table = sequential.Table(
+            candidate_events=events_c - evidence.candidate_count,
+            candidate_total=requests_c,
+            stable_events=events_s - evidence.stable_count,
+            stable_total=requests_s,
+        )
+        _store(evidence, sequential.update(_evidence(evidence, test), table, test))
+        evidence.candidate_count, evidence.stable_count = events_c, events_s
+    current.candidate_total, current.stable_total = candidate[0], stable[0]
+
+
+def _evidence(stored: EventEvidence, test: sequential.Null) -> sequential.Evidence:
+    fresh = sequential.Evidence.start(test.psi0, test.side)
+    judged = stored.judged or [0.0, 0.0, 0.0, 0.0]
+    numerator, denominator = stored.mantel_haenszel or [0.0, 0.0]
+    return sequential.Evidence(
+        grid=fresh.grid,
+        log_likelihood=list(stored.log_likelihood) or fresh.log_likelihood,
+        test=list(stored.log_e) or fresh.test,
+        mh_numerator=numerator,
+        mh_denominator=denominator,
+        blocks=stored.blocks,
+        candidate_events=judged[0],
+        candidate_total=judged[1],
+        stable_events=judged[2],
+        stable_total=judged[3],
+    )
+
+
+def _store(stored: EventEvidence, evidence: sequential.Evidence) -> None:
+    stored.log_likelihood = [round(x, 4) for x in evidence.log_likelihood]
+    stored.log_e = [round(x, 4) for x in evidence.test]
+    stored.mantel_haenszel = [evidence.mh_numerator, evidence.mh_denominator]
+    stored.judged = [
+        evidence.candidate_events,
+        evidence.candidate_total,
+        evidence.stable_events,
+        evidence.stable_total,
+    ]
+    stored.blocks = evidence.blocks
+
+
+# --------------------------------------------------------------------------- deciding
+
+
+def _event_e(stored: EventEvidence) -> float:
+    return math.exp(min(sequential.log_mean_exp(stored.log_e), 700.0))
+
+
+def slice_e_value(current: SliceJudgement) -> float:
+    """A slice's evidence: the average over its events (1 before any is tracked)."""
+    if not current.events:
+        return 1.0
+    return math.fsum(_event_e(e) for e in current.events) / len(current.events)
+
+
+def metric_e_value(state: CountJudgement, limit: int, *, sliced: bool) -> float:
+    """The metric's evidence: the average over ``limit`` slices (and, for a sliced
+    metric, all of them pooled), a slice not seen yet counting 1."""
+    if not sliced:
+        seen, slots = state.slices[:limit], limit
+    else:
+        seen = [s for s in state.slices if s.slice != ALL][:limit]
+        seen += [s for s in state.slices if s.slice == ALL]
+        slots = limit + 1
+    return (math.fsum(slice_e_value(s) for s in seen) + (slots - len(seen))) / slots
+
+
+Result = Callable[..., Judged]
+
+
+def _verdict(
+    metric: Metric, state: CountJudgement, alpha: float, limit: int, result: Result
+) -> Judged:
+    evidence = metric_e_value(state, limit, sliced=metric.slice is not None)
+    threshold = 1 / alpha
+    judged = [s for s in state.slices if any(e.judged and e.judged[1] > 0 for e in s.events)]
+    if not judged:
+        waiting = "counting starts at this look" if state.looks <= 1 else "no traffic compared yet"
+        return result(Verdict.NO_DATA, f"{waiting} (both revisions need requests)", e_value=1.0)
+    worst = max(judged, key=lambda s: (slice_e_value(s), s.slice == ALL))
+    # The event with the most evidence; among equals, one that has some data.
+    event = max(worst.events, key=lambda e: (_event_e(e), e.blocks))
+    test = test_of(metric)
+    stored = _evidence(event, test)
+    effect = sequential.estimate(stored)
+    bounds = sequential.interval(stored, alpha / (len(worst.events) * limit))
+    candidate_share = _ratio(stored.candidate_events, stored.candidate_total)
+    stable_share = _ratio(stored.stable_events, stored.stable_total)
+    where = ""
+    if metric.slice is not None:
+        where = f"slice {worst.slice}: " if worst.slice != ALL else "all slices: "
+    what = _describe(metric, worst, event.event)
+    if metric.errors is not None:
+        shares = f"candidate {share(candidate_share)} failed vs stable {share(stable_share)}"
+    else:
+        shares = (
+            f"{what}: candidate {share(candidate_share)} vs stable {share(stable_share)}"
+            " of requests"
+        )
+    found = f"{where}{shares} ({odds(effect, bounds.low, bounds.high)})"
+    if metric.distribution is not None:
+        found += _also_moved(metric, worst, event.event)
+    verdict = Verdict.FAIL if evidence >= threshold else Verdict.PASS
+    compare = ">=" if verdict is Verdict.FAIL else "<"
+    message = f"{found}; e-value {number(evidence)} {compare} {number(threshold)}"
+    if verdict is Verdict.PASS:
+        message = f"no evidence of harm so far: {message}"
+    return result(
+        verdict,
+        message,
+        candidate=candidate_share,
+        stable=stable_share,
+        slice=worst.slice if metric.slice is not None and worst.slice != ALL else None,
+        event=what,
+        effect=_finite(effect),
+        effect_low=bounds.low,
+        effect_high=bounds.high,
+        e_value=_finite(evidence),
+    )
+
+
+def _ratio(part: float, whole: float) -> float:
+    return part / whole if whole > 0 else 0.0
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None:
+        return None
+    return min(value, 1e300)
+
+
+def _describe(metric: Metric, current: SliceJudgement, event: str) -> str:
+    if metric.errors is not None:
+        return "errors"
+    if metric.latency is not None:
+        return f"slower than {event.removeprefix('> ')}"
+    names = [e.event for e in current.events]
+    index = names.index(event)
+    low = names[index - 1].removeprefix("le ") if index > 0 else "-Inf"
+    return f"in ({low}, {event.removeprefix('le ')}]"
+
+
+def _also_moved(metric: Metric, current: SliceJudgement, decided: str) -> str:
+    """The other buckets that moved most, by share of requests, so a drift reads whole."""
+    moves = []
+    for stored in current.events:
+        if stored.event == decided or not stored.judged:
+            continue
+        c = _ratio(stored.judged[0], stored.judged[1])
+        s = _ratio(stored.judged[2], stored.judged[3])
+        moves.append((abs(c - s), stored.event, c, s))
+    moves.sort(reverse=True)
+    shown = [
+        f"{_describe(metric, current, name).removeprefix('in ')} {share(s)} -> {share(c)}"
+        for gap, name, c, s in moves[:2]
+        if gap >= 0.005
+    ]
+    return f"; also moved: {', '.join(shown)}" if shown else ""

@@ -1,0 +1,96 @@
+"""Count metrics in the rollout: when the judge looks, and what its verdicts do."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from modelcanary.api.judging import Verdict
+from tests.unit.rollout.world import Counters, World, make_spec, serving_first_revision
+
+pytestmark = pytest.mark.unit
+Q = 'sum(x{revision="{{revision}}"})'
+
+
+def counted(version: str, **analysis: Any) -> Any:
+    spec = make_spec(version)
+    raw = spec.to_dict()
+    raw["analysis"].update(
+        {
+            "interval": "5s",
+            "metrics": [{"name": "errors", "errors": {"failed": Q, "total": Q}}],
+            **analysis,
+        }
+    )
+    return type(spec).model_validate(raw)
+
+
+def world_with(bad: set[str], **analysis: Any) -> tuple[World, Any]:
+    first = counted("1.0.0", **analysis)
+    world = serving_first_revision(first)
+    stable = world.status.stable_revision
+    assert stable is not None
+    world.counters = Counters(lambda revision: 0.2 if revision in bad else 0.001)
+    world.counters.serve({stable: 100}, 600)  # stable's past
+    return world, counted("2.0.0", **analysis)
+
+
+def test_a_failing_count_metric_rolls_back_at_once_whatever_failure_limit_says() -> None:
+    candidate_spec = counted("2.0.0")
+    world, spec = world_with({candidate_spec.predictor.revision()}, failureLimit=5)
+    world.roll_out(spec)
+    world.run(lambda w: w.status.phase == "RolledBack", advance=timedelta(seconds=5))
+    entry = world.status.history[0]
+    assert entry.outcome == "RolledBack"
+    assert entry.reason.startswith("errors: candidate 20.0% failed vs stable ")
+    assert world.status.analysis is not None
+    assert world.status.analysis.failures == 1  # the first failure was enough
+    failed = next(r for r in entry.evidence if r.metric == "errors")
+    assert failed.verdict is Verdict.FAIL
+    assert failed.effect_low is not None
+    assert failed.effect_low > 1
+
+
+def test_a_healthy_candidate_is_promoted_with_its_effect_as_evidence() -> None:
+    world, spec = world_with(set())
+    world.roll_out(spec)
+    world.run(
+        lambda w: (
+            w.status.phase == "Healthy" and w.status.stable_revision == spec.predictor.revision()
+        ),
+        advance=timedelta(seconds=5),
+    )
+    assert world.status.last_known_good is not None
+    evidence = {r.metric: r for r in world.status.last_known_good.evidence}
+    assert evidence["errors"].verdict is Verdict.PASS
+    assert evidence["errors"].e_value is not None
+    assert evidence["errors"].e_value < 100
+
+
+def test_looks_before_any_traffic_only_move_the_judges_starting_counters() -> None:
+    world, spec = world_with(set())
+    world.roll_out(spec)
+    world.step(advance=timedelta(seconds=1))  # the canary starts at 0%
+    world.step(advance=timedelta(seconds=1))
+    analysis = world.status.analysis
+    assert analysis is not None
+    assert world.status.canary_weight == 0
+    assert analysis.last_run_at is not None
+    assert analysis.weight == 0
+    assert analysis.evaluations == 0
+    assert analysis.outcome is None
+    assert [j.metric for j in analysis.judgements] == ["errors"]
+
+
+def test_a_new_weight_brings_the_next_look_forward() -> None:
+    world, spec = world_with(set())
+    world.roll_out(spec)
+    world.run(lambda w: w.status.canary_weight == 10, advance=timedelta(seconds=1))
+    analysis = world.status.analysis
+    assert analysis is not None
+    assert analysis.weight == 0
+    world.step(advance=timedelta(seconds=1))  # interval 5s: only the new weight makes it due
+    assert world.status.analysis is not None
+    assert world.status.analysis.weight == 10
