@@ -24,6 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from modelcanary.api.analysis import Metric
+
 LE = "le"
 ERRORS_EVENT = "errors"
 _WHOLE = 1e-6
@@ -176,3 +178,62 @@ def bucket_counts(histogram: Histogram, bounds: Sequence[float]) -> dict[float, 
         counts[bound] = histogram.cumulative[bound] - below
         below = histogram.cumulative[bound]
     return counts
+
+
+# --------------------------------------------------------------------------- per metric
+
+MAX_BUCKETS = 24
+"""Buckets a distribution metric may have: each is an event the judge keeps evidence for."""
+
+Counters = tuple[float, dict[str, float]]
+"""A slice's counters at one look: its total requests, and each event's count by name."""
+
+
+def counters_of(metric: Metric, answers: Mapping[str, Answer]) -> dict[str, Counters]:
+    """Per slice: total requests and each event's count, by event name."""
+    label = metric.slice.label if metric.slice is not None else None
+    if metric.errors is not None:
+        pairs = error_counts(answers["failed"], answers["total"], label)
+        return {s: (total, {ERRORS_EVENT: failed}) for s, (failed, total) in pairs.items()}
+    found = histograms(answers["buckets"], label)
+    if metric.distribution is not None:
+        too_many = next((s for s, h in found.items() if len(h.cumulative) > MAX_BUCKETS), None)
+        if too_many is not None:
+            raise CountsError(
+                f"{len(found[too_many].cumulative)} buckets; a distribution metric takes at "
+                f"most {MAX_BUCKETS}: use a histogram with fewer buckets"
+            )
+    return {s: (h.total, _events(metric, h)) for s, h in found.items()}
+
+
+def _events(metric: Metric, histogram: Histogram) -> dict[str, float]:
+    """Every event this histogram can answer; the judge keeps the ones it tracks."""
+    bounds = sorted(histogram.cumulative)
+    if metric.latency is not None:
+        return {latency_event(b): c for b, c in exceedances(histogram, bounds[:-1]).items()}
+    return {bucket_event(b): c for b, c in bucket_counts(histogram, bounds).items()}
+
+
+def latency_event(bound: float) -> str:
+    return f"> {bound!r}"
+
+
+def bucket_event(upper: float) -> str:
+    return f"le {upper!r}" if math.isfinite(upper) else "le +Inf"
+
+
+ALL = ""
+"""The slice of a sliced metric that pools every slice: a label value is never empty."""
+
+
+def with_all(counters: dict[str, Counters]) -> dict[str, Counters]:
+    """The slices and, pooled, all of them: a fault everywhere is caught on all the
+    traffic, not only slice by slice."""
+    if not counters:
+        return counters
+    events: dict[str, float] = {}
+    for _, counts in counters.values():
+        for name, count in counts.items():
+            events[name] = events.get(name, 0.0) + count
+    total = math.fsum(total for total, _ in counters.values())
+    return {**counters, ALL: (total, events)}

@@ -31,14 +31,13 @@ from dataclasses import dataclass
 
 from modelcanary.analysis import sequential
 from modelcanary.analysis.counts import (
+    ALL,
     ERRORS_EVENT,
     Answer,
+    Counters,
     CountsError,
-    Histogram,
-    bucket_counts,
-    error_counts,
-    exceedances,
-    histograms,
+    counters_of,
+    with_all,
 )
 from modelcanary.analysis.formatting import number, odds, share
 from modelcanary.api.analysis import (
@@ -53,15 +52,11 @@ from modelcanary.api.judging import (
 )
 
 MAX_CUTS = 8
-MAX_BUCKETS = 24
 MIN_STABLE_FOR_CUTS = 100
 """Stable requests seen before latency cuts are chosen from where they fall."""
 CUT_SHARES = (0.0005, 0.6)
 """A cut is useful where some, but not most, of stable's requests are slower."""
 GRID_VERSION = "g1"
-
-# A slice's counters at one look: total requests, and each event's count.
-Counters = tuple[float, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -111,8 +106,8 @@ def judge(metric: Metric, alpha: float, previous: CountJudgement | None, arms: A
         if failed is not None:
             return result(Verdict.ERROR, f"{role} query failed: {failed.error}")
     try:
-        candidate = _counters(metric, arms.candidate)
-        stable = _counters(metric, arms.stable)
+        candidate = counters_of(metric, arms.candidate)
+        stable = counters_of(metric, arms.stable)
     except CountsError as error:
         return result(Verdict.ERROR, f"cannot read counts: {error}")
 
@@ -120,42 +115,6 @@ def judge(metric: Metric, alpha: float, previous: CountJudgement | None, arms: A
     limit = metric.slice.max if metric.slice is not None else 1
     _observe(metric, state, candidate, stable, limit)
     return _verdict(metric, state, alpha, limit, result)
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _counters(metric: Metric, answers: Mapping[str, Answer]) -> dict[str, Counters]:
-    """Per slice: total requests and each event's count, by event name."""
-    label = metric.slice.label if metric.slice is not None else None
-    if metric.errors is not None:
-        pairs = error_counts(answers["failed"], answers["total"], label)
-        return {s: (total, {ERRORS_EVENT: failed}) for s, (failed, total) in pairs.items()}
-    found = histograms(answers["buckets"], label)
-    if metric.distribution is not None:
-        too_many = next((s for s, h in found.items() if len(h.cumulative) > MAX_BUCKETS), None)
-        if too_many is not None:
-            raise CountsError(
-                f"{len(found[too_many].cumulative)} buckets; a distribution metric takes at "
-                f"most {MAX_BUCKETS}: use a histogram with fewer buckets"
-            )
-    return {s: (h.total, _events(metric, h)) for s, h in found.items()}
-
-
-def _events(metric: Metric, histogram: Histogram) -> dict[str, float]:
-    """Every event this histogram can answer; the judge keeps the ones it tracks."""
-    bounds = sorted(histogram.cumulative)
-    if metric.latency is not None:
-        return {latency_event(b): c for b, c in exceedances(histogram, bounds[:-1]).items()}
-    return {bucket_event(b): c for b, c in bucket_counts(histogram, bounds).items()}
-
-
-def latency_event(bound: float) -> str:
-    return f"> {bound!r}"
-
-
-def bucket_event(upper: float) -> str:
-    return f"le {upper!r}" if math.isfinite(upper) else "le +Inf"
 
 
 # --------------------------------------------------------------------------- updating
@@ -179,7 +138,7 @@ def _observe(
     known = {s.slice: s for s in state.slices}
     first_look = state.looks == 1
     if metric.slice is not None:
-        candidate, stable = _with_all(candidate), _with_all(stable)
+        candidate, stable = with_all(candidate), with_all(stable)
     for slice_value in sorted(set(candidate) | set(stable)):
         current = known.get(slice_value)
         if current is None:
@@ -213,21 +172,6 @@ def _observe(
 
 
 _NOTHING: Counters = (0.0, {})
-ALL = ""
-"""The slice of a sliced metric that pools every slice: a label value is never empty."""
-
-
-def _with_all(counters: dict[str, Counters]) -> dict[str, Counters]:
-    """The slices and, pooled, all of them: a fault everywhere is caught on all the
-    traffic, not only slice by slice."""
-    if not counters:
-        return counters
-    events: dict[str, float] = {}
-    for _, counts in counters.values():
-        for name, count in counts.items():
-            events[name] = events.get(name, 0.0) + count
-    total = math.fsum(total for total, _ in counters.values())
-    return {**counters, ALL: (total, events)}
 
 
 def _tracked(metric: Metric, stable: Counters) -> list[str] | None:

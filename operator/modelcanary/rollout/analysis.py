@@ -78,37 +78,58 @@ def apply_evaluation(work: Pass) -> tuple[Gate, str]:
         return Gate.GO, ""
     state = work.status.analysis or AnalysisStatus()
     work.status.analysis = state
-    observation = work.observed.analysis
-    if observation is not None and work.status.canary_weight <= 0:
-        _move_baseline(analysis, state, observation)
-    elif observation is not None:
-        evaluation = _fold(analysis, state, observation, work.status.canary_weight)
-        if evaluation.definitive:
-            return Gate.FAIL, evaluation.reason
-        if evaluation.outcome is Outcome.FAIL and state.failures > analysis.failure_limit:
-            return Gate.FAIL, evaluation.reason
-        if evaluation.outcome is Outcome.FAIL:
-            tolerated = f"{state.failures} of {analysis.failure_limit} failures tolerated"
-            work.event("AnalysisFailed", f"{evaluation.reason} ({tolerated})", warning=True)
+    failed = _look(work, analysis, state)
+    if failed is not None:
+        return Gate.FAIL, failed
     if state.outcome == Outcome.OUTAGE.value and state.outage_since is not None:
-        held = work.now - state.outage_since
-        limit = parse_duration(analysis.outage.hold_for)
-        reason = f"analysis on hold for {int(held.total_seconds())}s: {state.reason}"
-        if held >= limit:
-            if analysis.outage.then is OutageAction.ROLLBACK:
-                return (
-                    Gate.FAIL,
-                    f"Prometheus unavailable for {analysis.outage.hold_for}: {state.reason}",
-                )
-            if analysis.outage.then is OutageAction.PAUSE and not work.status.paused:
-                work.status.paused = True
-                work.event("Paused", f"{reason}; paused until resumed", warning=True)
-        else:
-            work.requeue((limit - held).total_seconds())
-        return Gate.HOLD, reason
+        return _outage(work, analysis, state)
     if state.outcome == Outcome.NO_DATA.value:
         return Gate.HOLD, f"analysis on hold, no data: {state.reason}"
     return Gate.GO, ""
+
+
+def _look(work: Pass, analysis: Analysis, state: AnalysisStatus) -> str | None:
+    """Record this pass's look, if any; the reason to end the candidate, if it failed."""
+    observation = work.observed.analysis
+    if observation is None:
+        return None
+    if work.status.canary_weight <= 0:
+        evaluation = _move_baseline(analysis, state, observation)
+        if evaluation.definitive:
+            # The route sends it requests already; only the read-back is pending.
+            state.results, state.outcome = list(evaluation.results), evaluation.outcome.value
+            state.reason, state.failures = evaluation.reason, state.failures + 1
+            return evaluation.reason
+        return None
+    evaluation = _fold(analysis, state, observation, work.status.canary_weight)
+    if evaluation.definitive:
+        return evaluation.reason
+    if evaluation.outcome is Outcome.FAIL and state.failures > analysis.failure_limit:
+        return evaluation.reason
+    if evaluation.outcome is Outcome.FAIL:
+        tolerated = f"{state.failures} of {analysis.failure_limit} failures tolerated"
+        work.event("AnalysisFailed", f"{evaluation.reason} ({tolerated})", warning=True)
+    return None
+
+
+def _outage(work: Pass, analysis: Analysis, state: AnalysisStatus) -> tuple[Gate, str]:
+    """Hold through an outage; after outage.holdFor, do what outage.then says."""
+    assert state.outage_since is not None
+    held = work.now - state.outage_since
+    limit = parse_duration(analysis.outage.hold_for)
+    reason = f"analysis on hold for {int(held.total_seconds())}s: {state.reason}"
+    if held >= limit:
+        if analysis.outage.then is OutageAction.ROLLBACK:
+            return (
+                Gate.FAIL,
+                f"Prometheus unavailable for {analysis.outage.hold_for}: {state.reason}",
+            )
+        if analysis.outage.then is OutageAction.PAUSE and not work.status.paused:
+            work.status.paused = True
+            work.event("Paused", f"{reason}; paused until resumed", warning=True)
+    else:
+        work.requeue((limit - held).total_seconds())
+    return Gate.HOLD, reason
 
 
 def _fold(
@@ -134,13 +155,15 @@ def _fold(
 
 def _move_baseline(
     analysis: Analysis, state: AnalysisStatus, observation: AnalysisObservation
-) -> None:
-    """A look before any traffic: only the judge's starting counters move on."""
+) -> Evaluation:
+    """A look before the weight is confirmed: the judge's counters move on, and its
+    evidence with them (a metric whose query failed keeps what it had), but nothing
+    else counts as an evaluation: there may have been no traffic to judge."""
     evaluation = evaluate(analysis, observation, state.judgements)
-    if evaluation.outcome is not Outcome.OUTAGE:
-        state.judgements = list(evaluation.judgements)
+    state.judgements = list(evaluation.judgements)
     state.last_run_at = observation.at
     state.weight = 0
+    return evaluation
 
 
 def with_stable_baseline(

@@ -94,3 +94,20 @@ def test_a_new_weight_brings_the_next_look_forward() -> None:
     world.step(advance=timedelta(seconds=1))  # interval 5s: only the new weight makes it due
     assert world.status.analysis is not None
     assert world.status.analysis.weight == 10
+
+
+def test_a_failure_seen_before_the_weight_is_read_back_still_rolls_back() -> None:
+    """The route sends the candidate requests as soon as it is written; the look that
+    sees them may come before the pass that reads the new weight back."""
+    candidate_spec = counted("2.0.0")
+    world, spec = world_with({candidate_spec.predictor.revision()})
+    world.roll_out(spec)
+    weights_before: list[int] = []
+    for _ in range(20):
+        weights_before.append(world.status.canary_weight)
+        decision = world.step(advance=timedelta(seconds=5))
+        if any(event.reason == "RolledBack" for event in decision.events):
+            break
+    assert world.status.phase == "RolledBack"
+    assert weights_before[-1] == 0  # the look that failed it was taken at weight 0
+    assert world.status.history[0].reason.startswith("errors: candidate ")
