@@ -103,6 +103,10 @@ run: venv ## run the operator against the current kubeconfig (KUBECONFIG or ~/.k
 bench-decide: venv ## decide() for 1,000 ModelDeployments: time per pass and memory
 	$(PY) -m bench.decide_throughput
 
+.PHONY: bench-judge
+bench-judge: venv ## the sequential judge vs thresholds, Flagger, Argo, Kayenta on simulated canaries
+	$(PY) -m bench.judge_simulation $(BENCH_ARGS)
+
 .PHONY: bench-drill
 bench-drill: deps ## live rollback drills: time to restore and back, over 10 runs
 	$(PY) -m bench.drill_restore --runs $(or $(RUNS),10)

@@ -134,7 +134,11 @@ def test_candidate_with_20_percent_errors_is_rolled_back_at_the_first_step(
 
 
 def test_candidate_30_percent_slower_than_stable_is_rolled_back(scenario: CanaryScenario) -> None:
-    status = roll_back_on(scenario, "2.0.0-slow", "latency")
+    # Latency is compared over intervals of at least 10 s (a pause of one process
+    # slows its requests together): steps long enough for a few of them.
+    steps = [{"setWeight": 10}, {"pause": {"duration": "15s"}}, {"setWeight": 50}]
+    steps += [{"pause": {"duration": "15s"}}, {"setWeight": 100}]
+    status = roll_back_on(scenario, "2.0.0-slow", "latency", steps=steps)
     assert "slower than" in status["message"]
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 from modelcanary.analysis import sequential
 from modelcanary.analysis.counts import (
@@ -73,20 +74,49 @@ class Judged:
     state: CountJudgement
 
 
+TEMPER = {"errors": 1.0, "latency": 1.0, "distribution": 1.0}
+"""Per kind, the power each interval's likelihood ratio is raised to (see sequential.Null)."""
+ADAPT = {"errors": False, "latency": True, "distribution": False}
+"""Per kind, whether each interval is also tempered by the overdispersion seen so far."""
+MIN_INTERVAL = {"errors": 0.0, "latency": 10.0, "distribution": 0.0}
+"""Per kind, the shortest interval (seconds) compared: looks in between only gather.
+
+Latency is where requests are least independent: a pause of one process slows the
+requests it holds together, and each revision's counters are scraped at their own
+moment, so a stall that hits both can land in different intervals of the two. Both
+wash out over intervals much longer than a scrape; errors and scores do not need it
+(`make bench-judge` measures each).
+"""
+
+
 def test_of(metric: Metric) -> sequential.Null:
     side: sequential.Side = "two-sided" if metric.distribution is not None else "greater"
     tolerance = next(
         kind.tolerance for kind in (metric.errors, metric.latency, metric.distribution) if kind
     )
-    return sequential.Null(psi0=math.log1p(tolerance), side=side)
+    return sequential.Null(
+        psi0=math.log1p(tolerance), side=side, temper=TEMPER[metric.kind], adapt=ADAPT[metric.kind]
+    )
 
 
 def fingerprint(metric: Metric) -> str:
     test = test_of(metric)
-    return f"{metric.kind} psi0={test.psi0:.6g} cap={test.cap:g} grid={GRID_VERSION}"
+    return (
+        f"{metric.kind} psi0={test.psi0:.6g} cap={test.cap:g} temper={test.temper:g}"
+        f"{' adapt' if test.adapt else ''}"
+        f" grid={GRID_VERSION}"
+    )
 
 
-def judge(metric: Metric, alpha: float, previous: CountJudgement | None, arms: Arms) -> Judged:
+def judge(
+    metric: Metric,
+    alpha: float,
+    previous: CountJudgement | None,
+    arms: Arms,
+    *,
+    at: datetime | None = None,
+    close: bool = False,
+) -> Judged:
     """One look at one count metric; ``alpha`` is this metric's share of the budget."""
     state = previous.model_copy(deep=True) if previous is not None else None
     restarted = state is not None and state.test != fingerprint(metric)
@@ -113,7 +143,7 @@ def judge(metric: Metric, alpha: float, previous: CountJudgement | None, arms: A
 
     state.looks += 1
     limit = metric.slice.max if metric.slice is not None else 1
-    _observe(metric, state, candidate, stable, limit)
+    _observe(metric, state, candidate, stable, limit, at=at, close=close)
     return _verdict(metric, state, alpha, limit, result)
 
 
@@ -126,6 +156,9 @@ def _observe(
     candidate: dict[str, Counters],
     stable: dict[str, Counters],
     limit: int,
+    *,
+    at: datetime | None,
+    close: bool,
 ) -> None:
     """Fold one look into every slice either revision reports.
 
@@ -156,19 +189,14 @@ def _observe(
                     candidate.get(slice_value, _NOTHING),
                     stable.get(slice_value, _NOTHING),
                     test,
+                    at=at,
                 )
                 continue
         arms = (candidate.get(slice_value), stable.get(slice_value))
         totals = (current.candidate_total, current.stable_total)
         if any(arm is None and total > 0 for arm, total in zip(arms, totals, strict=True)):
             continue  # a revision's series went missing for now; compare when they are back
-        _block(
-            metric,
-            current,
-            arms[0] or _NOTHING,
-            arms[1] or _NOTHING,
-            test,
-        )
+        _block(metric, current, arms[0] or _NOTHING, arms[1] or _NOTHING, test, at=at, close=close)
 
 
 _NOTHING: Counters = (0.0, {})
@@ -200,9 +228,12 @@ def _baseline(
     candidate: Counters,
     stable: Counters,
     test: sequential.Null,
+    *,
+    at: datetime | None,
 ) -> None:
     """Start counting from here: this look's counters become the base of the next block."""
     current.candidate_total, current.stable_total = candidate[0], stable[0]
+    current.since = at
     names = _tracked(metric, stable) if not current.events else [e.event for e in current.events]
     if names is None:
         return
@@ -228,11 +259,23 @@ def _block(
     candidate: Counters,
     stable: Counters,
     test: sequential.Null,
+    *,
+    at: datetime | None,
+    close: bool,
 ) -> None:
     """Judge what happened since the last look, or skip it when counters went down."""
     if not current.events:
-        _baseline(metric, current, candidate, stable, test)
+        _baseline(metric, current, candidate, stable, test, at=at)
         return
+    shortest = MIN_INTERVAL[metric.kind]
+    since = current.since
+    if (
+        not close
+        and at is not None
+        and since is not None
+        and (at - since).total_seconds() < shortest
+    ):
+        return  # the interval compared spans at least `shortest`, or ends at a new weight
     requests_c = candidate[0] - current.candidate_total
     requests_s = stable[0] - current.stable_total
     moved = [requests_c, requests_s]
@@ -243,7 +286,7 @@ def _block(
         # A counter went down: a pod restarted or left. What happened in between is
         # unknown, so this interval is skipped and the counters become the new base.
         current.resets += 1
-        _baseline(metric, current, candidate, stable, test)
+        _baseline(metric, current, candidate, stable, test, at=at)
         return
     for evidence in current.events:
         events_c = candidate[1].get(evidence.event, 0.0)
@@ -257,6 +300,7 @@ def _block(
         _store(evidence, sequential.update(_evidence(evidence, test), table, test))
         evidence.candidate_count, evidence.stable_count = events_c, events_s
     current.candidate_total, current.stable_total = candidate[0], stable[0]
+    current.since = at
 
 
 def _evidence(stored: EventEvidence, test: sequential.Null) -> sequential.Evidence:
@@ -269,6 +313,7 @@ def _evidence(stored: EventEvidence, test: sequential.Null) -> sequential.Eviden
         test=list(stored.log_e) or fresh.test,
         mh_numerator=numerator,
         mh_denominator=denominator,
+        dispersion=stored.dispersion,
         blocks=stored.blocks,
         candidate_events=judged[0],
         candidate_total=judged[1],
@@ -281,6 +326,7 @@ def _store(stored: EventEvidence, evidence: sequential.Evidence) -> None:
     stored.log_likelihood = [round(x, 4) for x in evidence.log_likelihood]
     stored.log_e = [round(x, 4) for x in evidence.test]
     stored.mantel_haenszel = [evidence.mh_numerator, evidence.mh_denominator]
+    stored.dispersion = round(evidence.dispersion, 4)
     stored.judged = [
         evidence.candidate_events,
         evidence.candidate_total,

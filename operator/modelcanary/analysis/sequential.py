@@ -68,6 +68,8 @@ enough near 1 for small effects, reaching far enough that a candidate failing wh
 never does is caught within a few requests."""
 
 DEFAULT_CAP: Final = 1e3
+PRIOR_BLOCKS: Final = 10
+"""How many blocks of ordinary (binomial) dispersion the overdispersion estimate starts from."""
 """The most one block may multiply a component's evidence by."""
 
 _TAIL: Final = 40.0
@@ -113,6 +115,27 @@ def log_likelihoods(table: Table, grid: Sequence[float]) -> list[float]:
     ]
 
 
+def residual(table: Table, psi: float) -> float | None:
+    """How far the candidate's events lie from what odds ratio ``exp(psi)`` expects
+    given the block's margins, in standard deviations; None for a block without
+    information."""
+    if not table.informative:
+        return None
+    n1 = round(table.candidate_total)
+    n2 = round(table.stable_total)
+    m = round(table.candidate_events + table.stable_events)
+    low, high = max(0, m - n2), min(n1, m)
+    logs = [_log_choose(n1, u) + _log_choose(n2, m - u) + psi * u for u in range(low, high + 1)]
+    top = max(logs)
+    weights = [math.exp(v - top) for v in logs]
+    total = math.fsum(weights)
+    mean = math.fsum((low + i) * w for i, w in enumerate(weights)) / total
+    variance = math.fsum((low + i - mean) ** 2 * w for i, w in enumerate(weights)) / total
+    if variance <= 1e-12:
+        return None
+    return (table.candidate_events - mean) / math.sqrt(variance)
+
+
 def _log_choose(n: int, k: int) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
@@ -149,6 +172,8 @@ class Evidence:
     """Cumulative capped log-ratio of each test component (see :func:`components`)."""
     mh_numerator: float = 0.0
     mh_denominator: float = 0.0
+    dispersion: float = 0.0
+    """Sum of squared residuals of past blocks around the estimate of their time."""
     blocks: int = 0
     """Blocks so far that carried information about the odds ratio."""
     candidate_events: float = 0.0
@@ -170,12 +195,23 @@ class Null:
     psi0: float = 0.0
     side: Side = "greater"
     cap: float = DEFAULT_CAP
+    temper: float = 1.0
+    """Each block's likelihood ratio is raised to this power (at most 1). By Jensen,
+    E[ratio^t] <= E[ratio]^t <= 1, so the test stays valid; what it buys is robustness
+    when requests are not independent (clusters slowed by one pause count for less)."""
+    adapt: bool = False
+    """Temper further by the overdispersion seen so far: the mean squared residual of
+    past blocks around the estimated odds ratio (Pearson's, as in quasi-likelihood),
+    pulled towards 1 by :data:`PRIOR_BLOCKS`. It is computed from past blocks only,
+    so each block's power is fixed before its data, and Jensen's bound still holds."""
 
     def __post_init__(self) -> None:
         if self.psi0 < 0:
             raise ValueError("psi0 is a tolerance and cannot be negative")
         if self.cap <= 1:
             raise ValueError("a cap of 1 or less would never let evidence grow")
+        if not 0 < self.temper <= 1:
+            raise ValueError("temper is a power in (0, 1]")
 
 
 def update(evidence: Evidence, table: Table, test: Null) -> Evidence:
@@ -202,8 +238,12 @@ def update(evidence: Evidence, table: Table, test: Null) -> Evidence:
     block = log_likelihoods(table, evidence.grid)
     at = {psi: value for psi, value in zip(evidence.grid, block, strict=True)}
     log_cap = math.log(test.cap)
+    power = test.temper * (overdispersion_temper(evidence) if test.adapt else 1.0)
+    fitted = estimate(evidence)
+    psi_hat = 0.0 if fitted is None else max(-6.0, min(6.0, math.log(max(fitted, 1e-300))))
+    deviation = residual(table, psi_hat)
     test_log = [
-        total + min(at[alternative] - at[null], log_cap)
+        total + min(power * (at[alternative] - at[null]), log_cap)
         for total, (alternative, null) in zip(
             evidence.test, components(evidence.grid, test.psi0, test.side), strict=True
         )
@@ -216,8 +256,16 @@ def update(evidence: Evidence, table: Table, test: Null) -> Evidence:
         test=test_log,
         mh_numerator=evidence.mh_numerator + a * d / n,
         mh_denominator=evidence.mh_denominator + b * c / n,
+        dispersion=evidence.dispersion + (deviation**2 if deviation is not None else 1.0),
         blocks=evidence.blocks + 1,
     )
+
+
+def overdispersion_temper(evidence: Evidence) -> float:
+    """1 over the estimated overdispersion (at most 1): 1 when past blocks varied as
+    independent requests would, 1/2 when their squared residuals were twice that."""
+    estimated = (evidence.dispersion + PRIOR_BLOCKS) / (evidence.blocks + PRIOR_BLOCKS)
+    return min(1.0, 1.0 / estimated)
 
 
 def log_mean_exp(logs: Sequence[float]) -> float:

@@ -160,12 +160,15 @@ def evaluate(
     judgements: Sequence[CountJudgement] = (),
     *,
     count_metrics: bool = True,
+    boundary: bool = False,
 ) -> Evaluation:
     """The outcome of one evaluation under the spec's noData policy.
 
     ``judgements`` is the judge's evidence from earlier looks at this candidate.
     Without ``count_metrics`` (a live drill, where stable serves nothing to
     compare with) count metrics are left out and their evidence kept as it was.
+    ``boundary`` says the weight changed since the last look: every count metric
+    closes its interval here, so no interval spans two weights.
     """
     if not observation.prometheus_online:
         return Evaluation(Outcome.OUTAGE, (), "Prometheus is unreachable", tuple(judgements))
@@ -185,7 +188,9 @@ def evaluate(
                 if metric.name in before:
                     after.append(before[metric.name])
                 continue
-            row, state = _judge_counts(metric, share, before.get(metric.name), observation)
+            row, state = _judge_counts(
+                metric, share, before.get(metric.name), observation, boundary=boundary
+            )
             if state is not None:
                 after.append(state)
             if starved and row.verdict is Verdict.PASS:
@@ -224,6 +229,8 @@ def _judge_counts(
     alpha: float,
     previous: CountJudgement | None,
     observation: AnalysisObservation,
+    *,
+    boundary: bool,
 ) -> tuple[MetricResult, CountJudgement | None]:
     arms = observation.counts.get(metric.name)
     if arms is None:
@@ -232,7 +239,14 @@ def _judge_counts(
     if arms.stable is None:
         message = "no stable revision to compare with"
         return MetricResult(metric=metric.name, verdict=Verdict.NO_DATA, message=message), previous
-    judged = judge.judge(metric, alpha, previous, judge.Arms(arms.candidate, arms.stable))
+    judged = judge.judge(
+        metric,
+        alpha,
+        previous,
+        judge.Arms(arms.candidate, arms.stable),
+        at=observation.at,
+        close=boundary,
+    )
     return judged.result, judged.state
 
 

@@ -96,6 +96,10 @@ class EventEvidence(ApiModel):
     judged: list[float] = Field(default_factory=list)
     """Over the judged intervals: candidate events and requests, stable events and requests."""
 
+    dispersion: float = 0
+    """Squared residuals of the judged intervals, summed: how much more they varied than
+    independent requests would (the judge tempers its evidence by it)."""
+
     blocks: Annotated[int, Field(ge=0)] = 0
     """Intervals that carried information about this event."""
 
@@ -114,6 +118,9 @@ class SliceJudgement(ApiModel):
 
     resets: Annotated[int, Field(ge=0)] = 0
     """Looks skipped because a counter went down (a restarted pod)."""
+
+    since: datetime | None = None
+    """When the counters above were read: the start of the interval being gathered."""
 
     events: list[EventEvidence] = Field(
         default_factory=list,

@@ -137,7 +137,8 @@ def _fold(
 ) -> Evaluation:
     """Judge one look at a candidate that takes traffic and record it in ``state``."""
     observation = with_stable_baseline(observation, state)
-    evaluation = evaluate(analysis, observation, state.judgements)
+    boundary = state.weight is not None and state.weight != weight
+    evaluation = evaluate(analysis, observation, state.judgements, boundary=boundary)
     state.judgements = list(evaluation.judgements)
     state.last_run_at = observation.at
     state.weight = weight

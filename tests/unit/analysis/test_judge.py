@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -254,3 +255,31 @@ def test_a_shifted_distribution_fails_and_names_the_buckets_that_moved() -> None
     assert judged.result.event is not None
     assert judged.result.event.startswith("in (")
     assert "also moved" in judged.result.message
+
+
+def test_latency_gathers_intervals_of_ten_seconds_unless_the_weight_changes() -> None:
+    slow = metric(latency={"buckets": Q, "tolerance": 0.1})
+    rng = random.Random(11)
+    start = datetime(2026, 11, 27, tzinfo=UTC)
+    candidate: list[float] = []
+    stable = latency_values(rng, 500, 1.0)
+    state: CountJudgement | None = None
+    blocks = []
+    for second in range(12):
+        closing = second == 11  # the weight changes at this look
+        judged = judge.judge(
+            slow,
+            ALPHA,
+            state,
+            Arms(histogram({"": candidate}), histogram({"": stable})),
+            at=start + timedelta(seconds=second),
+            close=closing,
+        )
+        state = judged.state
+        blocks.append(max(e.blocks for e in state.slices[0].events))
+        candidate += latency_values(rng, 10, 1.0)
+        stable += latency_values(rng, 90, 1.0)
+    # Judged at 10 s (the first interval long enough) and at the weight change, 1 s later.
+    assert blocks[:10] == [0] * 10
+    assert blocks[10] == 1
+    assert blocks[11] == 2

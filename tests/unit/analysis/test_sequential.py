@@ -170,3 +170,34 @@ def test_a_bad_test_is_refused() -> None:
         Null(psi0=-0.1)
     with pytest.raises(ValueError, match="cap"):
         Null(cap=1.0)
+
+
+@pytest.mark.parametrize(
+    ("table", "psi"), [(Table(3, 30, 5, 270), 0.0), (Table(40, 500, 30, 600), 0.7)]
+)
+def test_the_residual_is_standardised_by_the_exact_conditional_distribution(
+    table: Table, psi: float
+) -> None:
+    n1, n2 = round(table.candidate_total), round(table.stable_total)
+    m = round(table.candidate_events + table.stable_events)
+    mean, variance = nchypergeom_fisher.stats(n1 + n2, n1, m, math.exp(psi), moments="mv")
+    expected = (table.candidate_events - float(mean)) / math.sqrt(float(variance))
+    assert sequential.residual(table, psi) == pytest.approx(expected, rel=1e-6)
+    assert sequential.residual(Table(0, 10, 0, 50), 0.0) is None
+
+
+def test_overdispersed_blocks_temper_what_later_blocks_add() -> None:
+    adaptive = Null(adapt=True)
+    evidence = Evidence.start(0.0, "greater")
+    assert sequential.overdispersion_temper(evidence) == 1.0
+    # Blocks that swing far more than independent requests would, both ways.
+    for table in [Table(8, 20, 10, 200), Table(0, 20, 30, 200)] * 10:
+        evidence = sequential.update(evidence, table, adaptive)
+    power = sequential.overdispersion_temper(evidence)
+    assert power < 0.5
+    before = list(evidence.test)
+    after = sequential.update(evidence, Table(5, 20, 10, 200), adaptive)
+    plain = sequential.update(evidence, Table(5, 20, 10, 200), Null())
+    gain = [a - b for a, b in zip(after.test, before, strict=True)]
+    full = [a - b for a, b in zip(plain.test, before, strict=True)]
+    assert gain == pytest.approx([power * g for g in full])
