@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from bench.judge_sim.world import (
     SEGMENTS,
     Counters,
     Ints,
+    Schedule,
     le_text,
 )
 from modelcanary.analysis.counts import Answer, Series
@@ -69,6 +71,7 @@ _LATENCY_LABELS = [
 _SCORE_LABELS = [{"le": le_text(bound)} for bound in (*SCORE_BOUNDS, math.inf)]
 _NO_LABELS: Mapping[str, str] = {}
 _EMPTY = Answer(())
+_EPOCH = datetime(2026, 11, 27, tzinfo=UTC)
 
 
 def answers(counters: Counters, revision: int, scrape: int) -> dict[str, dict[str, Answer]]:
@@ -111,7 +114,9 @@ class Outcome:
     looks: int
 
 
-def run(counters: Counters, alpha: float, *, all_metrics: bool) -> Outcome:
+def run(
+    counters: Counters, alpha: float, *, all_metrics: bool, schedule: Schedule | None = None
+) -> Outcome:
     """Every look of one canary; stop at the first Fail unless ``all_metrics``.
 
     With ``all_metrics`` each metric is judged to its own first Fail or the
@@ -123,7 +128,13 @@ def run(counters: Counters, alpha: float, *, all_metrics: bool) -> Outcome:
     failed_at: dict[str, float] = {}
     looks = 0
     origin = counters.first_candidate_request
+    # The operator hands the judge each look's time (latency gathers intervals of at
+    # least 10 s) and says when the weight changed since the previous look (every
+    # count metric closes its interval there).
+    weights = schedule.weight(counters.looks).tolist() if schedule is not None else None
     for look, at in enumerate(counters.looks.tolist()):
+        boundary = weights is not None and look > 0 and weights[look] != weights[look - 1]
+        when = _EPOCH + timedelta(seconds=at)
         c_scrape, s_scrape = counters.scrape_index[look].tolist()
         candidate = answers(counters, 0, c_scrape)
         stable = answers(counters, 1, s_scrape)
@@ -132,7 +143,7 @@ def run(counters: Counters, alpha: float, *, all_metrics: bool) -> Outcome:
             if metric.name in failed_at:
                 continue
             arms = Arms(candidate[metric.name], stable[metric.name])
-            judged = judge(metric, share, state[metric.name], arms)
+            judged = judge(metric, share, state[metric.name], arms, at=when, close=boundary)
             state[metric.name] = judged.state
             if judged.result.verdict is Verdict.FAIL:
                 failed_at[metric.name] = at - origin

@@ -104,7 +104,7 @@ def run(task: Task) -> CanaryResult:
         interval=variant.interval,
     )
     started = time.perf_counter()
-    outcome = anytime.run(counters, task.alpha, all_metrics=not scenario.harmful)
+    outcome = anytime.run(counters, task.alpha, all_metrics=not scenario.harmful, schedule=schedule)
     spent = time.perf_counter() - started
     return CanaryResult(
         scenario=task.scenario,
