@@ -13,7 +13,11 @@ what each revision answered in between. Per slice it compares *events*:
 
 Every event is an anytime-valid e-process (``analysis.sequential``). The
 metric's evidence is their average: over the events of a slice, then over
-``slice.max`` slices, a slice that has not appeared counting as 1. An average
+``slice.max`` slices and all slices pooled, a slice that has not appeared
+counting as 1. Latency gathers intervals of at least :data:`MIN_INTERVAL`
+seconds and tempers them by the overdispersion seen so far: requests of one
+process are not independent, and each revision is scraped at its own moment
+(``make bench-judge`` shows what either costs without the defence). An average
 of e-processes is one (Vovk and Wang's e-value merging), so "some slice is
 worse at some event" is rejected at ``1/alpha_m`` with chance at most
 ``alpha_m`` when nothing is worse; the verdict names the slice and event
