@@ -112,7 +112,7 @@ bench-drill: deps ## live rollback drills: time to restore and back, over 10 run
 	$(PY) -m bench.drill_restore --runs $(or $(RUNS),10)
 
 .PHONY: bench-rollback
-bench-rollback: deps ## time from a bad candidate's first errors to nginx back on stable (10 runs)
+bench-rollback: deps ## bad candidate (20% errors) to nginx back on stable: sequential vs threshold judge (10 runs each)
 	$(PY) -m bench.rollback_time --runs $(or $(RUNS),10)
 
 .PHONY: bench-scale

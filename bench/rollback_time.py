@@ -7,7 +7,8 @@ answers 20% errors at 10% of the traffic, ``--runs`` times per judge, each in a
 fresh namespace, and reports the distributions side by side:
 
 * ``sequential``: the count metrics (errors, latency, score distribution), an
-  1 s analysis interval, and nothing else;
+  1 s analysis interval, and nothing else; alpha 0.01 is shared by the three;
+* ``errors-only``: the errors count metric alone, with all of alpha;
 * ``threshold``: the threshold metrics the e2e world used before (an error rate
   over a 10 s window against max 0.05, p99 and mean score against stable), with
   the minSamples guard they need, at the same interval.
@@ -49,6 +50,7 @@ from e2e.harness.prometheus import SCRAPE_INTERVAL
 INTERVAL = "1s"
 JUDGES = {
     "sequential": lambda: count_metrics(sliced_errors=False),
+    "errors-only": lambda: count_metrics(sliced_errors=False)[:1],
     "threshold": threshold_metrics,
 }
 
@@ -119,10 +121,10 @@ def distribution(times: list[float]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--judge", choices=[*JUDGES, "both"], default="both")
+    parser.add_argument("--judge", choices=[*JUDGES, "all"], default="all")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    judges = list(JUDGES) if args.judge == "both" else [args.judge]
+    judges = list(JUDGES) if args.judge == "all" else [args.judge]
     times: dict[str, list[float]] = {judge: [] for judge in judges}
     with tempfile.TemporaryDirectory(prefix="modelcanary-bench-") as scratch:
         workdir = Path(scratch)
