@@ -59,6 +59,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from e2e.modelserver.server import DURATION_BUCKETS
+
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
@@ -69,34 +71,8 @@ SEGMENTS = ("us", "eu", "apac")
 SEGMENT_WEIGHTS = (0.5, 0.3, 0.2)
 SEGMENT_SLOWDOWN = (1.0, 1.2, 1.5)
 
-# The e2e model server's request-duration buckets (e2e/modelserver/server.py).
-LATENCY_BOUNDS: tuple[float, ...] = (
-    0.001,
-    0.0015,
-    0.002,
-    0.0025,
-    0.003,
-    0.004,
-    0.005,
-    0.006,
-    0.0075,
-    0.01,
-    0.0125,
-    0.015,
-    0.02,
-    0.025,
-    0.03,
-    0.04,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-)
+# The e2e model server's request-duration buckets: the simulated histogram is the real one.
+LATENCY_BOUNDS: tuple[float, ...] = DURATION_BUCKETS
 SCORE_BOUNDS: tuple[float, ...] = tuple(round(0.1 * step, 1) for step in range(1, 11))
 """Score buckets 0.1 .. 1.0; a +Inf bucket follows, as in every Prometheus histogram."""
 
