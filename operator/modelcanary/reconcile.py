@@ -41,7 +41,6 @@ from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.drills.plan import summary_of
-from modelcanary.metrics import answer_of
 from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, provider_for
 from modelcanary.metrics.prometheus import PrometheusProvider
@@ -230,7 +229,7 @@ class Reconciler:
         # Every query at once: concurrent ModelDeployments' queries share batches.
         keys = list(wanted)
         results = await asyncio.gather(*(batcher.query(*wanted[key]) for key in keys))
-        answers = {key: answer_of(result) for key, result in zip(keys, results, strict=True)}
+        answers = {key: result.answer() for key, result in zip(keys, results, strict=True)}
         return queries.observation(analysis, now, answers, with_stable=stable is not None)
 
     # -- acting --------------------------------------------------------------------

@@ -91,16 +91,21 @@ def _described(slice_value: str) -> str:
     return f" for slice {slice_value!r}" if slice_value else ""
 
 
+def _grouping(label: str | None, *first: str) -> str:
+    """The aggregation the query needs: sum by (le, segment), sum by (segment), sum."""
+    labels = [*first, *([label] if label else [])]
+    return f"sum by ({', '.join(labels)})" if labels else "sum"
+
+
 def totals(answer: Answer, label: str | None, what: str) -> dict[str, float]:
     """One counter per slice (the ``failed`` or ``total`` query of an errors metric)."""
     found: dict[str, float] = {}
     for series in answer.series:
         slice_value = _slice_of(series, label)
         if slice_value in found:
-            grouping = f"sum by ({label})" if label else "sum"
             raise CountsError(
                 f"the {what} query returned several series{_described(slice_value)}: "
-                f"aggregate it with {grouping}(...)"
+                f"aggregate it with {_grouping(label)}(...)"
             )
         found[slice_value] = _count(series, f"the {what} count{_described(slice_value)}")
     return found
@@ -113,9 +118,8 @@ def histograms(answer: Answer, label: str | None) -> dict[str, Histogram]:
         slice_value = _slice_of(series, label)
         text = series.labels.get(LE)
         if text is None:
-            grouping = f"le, {label}" if label else "le"
             raise CountsError(
-                f"a series has no le label: the query must keep it, sum by ({grouping})"
+                f"a series has no le label: the query must keep it, {_grouping(label, LE)}"
             )
         try:
             bound = float(text)
@@ -123,10 +127,9 @@ def histograms(answer: Answer, label: str | None) -> dict[str, Histogram]:
             raise CountsError(f"le={text!r} is not a number") from None
         buckets = raw.setdefault(slice_value, {})
         if bound in buckets:
-            grouping = f"le, {label}" if label else "le"
             raise CountsError(
                 f"several series for le={text}{_described(slice_value)}: "
-                f"aggregate with sum by ({grouping})"
+                f"aggregate with {_grouping(label, LE)}"
             )
         buckets[bound] = _count(series, f"the le={text} bucket{_described(slice_value)}")
     result: dict[str, Histogram] = {}

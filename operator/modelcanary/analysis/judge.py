@@ -78,8 +78,6 @@ class Judged:
     state: CountJudgement
 
 
-TEMPER = {"errors": 1.0, "latency": 1.0, "distribution": 1.0}
-"""Per kind, the power each interval's likelihood ratio is raised to (see sequential.Null)."""
 ADAPT = {"errors": False, "latency": True, "distribution": False}
 """Per kind, whether each interval is also tempered by the overdispersion seen so far."""
 MIN_INTERVAL = {"errors": 0.0, "latency": 10.0, "distribution": 0.0}
@@ -98,9 +96,7 @@ def test_of(metric: Metric) -> sequential.Null:
     tolerance = next(
         kind.tolerance for kind in (metric.errors, metric.latency, metric.distribution) if kind
     )
-    return sequential.Null(
-        psi0=math.log1p(tolerance), side=side, temper=TEMPER[metric.kind], adapt=ADAPT[metric.kind]
-    )
+    return sequential.Null(psi0=math.log1p(tolerance), side=side, adapt=ADAPT[metric.kind])
 
 
 def fingerprint(metric: Metric) -> str:

@@ -43,6 +43,7 @@ Prometheus as floats; they are whole numbers in every valid input.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -145,6 +146,7 @@ def _log_sum_exp(values: Sequence[float]) -> float:
     return top + math.log(math.fsum(math.exp(v - top) for v in values if v - top > -_TAIL))
 
 
+@functools.cache
 def grid_with(psi0: float, side: Side) -> tuple[float, ...]:
     """:data:`GRID` with the null's boundary (and its mirror, two-sided) on it."""
     points = set(GRID) | {psi0}
@@ -153,12 +155,14 @@ def grid_with(psi0: float, side: Side) -> tuple[float, ...]:
     return tuple(sorted(points))
 
 
-def components(grid: Sequence[float], psi0: float, side: Side) -> list[tuple[float, float]]:
-    """(alternative, null boundary) pairs the test mixes, in grid order."""
-    upper = [(psi, psi0) for psi in grid if psi > psi0]
+@functools.cache
+def components(grid: tuple[float, ...], psi0: float, side: Side) -> tuple[tuple[float, float], ...]:
+    """(alternative, null boundary) pairs the test mixes, in grid order. Cached: every
+    event of every look asks for the same few."""
+    upper = tuple((psi, psi0) for psi in grid if psi > psi0)
     if side == "greater":
         return upper
-    return [(psi, -psi0) for psi in grid if psi < -psi0] + upper
+    return tuple((psi, -psi0) for psi in grid if psi < -psi0) + upper
 
 
 @dataclass

@@ -60,10 +60,6 @@ class QueryResult:
         return sample_of(self.answer())
 
 
-def answer_of(result: QueryResult) -> Answer:
-    return result.answer()
-
-
 class SeriesProvider(MetricProvider, Protocol):
     async def query_series(self, query: str) -> QueryResult:
         """Every series of the query's answer. Never raises for query problems."""
@@ -80,7 +76,6 @@ __all__ = [
     "QueryResult",
     "Series",
     "SeriesProvider",
-    "answer_of",
     "format_labels",
     "run_queries",
 ]
