@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from modelcanary.analysis.verdicts import Outcome, evaluate
 from modelcanary.api.analysis import Analysis
 from modelcanary.api.judging import Verdict
 from modelcanary.promql.templates import TemplateValues
-from tests.unit.analysis.counters import Q, errors
+from tests.unit.analysis.counters import Q, errors, histogram
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -168,3 +168,21 @@ def test_a_connection_problem_fails_every_query_with_its_reason() -> None:
     evaluation = evaluate(spec, observation)
     assert evaluation.outcome is Outcome.OUTAGE
     assert all("secret prom-token not found" in r.message for r in evaluation.results)
+
+
+def test_a_weight_change_closes_a_latency_interval_before_its_ten_seconds() -> None:
+    spec = analysis({"name": "latency", "latency": {"buckets": Q}})
+    stable = [0.002 + 0.003 * i / 499 for i in range(500)]
+    first = AnalysisObservation(
+        NOW, True, counts={"latency": CountArms(histogram({"": []}), histogram({"": stable}))}
+    )
+    judgements = list(evaluate(spec, first).judgements)
+    later = CountArms(histogram({"": [0.004] * 10}), histogram({"": stable + [0.003] * 90}))
+    second = AnalysisObservation(NOW + timedelta(seconds=1), True, counts={"latency": later})
+
+    def compared(boundary: bool) -> float:
+        state = evaluate(spec, second, judgements, boundary=boundary).judgements[0]
+        return max(e.judged[1] if e.judged else 0.0 for e in state.slices[0].events)
+
+    assert compared(boundary=False) == 0  # still gathering its 10 s
+    assert compared(boundary=True) == 10  # the new weight ends the interval
