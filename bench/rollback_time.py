@@ -22,6 +22,12 @@ What one run measures:
                    (its first weight above 0 is a few ms earlier)
     restored     = nginx has reloaded with the stable revision at 100%
                    (the route back on stable is written a little before)
+    floor        = for the count judges, the load generator's k-th failed answer
+                   from the candidate, where k is the fewest candidate errors on
+                   which ANY test valid at the errors metric's share of alpha can
+                   reject (see :func:`errors_needed`); ``restored - floor`` is
+                   what the operator, Prometheus and nginx add to what the
+                   traffic itself allows.
 """
 
 from __future__ import annotations
@@ -48,11 +54,34 @@ from e2e.harness import ControlPlane, PrometheusServer, Tier, find_toolchain
 from e2e.harness.prometheus import SCRAPE_INTERVAL
 
 INTERVAL = "1s"
+ALPHA = 0.01
+FIRST_WEIGHT = 10
+"""The e2e manifest's first step; the candidate's share of requests while it is judged."""
 JUDGES = {
     "sequential": lambda: count_metrics(sliced_errors=False),
     "errors-only": lambda: count_metrics(sliced_errors=False)[:1],
     "threshold": threshold_metrics,
 }
+
+
+def errors_needed(alpha_share: float, weight: int) -> int:
+    """The fewest candidate errors any level-``alpha_share`` test can reject on.
+
+    While stable fails nothing, each failed request landed on the candidate with
+    probability ``weight/100`` under "no worse than stable" (the router does not look
+    at outcomes), so k such failures have null probability (weight/100)^k: a valid
+    test cannot reject before that is at most ``alpha_share`` (Neyman-Pearson: no
+    likelihood ratio of those k observations exceeds (100/weight)^k).
+    """
+    needed = math.log(1 / alpha_share) / math.log(100 / weight)
+    return max(1, math.ceil(needed - 1e-9))
+
+
+def count_metric_share(judge: str) -> float | None:
+    """The errors metric's share of alpha (Bonferroni over the count metrics)."""
+    metrics = JUDGES[judge]()
+    counted = [m for m in metrics if not m.get("query")]
+    return ALPHA / len(counted) if counted else None
 
 
 def one_run(
@@ -63,7 +92,8 @@ def one_run(
     index: int,
     *,
     judge: str,
-) -> float:
+) -> tuple[float, float | None]:
+    """Seconds from fault start to restored, and to the evidence floor (count judges)."""
     namespace = f"bench-rollback-{judge}-{index}"
     Namespace({"metadata": {"name": namespace}}, api=api).create()
     faults = {"2.0.0-errors": {"error_rate": 0.2}}
@@ -99,8 +129,13 @@ def one_run(
         if fault_start is None:
             raise RuntimeError("the candidate never answered a request")
         seconds = restored.applied_at - fault_start
+        share = count_metric_share(judge)
+        floor = None
+        if share is not None:
+            kth = world.load.failure_at(candidate, errors_needed(share, FIRST_WEIGHT))
+            floor = kth - fault_start if kth is not None else None
     Namespace.get(namespace, api=api).delete()
-    return seconds
+    return seconds, floor
 
 
 def distribution(times: list[float]) -> dict[str, float]:
@@ -126,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     judges = list(JUDGES) if args.judge == "all" else [args.judge]
     times: dict[str, list[float]] = {judge: [] for judge in judges}
+    floors: dict[str, list[float]] = {judge: [] for judge in judges}
     with tempfile.TemporaryDirectory(prefix="modelcanary-bench-") as scratch:
         workdir = Path(scratch)
         plane = ControlPlane(find_toolchain(), workdir / "control-plane").start(Tier.FULL)
@@ -135,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
             # Interleaved, so a slow spell of the machine hits both judges alike.
             for index in range(args.runs):
                 for judge in judges:
-                    seconds = one_run(plane, api, prometheus, workdir, index, judge=judge)
+                    seconds, floor = one_run(plane, api, prometheus, workdir, index, judge=judge)
                     times[judge].append(seconds)
-                    print(f"run {index + 1} {judge}: {seconds:.2f} s", flush=True)
+                    at_floor = "" if floor is None else f" (evidence floor {floor:.2f} s)"
+                    if floor is not None:
+                        floors[judge].append(floor)
+                    print(f"run {index + 1} {judge}: {seconds:.2f} s{at_floor}", flush=True)
         finally:
             prometheus.stop()
             plane.stop()
@@ -147,18 +186,31 @@ def main(argv: list[str] | None = None) -> int:
         "scrape_interval": SCRAPE_INTERVAL,
         "threshold_rate_window": WINDOW,
         "judges": {
-            judge: {"seconds": [round(t, 2) for t in found], **distribution(found)}
+            judge: {
+                "seconds": [round(t, 2) for t in found],
+                **distribution(found),
+                "floor_seconds": [round(t, 2) for t in floors[judge]],
+            }
             for judge, found in times.items()
         },
     }
     print(json.dumps(result, indent=2))
-    print(f"\n{'judge':<12} {'min':>6} {'median':>7} {'p90':>6} {'p95':>6} {'max':>6}  (seconds)")
+    header = f"{'judge':<26} {'min':>6} {'median':>7} {'p90':>6} {'p95':>6} {'max':>6}"
+    print(f"\n{header}  (seconds)")
     for judge, found in times.items():
-        row = distribution(found)
-        print(
-            f"{judge:<12} {row['min']:>6.2f} {row['median']:>7.2f} {row['p90']:>6.2f}"
-            f" {row['p95']:>6.2f} {row['max']:>6.2f}"
-        )
+        rows = [(judge, found)]
+        share = count_metric_share(judge)
+        if share is not None and floors[judge]:
+            k = errors_needed(share, FIRST_WEIGHT)
+            rows.append((f"  floor: error {k} arrives", floors[judge]))
+            overhead = [t - f for t, f in zip(found, floors[judge], strict=True)]
+            rows.append(("  restored - floor", overhead))
+        for label, values in rows:
+            row = distribution(values)
+            print(
+                f"{label:<26} {row['min']:>6.2f} {row['median']:>7.2f} {row['p90']:>6.2f}"
+                f" {row['p95']:>6.2f} {row['max']:>6.2f}"
+            )
     print(f"reproduce: make bench-rollback RUNS={args.runs}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -32,6 +32,9 @@ _STALE_CONNECTION = (ConnectionError, http.client.BadStatusLine)
 # Behind schedule by more than this, the generator skips ahead instead of
 # sending the missed requests in a burst.
 _MAX_BACKLOG_SECONDS = 1.0
+# Only the first few failures per revision are timed: enough to tell when a bad
+# candidate first *could* have been judged, at no cost over a long run.
+_FAILURES_KEPT = 16
 
 Counts = dict[tuple[str | None, int], int]
 """(revision from the response header or None, HTTP status) -> responses."""
@@ -103,6 +106,7 @@ class LoadGenerator:
         self._transport_errors = 0
         self._last_error: BaseException | None = None
         self._first_seen: dict[str | None, float] = {}
+        self._failed_at: dict[str | None, list[float]] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         # Validates the URL now rather than in a background thread.
@@ -193,12 +197,22 @@ class LoadGenerator:
         with self._lock:
             return self._first_seen.get(revision)
 
+    def failure_at(self, revision: str | None, n: int) -> float | None:
+        """``time.monotonic()`` of the ``n``-th (1-based) failed response (5xx) from
+        ``revision`` since the last reset; None before there were that many."""
+        if not 1 <= n <= _FAILURES_KEPT:
+            raise ValueError(f"n must be within 1..{_FAILURES_KEPT}")
+        with self._lock:
+            failed = self._failed_at.get(revision, [])
+            return failed[n - 1] if len(failed) >= n else None
+
     def reset(self) -> Counts:
         """Start counting afresh; returns the counts up to now."""
         with self._lock:
             counts = dict(self._counts)
             self._counts.clear()
             self._first_seen.clear()
+            self._failed_at.clear()
             self._transport_errors = 0
             self._last_error = None
             return counts
@@ -245,6 +259,10 @@ class LoadGenerator:
         with self._lock:
             self._counts[(revision, status)] += 1
             self._first_seen.setdefault(revision, now)
+            if status >= 500:
+                failed = self._failed_at.setdefault(revision, [])
+                if len(failed) < _FAILURES_KEPT:
+                    failed.append(now)
 
 
 def burst(

@@ -170,6 +170,31 @@ def test_the_load_generator_paces_its_requests(
     assert load.first_seen("rev-b") is None
 
 
+def test_the_load_generator_times_each_revisions_first_failures(
+    gateway: NginxGateway, backends: tuple[ModelServerProcess, ModelServerProcess], tmp_path: Path
+) -> None:
+    healthy, _ = backends
+    with ModelServerProcess(tmp_path, revision="rev-bad", version="3", error_rate=1.0) as bad:
+        gateway.set_backends({healthy.address: 1, bad.address: 1})
+        with LoadGenerator(gateway.url, 100) as load:
+            wait_for(
+                lambda: load.failure_at("rev-bad", 3) is not None,
+                timeout=30,
+                interval=0.05,
+                what="three failures from rev-bad",
+            )
+    first, third = load.failure_at("rev-bad", 1), load.failure_at("rev-bad", 3)
+    assert first is not None
+    assert third is not None
+    assert load.first_seen("rev-bad") == first  # every answer of rev-bad fails
+    assert first < third
+    assert load.failure_at("rev-a", 1) is None
+    with pytest.raises(ValueError, match="n must be"):
+        load.failure_at("rev-bad", 0)
+    load.reset()
+    assert load.failure_at("rev-bad", 1) is None
+
+
 def test_stopping_the_gateway_leaves_no_nginx_process(tmp_path: Path) -> None:
     gateway = NginxGateway(tmp_path / "nginx").start()
     master, workers = gateway.pid, gateway.worker_pids()
