@@ -238,7 +238,9 @@ class JobPodRunner:
             try:
                 self.sync_once()
                 self.last_error = None
-            except (OSError, RuntimeError, ValueError, KeyError) as error:
+            except Exception as error:
+                # The poller outlives any one failed poll: an API server restarting
+                # (httpx's ConnectError is no OSError), a 5xx, one odd object.
                 self.last_error = repr(error)
                 log.warning("job pod runner: %r", error)
             self._stop.wait(self.interval)

@@ -88,6 +88,10 @@ class RevisionServers:
         self._thread.start()
         return self
 
+    def is_alive(self) -> bool:
+        """Whether the sync thread still runs (it is meant to outlive any failure)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -121,7 +125,9 @@ class RevisionServers:
             try:
                 self.sync_once()
                 self.last_error = None
-            except (kr8s.ServerError, OSError, RuntimeError) as error:
+            except Exception as error:
+                # The poller outlives any one failed poll: an API server restarting
+                # (httpx's ConnectError is no OSError), a 5xx, one odd object.
                 self.last_error = str(error)
                 log.warning("revision servers: %s", error)
             self._stop.wait(self.interval)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kr8s
 from kr8s.objects import new_class
 
@@ -321,17 +322,28 @@ class CanaryScenario:
         self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float, what: str
     ) -> dict[str, Any]:
         last: dict[str, Any] = {}
+        unreachable: list[str] = []
 
         def check() -> bool:
             nonlocal last
-            last = self.status()
+            try:
+                last = self.status()
+            except (kr8s.ServerError, httpx.TransportError) as error:
+                # The API server restarting (429 while it starts, 5xx, refused): the
+                # status is unknown for now, not wrong; a later read decides.
+                unreachable.append(repr(error)[:200])
+                return False
             return predicate(last)
 
         try:
             wait_for(check, timeout=timeout, interval=0.25, what=what)
         except TimeoutError as error:
+            unread = ""
+            if unreachable:
+                unread = f"; {len(unreachable)} reads failed, last: {unreachable[-1]}"
             raise TimeoutError(
-                f"{error}; last status: phase={last.get('phase')} message={last.get('message')}\n"
+                f"{error}{unread}; last status: phase={last.get('phase')}"
+                f" message={last.get('message')}\n"
                 f"operator log tail:\n{self.operator.log_text()[-3000:]}"
             ) from None
         return last

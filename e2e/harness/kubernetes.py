@@ -156,6 +156,7 @@ class ControlPlane:
         self.processes: list[ManagedProcess] = []
         self.logs = workdir / "logs"
         self.api_port = 0
+        self._etcd_ports = (0, 0)
         self._pki: pki.ClusterPKI | None = None
 
     # -- addresses and credentials -------------------------------------------------
@@ -290,8 +291,29 @@ class ControlPlane:
 
     # -- components ----------------------------------------------------------------
 
-    def _start_etcd(self) -> None:
-        client, peer = free_port(), free_port()
+    # -- outages: a component stopped and started again where it was ------------------
+
+    def stop_component(self, name: str) -> None:
+        """Stop ``kube-apiserver`` or ``etcd`` (the outage a control-plane upgrade or a
+        crash causes); :meth:`start_component` brings it back on the same port."""
+        process = next((p for p in self.processes if p.name == name), None)
+        if process is None:
+            raise LookupError(f"{name} is not running")
+        process.stop()
+        self.processes.remove(process)
+
+    def start_component(self, name: str) -> None:
+        """Start a component :meth:`stop_component` stopped, on its old port and data."""
+        if any(p.name == name for p in self.processes):
+            raise RuntimeError(f"{name} is running already")
+        starts = {"etcd": self._start_etcd, "kube-apiserver": self._start_apiserver}
+        starts[name](again=True)
+        self._save_state()
+
+    def _start_etcd(self, *, again: bool = False) -> None:
+        if not again:
+            self._etcd_ports = (free_port(), free_port())
+        client, peer = self._etcd_ports
         self.etcd_url = f"http://127.0.0.1:{client}"
         process = self._spawn(
             "etcd",
@@ -311,9 +333,10 @@ class ControlPlane:
         )
         process.wait_ready(lambda: _http_ok(self.etcd_url + "/health"), timeout=30)
 
-    def _start_apiserver(self) -> None:
+    def _start_apiserver(self, *, again: bool = False) -> None:
         material = self._require_pki()
-        self.api_port = free_port()
+        if not again:
+            self.api_port = free_port()
         process = self._spawn(
             "kube-apiserver",
             [
