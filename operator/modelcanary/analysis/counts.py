@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from modelcanary.api.analysis import Metric
+from modelcanary.api.judging import MAX_DISTRIBUTION_BUCKETS as MAX_BUCKETS
 
 LE = "le"
 ERRORS_EVENT = "errors"
@@ -184,9 +185,6 @@ def bucket_counts(histogram: Histogram, bounds: Sequence[float]) -> dict[float, 
 
 
 # --------------------------------------------------------------------------- per metric
-
-MAX_BUCKETS = 24
-"""Buckets a distribution metric may have: each is an event the judge keeps evidence for."""
 
 Counters = tuple[float, dict[str, float]]
 """A slice's counters at one look: its total requests, and each event's count by name."""

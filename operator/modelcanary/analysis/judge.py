@@ -48,7 +48,10 @@ from modelcanary.analysis.formatting import number, odds, share
 from modelcanary.api.analysis import (
     Metric,
 )
+from modelcanary.api.base import SLICE_VALUE_BYTES
 from modelcanary.api.judging import (
+    MAX_LATENCY_CUTS,
+    MAX_UNJUDGED_SHOWN,
     CountJudgement,
     EventEvidence,
     MetricResult,
@@ -56,7 +59,7 @@ from modelcanary.api.judging import (
     Verdict,
 )
 
-MAX_CUTS = 8
+MAX_CUTS = MAX_LATENCY_CUTS
 MIN_STABLE_FOR_CUTS = 100
 """Stable requests seen before latency cuts are chosen from where they fall."""
 CUT_SHARES = (0.0005, 0.6)
@@ -176,8 +179,9 @@ def _observe(
         current = known.get(slice_value)
         if current is None:
             judged = sum(1 for s in state.slices if s.slice != ALL)
-            if slice_value != ALL and judged >= limit:
-                if slice_value not in state.unjudged and len(state.unjudged) < 10:
+            too_long = len(slice_value.encode()) > SLICE_VALUE_BYTES  # no room in the status
+            if slice_value != ALL and (judged >= limit or too_long):
+                if slice_value not in state.unjudged and len(state.unjudged) < MAX_UNJUDGED_SHOWN:
                     state.unjudged.append(slice_value)
                 continue
             current = SliceJudgement(slice=slice_value)

@@ -10,10 +10,11 @@ reads: camelCase field names, a docstring on every field (it becomes the
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 # Go's time.ParseDuration grammar restricted to the units that make sense for a
@@ -61,6 +62,40 @@ Duration = Annotated[
     AfterValidator(_valid_duration),
 ]
 """A Go-style duration string; kept as written so the spec round-trips unchanged."""
+
+
+def _cut_to(limit: int) -> Callable[[str], str]:
+    def cut(text: str) -> str:
+        data = text.encode()
+        if len(data) <= limit:
+            return text
+        return data[: limit - len(ELLIPSIS.encode())].decode(errors="ignore") + ELLIPSIS
+
+    return cut
+
+
+ELLIPSIS = "\u2026"
+
+
+def shown(limit: int) -> PlainSerializer:
+    """Text the operator writes for people (a reason, a message, a quoted error), cut to
+    ``limit`` bytes whenever it is written out. Cut on the way out rather than refused on
+    the way in, so that no assignment anywhere can grow the status past what
+    ``api/size.py`` promises fits in etcd, and no status is refused for a long message."""
+    return PlainSerializer(_cut_to(limit), return_type=str, when_used="json")
+
+
+MESSAGE_BYTES = 1024
+"""A reason, a note or a summary line, as written to the status."""
+
+ROW_MESSAGE_BYTES = 256
+"""One metric row's message."""
+
+SLICE_VALUE_BYTES = 128
+"""A slice label's value, as judged and shown."""
+
+ShownText = Annotated[str, shown(MESSAGE_BYTES)]
+"""Free text the operator writes, at most :data:`MESSAGE_BYTES` when written."""
 
 
 class ApiModel(BaseModel):

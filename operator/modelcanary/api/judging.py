@@ -18,9 +18,28 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from modelcanary.api.base import ApiModel
+from modelcanary.api.base import (
+    ROW_MESSAGE_BYTES,
+    SLICE_VALUE_BYTES,
+    ApiModel,
+    ShownText,
+    shown,
+)
 
 MAX_UNJUDGED_SHOWN = 10
+"""Slice values beyond slice.max named in a judgement (the first few seen)."""
+
+MAX_LATENCY_CUTS = 8
+"""Latency bounds the judge keeps evidence for, per slice."""
+
+MAX_DISTRIBUTION_BUCKETS = 24
+"""Buckets a distribution metric may have: each is an event the judge keeps evidence for."""
+
+MAX_GRID_POINTS = 15
+"""Odds ratios on the judge's grid at most (its fixed points, the null's boundary and,
+two-sided, its mirror): the length of each event's likelihood and test lists.
+
+These three bound the size of the judge's memory in the status (see ``api/size.py``)."""
 
 
 class Verdict(enum.StrEnum):
@@ -46,10 +65,10 @@ class MetricResult(ApiModel):
     verdict: Verdict
     """Pass, Fail, NoData or Error."""
 
-    message: str = ""
+    message: Annotated[str, shown(ROW_MESSAGE_BYTES)] = ""
     """Which bound was checked, or why there was no verdict."""
 
-    slice: str | None = None
+    slice: Annotated[str, shown(SLICE_VALUE_BYTES)] | None = None
     """For a sliced count metric: the slice this row describes (the worst one)."""
 
     event: str | None = None
@@ -153,7 +172,7 @@ class CountJudgement(ApiModel):
     )
     """Per slice, in the order they appeared."""
 
-    unjudged: list[str] = Field(default_factory=list)
+    unjudged: list[Annotated[str, shown(SLICE_VALUE_BYTES)]] = Field(default_factory=list)
     """Slice values seen beyond slice.max (the first few), which are not judged."""
 
 
@@ -175,7 +194,7 @@ class AnalysisStatus(ApiModel):
     outcome: Literal["Pass", "Fail", "NoData", "Outage"] | None = None
     """The latest evaluation as a whole: Pass, Fail, NoData (held) or Outage (held)."""
 
-    reason: str = ""
+    reason: ShownText = ""
     """Which metric, value and bound decided the outcome."""
 
     evaluations: Annotated[int, Field(ge=0)] = 0

@@ -18,15 +18,18 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from modelcanary.api import size
 from modelcanary.api.analysis import Analysis
 from modelcanary.api.base import (
     DNS_LABEL_PATTERN,
     LABEL_VALUE_PATTERN,
     ApiModel,
     Duration,
+    ShownText,
     cel,
+    shown,
     validations,
 )
 from modelcanary.api.judging import AnalysisStatus, MetricResult
@@ -37,6 +40,9 @@ API_VERSION: Final = "modelcanary.io/v1alpha1"
 MAX_STEPS = 32
 MAX_HISTORY = 100
 MAX_DRILL_HISTORY = 20
+CONDITION_MESSAGE_BYTES = 4096
+"""A condition's message as the operator writes it (the schema takes up to 32768, as
+Kubernetes' own conditions do)."""
 
 
 # --------------------------------------------------------------------------- predictor
@@ -349,11 +355,52 @@ class ModelDeploymentSpec(ApiModel):
     rollback: RollbackPolicy = Field(default_factory=RollbackPolicy)
     """Automatic rollback on failed analysis."""
 
-    revision_history_limit: Annotated[int, Field(ge=1, le=MAX_HISTORY)] = 10
-    """Revisions kept in status.history (last known-good entries are never dropped first)."""
-
     drill: DrillSchedule | None = None
     """Scheduled rollback drills."""
+
+    revision_history_limit: Annotated[int, Field(ge=1, le=MAX_HISTORY)] = 10
+    """Revisions kept in status.history (last known-good entries are never dropped first).
+    Refused when, with the predictor's size and the metrics, the object could outgrow what
+    etcd stores (see docs/concepts.md). Declared last: its check sizes the whole spec."""
+
+    @field_validator("revision_history_limit")
+    @classmethod
+    def _fits_in_etcd(cls, limit: int, info: ValidationInfo) -> int:
+        predictor, analysis = info.data.get("predictor"), info.data.get("analysis")
+        if not isinstance(predictor, Predictor):
+            return limit  # refused for its own reasons already
+        predictor_bytes = len(_compact(predictor.to_dict()))
+        written = {
+            cls.model_fields[name].alias or name: (
+                value.to_dict() if isinstance(value, ApiModel) else value
+            )
+            for name, value in info.data.items()
+            if value is not None
+        }
+        spec_bytes = len(_compact({**written, "revisionHistoryLimit": limit}))
+        why = size.too_large(
+            spec_bytes=spec_bytes,
+            predictor_bytes=predictor_bytes,
+            analysis=analysis if isinstance(analysis, Analysis) else None,
+            history_limit=limit,
+        )
+        if why is not None:
+            raise ValueError(why)
+        return limit
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"))
+
+
+def worst_case_bytes(spec: ModelDeploymentSpec) -> int:
+    """The largest a ModelDeployment with this spec can grow to (see ``api/size.py``)."""
+    return size.worst_case_bytes(
+        spec_bytes=len(_compact(spec.to_dict())),
+        predictor_bytes=len(_compact(spec.predictor.to_dict())),
+        analysis=spec.analysis,
+        history_limit=spec.revision_history_limit,
+    )
 
 
 # --------------------------------------------------------------------------- status
@@ -382,7 +429,7 @@ class Condition(ApiModel):
     reason: Annotated[str, Field(max_length=1024)] = ""
     """A CamelCase reason."""
 
-    message: Annotated[str, Field(max_length=32768)] = ""
+    message: Annotated[str, Field(max_length=32768), shown(CONDITION_MESSAGE_BYTES)] = ""
     """A human-readable explanation."""
 
     last_transition_time: datetime | None = None
@@ -407,7 +454,7 @@ class KnownGood(ApiModel):
     evidence: list[MetricResult] = Field(default_factory=list)
     """Metric values at promotion; empty for a first revision, which had nothing to compare with."""
 
-    note: str = ""
+    note: ShownText = ""
     """Why the evidence is what it is (e.g. first revision, promoted by hand)."""
 
 
@@ -437,7 +484,7 @@ class HistoryEntry(ApiModel):
     finished_at: datetime | None = None
     """When its rollout ended."""
 
-    reason: str = ""
+    reason: ShownText = ""
     """Why it ended that way, e.g. the metric, value and bound that failed."""
 
     evidence: list[MetricResult] = Field(default_factory=list)
@@ -474,7 +521,7 @@ class DrillSummary(ApiModel):
     time_to_healthy_seconds: float | None = None
     """Seconds from the first traffic shift until its analysis passed (warm and live drills)."""
 
-    reason: str = ""
+    reason: ShownText = ""
     """Why it failed."""
 
 
@@ -493,7 +540,7 @@ class ActionRecord(ApiModel):
     accepted: bool
     """Whether the action was carried out."""
 
-    message: str = ""
+    message: ShownText = ""
     """What was done, or why the action does not apply now."""
 
     at: datetime
@@ -506,7 +553,7 @@ class ModelDeploymentStatus(ApiModel):
     phase: Phase = Phase.PENDING
     """Pending, Progressing, Paused, Baking, Healthy, RolledBack, Failed or Invalid."""
 
-    message: str = ""
+    message: ShownText = ""
     """A one-line summary for people."""
 
     observed_generation: int | None = None
@@ -530,10 +577,11 @@ class ModelDeploymentStatus(ApiModel):
     last_known_good: KnownGood | None = None
     """The revision to return to when a candidate fails."""
 
-    history: Annotated[list[HistoryEntry], Field(max_length=MAX_HISTORY)] = Field(
-        default_factory=list
+    history: Annotated[list[HistoryEntry], Field(max_length=MAX_HISTORY + size.IN_USE_ENTRIES)] = (
+        Field(default_factory=list)
     )
-    """Past revisions, newest first, bounded by revisionHistoryLimit."""
+    """Past revisions, newest first, bounded by revisionHistoryLimit; entries still in use
+    (stable, candidate, last known-good, being restored) are kept beyond it."""
 
     analysis: AnalysisStatus | None = None
     """The latest analysis of the candidate."""

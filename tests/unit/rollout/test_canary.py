@@ -8,6 +8,7 @@ import pytest
 
 from modelcanary.analysis.samples import Sample
 from modelcanary.api.modeldeployment import (
+    MAX_HISTORY,
     DrillSummary,
     ModelDeploymentStatus,
     RevisionOutcome,
@@ -364,6 +365,26 @@ def test_history_is_trimmed_but_last_known_good_is_kept() -> None:
     assert len(world.status.history) == 2
     assert world.status.last_known_good is not None
     assert world.status.history[0].revision == world.status.last_known_good.revision
+
+
+def test_at_the_largest_history_limit_entries_in_use_are_kept_and_the_status_still_writes() -> None:
+    """A stable revision older than revisionHistoryLimit newer entries stays in the history
+    (it is in use), so the history may hold more than the limit: the status schema must
+    take that, or every status write of such an object would be refused."""
+    world = serving_first_revision(make_spec("1.0.0", revisionHistoryLimit=MAX_HISTORY))
+    stable = world.status.history[0]
+    failed = [
+        stable.model_copy(
+            update={"revision": f"failed{index:04d}", "outcome": RevisionOutcome.ROLLED_BACK}
+        )
+        for index in range(MAX_HISTORY)
+    ]
+    world.status.history = [*failed, stable]
+    world.step()
+    assert len(world.status.history) == MAX_HISTORY + 1
+    assert world.status.history[-1].revision == world.status.stable_revision
+    written = world.status.to_dict()
+    assert ModelDeploymentStatus.model_validate(written).history[-1].revision == stable.revision
 
 
 def test_replicas_router_confirms_the_weights_its_granularity_allows() -> None:
