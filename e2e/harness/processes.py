@@ -9,7 +9,13 @@ file of its own. Three layers make sure nothing is left behind:
    normally or through an unhandled signal turned into ``SystemExit``.
 3. When the harness owns the children (tests, the demo), each child asks the
    kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), which also
-   covers a ``kill -9`` of pytest, where no Python code runs at all.
+   covers a ``kill -9`` of pytest, where no Python code runs at all. The kernel
+   means the parent *thread*: a child forked by a thread that then ends is
+   killed with it. So every such child is forked by one spawner thread that
+   lives as long as the interpreter (the main thread's children are forked by
+   it directly, as it also lives that long). Before, a model server started by
+   the revision servers' sync thread died when that thread died, and a
+   kube-apiserver restarted by the chaos thread when the chaos run ended.
 
 A detached cluster (``make cluster-up``) skips layer 3 on purpose, records its
 process ids in a state file, and ``make cluster-down`` stops them.
@@ -18,6 +24,7 @@ process ids in a state file, and ``make cluster-down`` stops them.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import ctypes
 import os
@@ -28,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 _PR_SET_PDEATHSIG = 1
 _LOG_TAIL_LINES = 60
@@ -56,6 +63,21 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# Its one worker never idles out; it ends only when the interpreter does.
+_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spawner")
+
+
+def _popen_dying_with_us(argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
+    """``Popen`` with ``PR_SET_PDEATHSIG``, forked by a thread that outlives every other."""
+
+    def popen() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, preexec_fn=_die_with_parent, **options)  # noqa: PLW1509
+
+    if threading.current_thread() is threading.main_thread():
+        return popen()
+    return _spawner.submit(popen).result()
 
 
 def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -97,16 +119,18 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self._popen = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self._env,
-            cwd=self._cwd,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if self._die_with_parent else None,  # noqa: PLW1509
-        )
+        options: dict[str, Any] = {
+            "stdin": subprocess.DEVNULL,
+            "stdout": self._log,
+            "stderr": subprocess.STDOUT,
+            "env": self._env,
+            "cwd": self._cwd,
+            "start_new_session": True,
+        }
+        if self._die_with_parent:
+            self._popen = _popen_dying_with_us(self.argv, **options)
+        else:
+            self._popen = subprocess.Popen(self.argv, **options)
         if self._die_with_parent:
             # A detached component belongs to a state file, not to this interpreter.
             with _live_lock:

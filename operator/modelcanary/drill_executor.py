@@ -34,6 +34,7 @@ from modelcanary.api.modeldeployment import (
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
+from modelcanary.apierrors import ACTION_ERRORS, API_OR_MISSING
 from modelcanary.drills.plan import (
     DrillDecision,
     DrillObservations,
@@ -149,7 +150,7 @@ class DrillExecutor:
         for action in decision.actions:
             try:
                 await self.reconciler.carry_out(md_obj, md_spec, router, action)
-            except (kr8s.ServerError, kr8s.NotFoundError, OSError, ValueError) as error:
+            except ACTION_ERRORS as error:
                 log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
                 result.failed = (action, str(error))
                 break
@@ -200,7 +201,7 @@ async def _read_weights(router: Router) -> RouterObservation:
     # Only read: creating or repairing the route is the ModelDeployment pass's job.
     try:
         observation: RouterObservation = await router.get_weight()
-    except (kr8s.ServerError, kr8s.NotFoundError, OSError) as error:
+    except API_OR_MISSING as error:
         return RouterObservation(weights=None, error=str(error))
     return observation
 

@@ -47,6 +47,7 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
 )
 from modelcanary.api.validation import InvalidSpecError, parse
+from modelcanary.apierrors import API_ERRORS
 from modelcanary.drill_executor import TERMINAL, DrillExecutor, DrillPassResult
 from modelcanary.reconcile import (
     ModelDeploymentResource,
@@ -130,14 +131,14 @@ async def _one_pass(reconciler: Reconciler, namespace: str, name: str) -> float 
             )
         except kr8s.NotFoundError:
             return None
-        except (kr8s.ServerError, OSError) as error:
+        except API_ERRORS as error:
             telemetry.RECONCILE_ERRORS.labels(namespace, name, "read").inc()
             log.warning("%s/%s: cannot read: %s", namespace, name, error)
             return ERROR_BACKOFF_SECONDS
         obj = resource.raw
         try:
             result = await reconciler.run_pass(obj)
-        except (kr8s.ServerError, OSError) as error:
+        except API_ERRORS as error:
             telemetry.RECONCILE_ERRORS.labels(namespace, name, "pass").inc()
             log.warning("%s/%s: pass failed: %s", namespace, name, error)
             return ERROR_BACKOFF_SECONDS
@@ -252,7 +253,7 @@ async def rehearse(
             result = await executor.run_pass(resource.raw)
         except kr8s.NotFoundError:
             return
-        except (kr8s.ServerError, OSError) as error:
+        except API_ERRORS as error:
             log.warning("%s/%s: drill pass failed: %s", namespace, name, error)
             await stopped.wait(ERROR_BACKOFF_SECONDS)
             continue

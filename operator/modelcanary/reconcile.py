@@ -40,6 +40,7 @@ from modelcanary.api.modeldeployment import (
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
+from modelcanary.apierrors import ACTION_ERRORS, API_OR_MISSING
 from modelcanary.drills.plan import summary_of
 from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, provider_for
@@ -196,7 +197,7 @@ class Reconciler:
         try:
             await router.ensure()
             return await router.get_weight()
-        except (kr8s.ServerError, kr8s.NotFoundError, OSError) as error:
+        except API_OR_MISSING as error:
             return RouterObservation(weights=None, error=str(error))
 
     async def observe_analysis(
@@ -246,7 +247,7 @@ class Reconciler:
         for action in actions:
             try:
                 await self.carry_out(obj, spec, router, action)
-            except (kr8s.ServerError, kr8s.NotFoundError, OSError, ValueError) as error:
+            except ACTION_ERRORS as error:
                 log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
                 result.failed = (action, str(error))
                 return

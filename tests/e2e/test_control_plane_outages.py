@@ -74,6 +74,8 @@ def test_a_control_plane_outage_mid_canary_loses_and_repeats_nothing(
     assert status["lastKnownGood"]["revision"] == new
     assert scenario.operator is not None
     assert scenario.operator.is_running()
+    # A failed API call is a short retry, never a failed daemon (kopf waits 60 s then).
+    assert "failed with an exception" not in scenario.operator.log_text()
     assert scenario.route_sync is not None
     assert scenario.route_sync.is_alive()
     scenario.route_sync.wait_until_applied({scenario.revision_service(new): 100}, timeout=30)

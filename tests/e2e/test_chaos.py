@@ -1,0 +1,61 @@
+"""The short chaos run of ``make test``: a few canaries, good and bad, while the
+operator is SIGKILLed, Prometheus stopped and kube-apiserver restarted at seeded
+random moments (``e2e/chaos.py``; ``make bench-chaos`` runs 20 and more)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import kr8s
+import pytest
+
+from e2e.chaos import faults_for, run_chaos
+from e2e.dataplane.scenario import CanaryScenario
+from e2e.harness import ControlPlane, PrometheusServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def own_prometheus(tmp_path: Path) -> Iterator[PrometheusServer]:
+    """Its own, since the chaos stops it."""
+    server = PrometheusServer(tmp_path / "prometheus").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(900)
+def test_canaries_end_right_and_history_stays_whole_under_chaos(
+    full_control_plane: ControlPlane,
+    k8s: kr8s.Api,
+    namespace: str,
+    own_prometheus: PrometheusServer,
+    tmp_path: Path,
+) -> None:
+    with CanaryScenario(
+        full_control_plane,
+        k8s,
+        namespace,
+        own_prometheus,
+        tmp_path / "world",
+        faults_for=faults_for,
+    ) as world:
+        report = run_chaos(
+            world,
+            full_control_plane,
+            canaries=4,
+            seed=7,
+            log_path=tmp_path / "chaos.jsonl",
+            gap=(3.0, 8.0),
+        )
+    assert report.good >= 1
+    assert report.bad >= 1
+    assert sum(report.faults.values()) >= 3, report.faults
+    assert report.wrong_final_states == []
+    assert report.lost_entries == []
+    assert report.duplicated_entries == []
+    # A failed API call is a short retry, never a failed daemon (kopf waits 60 s then).
+    assert "failed with an exception" not in world.operator.log_text()
