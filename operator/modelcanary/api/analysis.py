@@ -73,8 +73,8 @@ class NoDataPolicy(enum.StrEnum):
     PASS = "pass"
 
 
-class OutageAction(enum.StrEnum):
-    """What to do once Prometheus has been unreachable for outage.holdFor."""
+class HoldAction(enum.StrEnum):
+    """What to do once a hold (an outage, a query error, no data) has lasted its holdFor."""
 
     HOLD = "hold"
     PAUSE = "pause"
@@ -298,21 +298,83 @@ class Metric(ApiModel):
 
 
 class Outage(ApiModel):
-    """Prometheus unreachable or erroring: hold, never count it as a failure."""
+    """Prometheus unreachable, timing out or answering 5xx: hold, never count it as a
+    failure; waiting may fix it."""
 
     hold_for: Duration = "5m"
     """How long to hold still before applying `then`."""
 
-    then: OutageAction = OutageAction.PAUSE
+    then: HoldAction = HoldAction.PAUSE
     """After holdFor: keep holding, pause for a person, or roll back."""
+
+
+class QueryError(ApiModel):
+    """A query Prometheus rejects (bad PromQL, an unknown function, HTTP 400/422) or
+    whose answer cannot be judged (several series, a string): waiting will not fix it.
+    Never a pass and never a failure of the candidate."""
+
+    hold_for: Duration = "0s"
+    """How long to hold still before applying `then`; 0s applies it at the first error.
+    A longer hold tolerates errors that come and go, such as a duplicate series while
+    pods are replaced."""
+
+    then: HoldAction = HoldAction.PAUSE
+    """After holdFor: keep holding, pause for a person to fix the query and resume (or
+    abort), or roll back."""
+
+
+class NoDataLimit(ApiModel):
+    """How long noData: hold may hold, e.g. for a candidate that never gets traffic."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.then != 'hold'",
+                "then: hold would hold forever, which is what leaving noDataLimit out does;"
+                " use pause or rollback",
+                ".then",
+            )
+        )
+    )
+
+    hold_for: Duration
+    """How long evaluations may have no data before applying `then`."""
+
+    then: HoldAction = HoldAction.PAUSE
+    """After holdFor: pause for a person, or roll back."""
+
+    @model_validator(mode="after")
+    def _ends_the_hold(self) -> NoDataLimit:
+        if self.then is HoldAction.HOLD:
+            raise ValueError(
+                "then: hold would hold forever, which is what leaving noDataLimit out does;"
+                " use pause or rollback"
+            )
+        return self
 
 
 def _metric_list_schema() -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 
+_NO_DATA_LIMIT_WITHOUT_HOLD = (
+    "noDataLimit applies only with noData: hold (fail and pass decide at the first "
+    "evaluation without data)"
+)
+
+
 class Analysis(ApiModel):
     """The Prometheus checks that gate every step and the bake."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.noDataLimit) || !has(self.noData) || self.noData == 'hold'",
+                _NO_DATA_LIMIT_WITHOUT_HOLD,
+                ".noDataLimit",
+            )
+        )
+    )
 
     interval: Duration = "15s"
     """How often the checks run. Keep it at least twice the scrape interval: the count
@@ -333,8 +395,16 @@ class Analysis(ApiModel):
     no_data: NoDataPolicy = NoDataPolicy.HOLD
     """Empty results, NaN, +-Inf or too few samples: hold, fail or pass."""
 
+    no_data_limit: NoDataLimit | None = None
+    """With noData: hold, how long to hold before pausing or rolling back; without it,
+    no data holds for as long as it lasts."""
+
     outage: Outage = Field(default_factory=Outage)
-    """What to do while Prometheus is unreachable."""
+    """What to do while Prometheus is unreachable, timing out or answering 5xx."""
+
+    query_error: QueryError = Field(default_factory=QueryError)
+    """What to do when a query fails in a way waiting will not fix (the Error outcome):
+    by default, pause for a person at once. Never promotes."""
 
     min_samples: MinSamples | None = None
     """The traffic needed before an evaluation counts."""
@@ -351,6 +421,12 @@ class Analysis(ApiModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"metric names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _no_data_limit_needs_hold(self) -> Analysis:
+        if self.no_data_limit is not None and self.no_data is not NoDataPolicy.HOLD:
+            raise ValueError(_NO_DATA_LIMIT_WITHOUT_HOLD)
         return self
 
     @property
