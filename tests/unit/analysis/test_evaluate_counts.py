@@ -68,6 +68,20 @@ def test_a_count_failure_is_definitive_even_beside_another_metrics_query_error()
     assert evaluation.reason.startswith("errors: candidate 80.0% failed")
 
 
+def test_counts_that_are_not_counters_are_the_error_outcome_not_an_outage() -> None:
+    """The count judge's Error (an answer that cannot be read as counters) and a query
+    Prometheus rejected are one notion: an Error outcome, which waiting will not fix."""
+    spec = analysis(ERRORS)
+    rates = CountArms(errors({"": 0.5}, {"": 12.25}), errors({"": 0}, {"": 10}))
+    evaluation = evaluate(spec, AnalysisObservation(NOW, True, counts={"errors": rates}))
+    assert evaluation.outcome is Outcome.ERROR
+    assert "raw counters" in evaluation.reason
+    timed_out = {"failed": Answer.failed("timed out"), "total": Answer.failed("timed out")}
+    slow = CountArms(timed_out, errors({"": 0}, {"": 10}))
+    outage = evaluate(spec, AnalysisObservation(NOW, True, counts={"errors": slow}))
+    assert outage.outcome is Outcome.OUTAGE
+
+
 def test_too_few_samples_hold_a_pass_but_not_a_failure() -> None:
     judgements, bad = failing_errors()
     guard = {"minSamples": {"query": Q, "value": 1000}}
