@@ -27,6 +27,7 @@ from modelcanary.api.analysis import (
     HoldAction,
     NoDataLimit,
     Outage,
+    QueryError,
 )
 from modelcanary.api.base import parse_duration
 from modelcanary.api.judging import (
@@ -90,31 +91,10 @@ def apply_evaluation(work: Pass) -> tuple[Gate, str]:
     failed = _look(work, analysis, state)
     if failed is not None:
         return Gate.FAIL, failed
-    if state.outcome == Outcome.ERROR.value:
-        policy = analysis.query_error
-        return _hold(
-            work,
-            _Hold("query error", state.error_since, policy.hold_for, policy.then, state.reason),
-            f"analysis on hold, query error: {state.reason}",
-        )
-    if state.outcome == Outcome.OUTAGE.value:
-        return _hold(
-            work,
-            _Hold(
-                "Prometheus unavailable",
-                state.outage_since,
-                *_limit(analysis.outage),
-                state.reason,
-            ),
-            f"analysis on hold for {_held_seconds(work, state.outage_since)}s: {state.reason}",
-        )
-    if state.outcome == Outcome.NO_DATA.value:
-        limit = analysis.no_data_limit
-        hold = (
-            _Hold("no data", state.no_data_since, *_limit(limit), state.reason) if limit else None
-        )
-        return _hold(work, hold, f"analysis on hold, no data: {state.reason}")
-    return Gate.GO, ""
+    hold = _hold_of(analysis, state, work.now)
+    if hold is None:
+        return Gate.GO, ""
+    return _hold(work, hold)
 
 
 def _look(work: Pass, analysis: Analysis, state: AnalysisStatus) -> str | None:
@@ -146,46 +126,57 @@ def _look(work: Pass, analysis: Analysis, state: AnalysisStatus) -> str | None:
 
 @dataclass(frozen=True)
 class _Hold:
-    """One kind of hold, as its policy sees it."""
+    """The hold the latest evaluation put the steps in, as its policy sees it."""
 
     what: str
     """Names the hold in a rollback's reason: "no data", "query error"."""
+    message: str
+    """What the status says while it holds."""
     since: datetime | None
     """When the hold began; None when its clock was restarted by a resume."""
-    hold_for: str
-    then: HoldAction
+    policy: Outage | QueryError | NoDataLimit | None
+    """holdFor and then; None for no data without a noDataLimit: it only holds."""
     detail: str
     """What the latest evaluation said, for the rollback's reason."""
 
 
-def _limit(policy: Outage | NoDataLimit) -> tuple[str, HoldAction]:
-    return policy.hold_for, policy.then
+def _hold_of(analysis: Analysis, state: AnalysisStatus, now: datetime) -> _Hold | None:
+    """The hold the latest outcome calls for; None when the steps may go on."""
+    reason = state.reason
+    if state.outcome == Outcome.ERROR.value:
+        message = f"analysis on hold, query error: {reason}"
+        return _Hold("query error", message, state.error_since, analysis.query_error, reason)
+    if state.outcome == Outcome.OUTAGE.value:
+        since = state.outage_since
+        held = int((now - since).total_seconds()) if since is not None else 0
+        message = f"analysis on hold for {held}s: {reason}"
+        return _Hold("Prometheus unavailable", message, since, analysis.outage, reason)
+    if state.outcome == Outcome.NO_DATA.value:
+        message = f"analysis on hold, no data: {reason}"
+        return _Hold("no data", message, state.no_data_since, analysis.no_data_limit, reason)
+    return None
 
 
-def _held_seconds(work: Pass, since: datetime | None) -> int:
-    return int((work.now - since).total_seconds()) if since is not None else 0
-
-
-def _hold(work: Pass, hold: _Hold | None, reason: str) -> tuple[Gate, str]:
+def _hold(work: Pass, hold: _Hold) -> tuple[Gate, str]:
     """Hold the steps; once the hold has lasted its holdFor, do what its ``then`` says.
 
-    A hold with no clock (no limit configured, or restarted by a resume and not yet
-    seen again by an evaluation) only holds.
+    A hold with no policy (no data without a noDataLimit) or no clock (restarted by
+    a resume and not yet seen again by an evaluation) only holds.
     """
-    if hold is None or hold.since is None:
-        return Gate.HOLD, reason
+    if hold.policy is None or hold.since is None:
+        return Gate.HOLD, hold.message
     held = work.now - hold.since
-    limit = parse_duration(hold.hold_for)
+    limit = parse_duration(hold.policy.hold_for)
     if held < limit:
         work.requeue((limit - held).total_seconds())
-        return Gate.HOLD, reason
-    if hold.then is HoldAction.ROLLBACK:
-        lasted = f" for {hold.hold_for}" if limit.total_seconds() > 0 else ""
+        return Gate.HOLD, hold.message
+    if hold.policy.then is HoldAction.ROLLBACK:
+        lasted = f" for {hold.policy.hold_for}" if limit.total_seconds() > 0 else ""
         return Gate.FAIL, f"{hold.what}{lasted}: {hold.detail}"
-    if hold.then is HoldAction.PAUSE and not work.status.paused:
+    if hold.policy.then is HoldAction.PAUSE and not work.status.paused:
         work.status.paused = True
-        work.event("Paused", f"{reason}; paused until resumed", warning=True)
-    return Gate.HOLD, reason
+        work.event("Paused", f"{hold.message}; paused until resumed", warning=True)
+    return Gate.HOLD, hold.message
 
 
 def restart_hold_clocks(status: ModelDeploymentStatus) -> None:
