@@ -9,6 +9,7 @@ import pytest
 
 from modelcanary.analysis import queries
 from modelcanary.analysis.counts import Answer, Series
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.queries import QueryKey
 from modelcanary.analysis.samples import AnalysisObservation, CountArms, MetricObservation, Sample
 from modelcanary.analysis.verdicts import Outcome, evaluate
@@ -174,12 +175,14 @@ def test_a_threshold_query_with_several_series_is_an_error_that_says_how_to_fix_
     sample = queries.sample_of(answer)
     assert sample.error is not None
     assert 'returned 2: {code="500"}, {code="503"}; aggregate it' in sample.error
+    assert sample.kind is Failure.ERROR  # the same query returns the same series again
 
 
 def test_a_connection_problem_fails_every_query_with_its_reason() -> None:
     spec = analysis(ERRORS, P99)
     observation = queries.failed_observation(spec, NOW, "secret prom-token not found")
     evaluation = evaluate(spec, observation)
+    # An outage, not an error: a Secret created late ends it without a spec change.
     assert evaluation.outcome is Outcome.OUTAGE
     assert all("secret prom-token not found" in r.message for r in evaluation.results)
 
