@@ -43,8 +43,8 @@ from modelcanary.analysis.samples import AnalysisObservation, MetricObservation,
 from modelcanary.api.analysis import (
     Analysis,
     Metric,
-    NoDataPolicy,
 )
+from modelcanary.api.holds import NoDataPolicy
 from modelcanary.api.judging import (
     CountJudgement,
     MetricResult,

@@ -19,12 +19,18 @@ Every query is a template. Its placeholders are checked here, at admission
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from modelcanary.api.base import ApiModel, Duration, cel, validations
+from modelcanary.api.holds import (
+    NO_DATA_LIMIT_WITHOUT_HOLD,
+    NoDataLimit,
+    NoDataPolicy,
+    Outage,
+    QueryError,
+)
 from modelcanary.promql.templates import PLACEHOLDERS, TemplateError
 from modelcanary.promql.templates import validate as validate_template
 
@@ -63,22 +69,6 @@ Query = Annotated[
 ]
 """A PromQL template: placeholders {{namespace}}, {{name}}, {{revision}}, {{model}} and
 {{version}}, each inside a quoted string, replaced with escaped values."""
-
-
-class NoDataPolicy(enum.StrEnum):
-    """What an evaluation without data counts as."""
-
-    HOLD = "hold"
-    FAIL = "fail"
-    PASS = "pass"
-
-
-class HoldAction(enum.StrEnum):
-    """What to do once a hold (an outage, a query error, no data) has lasted its holdFor."""
-
-    HOLD = "hold"
-    PAUSE = "pause"
-    ROLLBACK = "rollback"
 
 
 class SecretKeySelector(ApiModel):
@@ -297,70 +287,8 @@ class Metric(ApiModel):
         return {"buckets": buckets.buckets}
 
 
-class Outage(ApiModel):
-    """Prometheus unreachable, timing out or answering 5xx: hold, never count it as a
-    failure; waiting may fix it."""
-
-    hold_for: Duration = "5m"
-    """How long to hold still before applying `then`."""
-
-    then: HoldAction = HoldAction.PAUSE
-    """After holdFor: keep holding, pause for a person, or roll back."""
-
-
-class QueryError(ApiModel):
-    """A query Prometheus rejects (bad PromQL, an unknown function, HTTP 400/422) or
-    whose answer cannot be judged (several series, a string): waiting will not fix it.
-    Never a pass and never a failure of the candidate."""
-
-    hold_for: Duration = "0s"
-    """How long to hold still before applying `then`; 0s applies it at the first error.
-    A longer hold tolerates errors that come and go, such as a duplicate series while
-    pods are replaced."""
-
-    then: HoldAction = HoldAction.PAUSE
-    """After holdFor: keep holding, pause for a person to fix the query and resume (or
-    abort), or roll back."""
-
-
-class NoDataLimit(ApiModel):
-    """How long noData: hold may hold, e.g. for a candidate that never gets traffic."""
-
-    model_config = ConfigDict(
-        json_schema_extra=validations(
-            cel(
-                "self.then != 'hold'",
-                "then: hold would hold forever, which is what leaving noDataLimit out does;"
-                " use pause or rollback",
-                ".then",
-            )
-        )
-    )
-
-    hold_for: Duration
-    """How long evaluations may have no data before applying `then`."""
-
-    then: HoldAction = HoldAction.PAUSE
-    """After holdFor: pause for a person, or roll back."""
-
-    @model_validator(mode="after")
-    def _ends_the_hold(self) -> NoDataLimit:
-        if self.then is HoldAction.HOLD:
-            raise ValueError(
-                "then: hold would hold forever, which is what leaving noDataLimit out does;"
-                " use pause or rollback"
-            )
-        return self
-
-
 def _metric_list_schema() -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
-
-
-_NO_DATA_LIMIT_WITHOUT_HOLD = (
-    "noDataLimit applies only with noData: hold (fail and pass decide at the first "
-    "evaluation without data)"
-)
 
 
 class Analysis(ApiModel):
@@ -370,7 +298,7 @@ class Analysis(ApiModel):
         json_schema_extra=validations(
             cel(
                 "!has(self.noDataLimit) || !has(self.noData) || self.noData == 'hold'",
-                _NO_DATA_LIMIT_WITHOUT_HOLD,
+                NO_DATA_LIMIT_WITHOUT_HOLD,
                 ".noDataLimit",
             )
         )
@@ -426,7 +354,7 @@ class Analysis(ApiModel):
     @model_validator(mode="after")
     def _no_data_limit_needs_hold(self) -> Analysis:
         if self.no_data_limit is not None and self.no_data is not NoDataPolicy.HOLD:
-            raise ValueError(_NO_DATA_LIMIT_WITHOUT_HOLD)
+            raise ValueError(NO_DATA_LIMIT_WITHOUT_HOLD)
         return self
 
     @property

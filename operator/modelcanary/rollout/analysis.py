@@ -22,14 +22,9 @@ from datetime import datetime
 
 from modelcanary.analysis.samples import AnalysisObservation, Sample
 from modelcanary.analysis.verdicts import Evaluation, Outcome, evaluate
-from modelcanary.api.analysis import (
-    Analysis,
-    HoldAction,
-    NoDataLimit,
-    Outage,
-    QueryError,
-)
+from modelcanary.api.analysis import Analysis
 from modelcanary.api.base import parse_duration
+from modelcanary.api.holds import HoldAction, NoDataLimit, Outage, QueryError
 from modelcanary.api.judging import (
     AnalysisStatus,
 )
