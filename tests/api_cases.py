@@ -105,7 +105,43 @@ _DELETE = object()
 S = "spec"
 
 
+def _both(*mutations: Callable[[Manifest], None]) -> Callable[[Manifest], None]:
+    def mutate(manifest: Manifest) -> None:
+        for one in mutations:
+            one(manifest)
+
+    return mutate
+
+
 INVALID_MODEL_DEPLOYMENTS = [
+    InvalidCase(
+        "no-data-limit-without-no-data-hold",
+        _both(
+            _set("spec.analysis.noData", "fail"),
+            _set("spec.analysis.noDataLimit", {"holdFor": "10m"}),
+        ),
+        "spec.analysis.noDataLimit",
+    ),
+    InvalidCase(
+        "no-data-limit-that-holds-forever",
+        _set("spec.analysis.noDataLimit", {"holdFor": "10m", "then": "hold"}),
+        "spec.analysis.noDataLimit.then",
+    ),
+    InvalidCase(
+        "no-data-limit-without-hold-for",
+        _set("spec.analysis.noDataLimit", {"then": "pause"}),
+        "spec.analysis.noDataLimit.holdFor",
+    ),
+    InvalidCase(
+        "query-error-that-passes",
+        _set("spec.analysis.queryError", {"then": "pass"}),
+        "spec.analysis.queryError.then",
+    ),
+    InvalidCase(
+        "query-error-hold-for-not-a-duration",
+        _set("spec.analysis.queryError", {"holdFor": "soon"}),
+        "spec.analysis.queryError.holdFor",
+    ),
     InvalidCase(
         "weight-101",
         _set("spec.strategy.steps.0.setWeight", 101),

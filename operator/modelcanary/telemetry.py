@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from modelcanary.api.judging import Verdict
 from modelcanary.api.modeldeployment import (
     DrillSummary,
     ModelDeploymentStatus,
@@ -18,6 +19,9 @@ from modelcanary.api.modeldeployment import (
 )
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+OUTCOMES = tuple(verdict.value for verdict in Verdict)
+"""A metric's verdicts and an evaluation's outcomes share their names."""
 
 PHASE = Gauge(
     "modelcanary_phase",
@@ -39,8 +43,15 @@ ANALYSIS_VALUE = Gauge(
 )
 ANALYSIS_VERDICT = Gauge(
     "modelcanary_analysis_verdict",
-    "1 for each analysis metric's latest verdict (Pass, Fail, NoData, Error).",
+    "1 for each analysis metric's latest verdict (Pass, Fail, NoData, Error, Outage).",
     ["namespace", "name", "metric", "verdict"],
+    registry=REGISTRY,
+)
+ANALYSIS_OUTCOME = Gauge(
+    "modelcanary_analysis_outcome",
+    "1 for the latest evaluation's outcome (Pass, Fail, NoData, Error, Outage), 0 for the "
+    "others; all 0 while no canary is judged. Error is a query that waiting will not fix.",
+    ["namespace", "name", "outcome"],
     registry=REGISTRY,
 )
 CANARIES = Counter(
@@ -130,11 +141,14 @@ def record_status(namespace: str, name: str, status: ModelDeploymentStatus) -> N
         PHASE.labels(namespace, name, phase.value).set(1 if status.phase is phase else 0)
     CANARY_WEIGHT.labels(namespace, name).set(status.canary_weight)
     results = status.analysis.results if status.analysis else []
+    outcome = status.analysis.outcome if status.analysis else None
+    for known in OUTCOMES:
+        ANALYSIS_OUTCOME.labels(namespace, name, known).set(1 if outcome == known else 0)
     for result in results:
         for role, value in (("candidate", result.candidate), ("stable", result.stable)):
             if value is not None:
                 ANALYSIS_VALUE.labels(namespace, name, result.metric, role).set(value)
-        for verdict in ("Pass", "Fail", "NoData", "Error"):
+        for verdict in OUTCOMES:
             ANALYSIS_VERDICT.labels(namespace, name, result.metric, verdict).set(
                 1 if result.verdict == verdict else 0
             )
@@ -173,7 +187,15 @@ def record_drill(namespace: str, md_name: str, summary: DrillSummary) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted ModelDeployment's series, so 1,000 come and go without a leak."""
-    for gauge in (PHASE, CANARY_WEIGHT, ANALYSIS_VALUE, ANALYSIS_VERDICT, DRILL_LAST_SUCCESS):
+    gauges = (
+        PHASE,
+        CANARY_WEIGHT,
+        ANALYSIS_VALUE,
+        ANALYSIS_VERDICT,
+        ANALYSIS_OUTCOME,
+        DRILL_LAST_SUCCESS,
+    )
+    for gauge in gauges:
         for labels in list(gauge._metrics):  # prometheus-client has no public iterator
             if labels[:2] == (namespace, name):
                 gauge.remove(*labels)

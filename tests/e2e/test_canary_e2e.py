@@ -23,7 +23,7 @@ import kr8s
 import pytest
 
 from e2e.dataplane.revisions import FaultsFor
-from e2e.dataplane.scenario import CanaryScenario, count_metrics, healthy_on
+from e2e.dataplane.scenario import CanaryScenario, count_metrics, default_metrics, healthy_on
 from e2e.harness import ControlPlane, PrometheusServer
 from e2e.harness.kubernetes import wait_for
 
@@ -231,6 +231,49 @@ def test_too_little_traffic_holds_and_is_never_promoted(scenario: CanaryScenario
         time.sleep(1)
     scenario.load.set_rate(scenario.rps)
     scenario.wait_for_status(healthy_on(BETTER), timeout=150, what="promotion once traffic returns")
+
+
+def test_a_broken_query_pauses_quoting_prometheus_and_never_promotes(
+    scenario: CanaryScenario,
+) -> None:
+    """A query Prometheus rejects is an Error, not an outage: the rollout pauses at
+    once, AnalysisHealthy says what Prometheus said, and nothing moves until a
+    person fixes the query and resumes."""
+    stable = serve_first(scenario)
+    typo = {
+        "name": "typo",
+        "query": 'sum(rat(model_requests_total{revision="{{revision}}"}[10s]))',
+        "max": 1,
+    }
+    scenario.apply(scenario.manifest(BETTER, metrics=[*default_metrics(), typo]))
+    status = scenario.wait_for_status(
+        lambda s: s.get("phase") == "Paused", timeout=90, what="the pause for the query error"
+    )
+    analysis = status["analysis"]
+    assert analysis["outcome"] == "Error"
+    assert "outageSince" not in analysis
+    healthy = next(c for c in status["conditions"] if c["type"] == "AnalysisHealthy")
+    assert (healthy["status"], healthy["reason"]) == ("False", "Error")
+    assert healthy["message"].startswith("typo: candidate query failed: Prometheus rejected")
+    assert 'unknown function with name "rat"' in healthy["message"]
+    assert status["canaryWeight"] == 10
+    hold_until = time.monotonic() + 12  # several 2 s intervals, twice the 6 s pause step
+    while time.monotonic() < hold_until:
+        status = scenario.status()
+        assert status["phase"] == "Paused", status["message"]
+        assert status["canaryWeight"] == 10
+        assert status["stableRevision"] == stable
+        time.sleep(1)
+    assert [e["outcome"] for e in status["history"]] == ["Progressing", "Promoted"]
+    assert scenario.route_sync is not None
+    candidate = str(status["canaryRevision"])
+    scenario.route_sync.wait_until_applied(
+        {scenario.revision_service(stable): 90, scenario.revision_service(candidate): 10},
+        timeout=30,
+    )
+    scenario.apply(scenario.manifest(BETTER))  # the query fixed (dropped)
+    scenario.act("resume", "fixed-the-query")
+    scenario.wait_for_status(healthy_on(BETTER), timeout=150, what="promotion once fixed")
 
 
 def test_prometheus_outage_holds_the_rollout_then_it_continues(

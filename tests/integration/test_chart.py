@@ -220,6 +220,10 @@ def test_monitoring_renders_scrape_alerts_and_dashboard(helm: Path, tmp_path: Pa
     assert "time() - modelcanary_drill_last_success_timestamp > 691200" in exprs.values()
     stuck = next(r for r in rules if "NoData" in r["expr"])
     assert stuck["for"] == "15m"
+    # A broken query is its own alert, not a slow "stuck" one: waiting will not fix it.
+    assert exprs["ModelCanaryAnalysisQueryError"] == (
+        'modelcanary_analysis_outcome{outcome="Error"} == 1'
+    )
     dashboard = _one(objects, "ConfigMap")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     body = yaml.safe_load(dashboard["data"]["modelcanary.json"])
@@ -245,7 +249,7 @@ def test_alert_rules_are_valid_promql_for_prometheus(helm: Path, tmp_path: Path)
         [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True, check=False
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 5 rules found" in checked.stdout
+    assert "SUCCESS: 6 rules found" in checked.stdout
     broken = tmp_path / "broken.yaml"
     broken.write_text(rules_file.read_text().replace("increase(", "increase((", 1))
     refused = subprocess.run(

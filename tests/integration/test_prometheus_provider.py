@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from e2e.harness import ControlPlane, PrometheusServer, ScrapeTarget, free_port
 from e2e.harness.kubernetes import wait_for
 from e2e.harness.pki import generate
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.samples import Sample
 from modelcanary.api.analysis import (
     PrometheusConnection,
@@ -235,6 +236,50 @@ def test_queries_run_concurrently_and_keep_their_order(provider: PrometheusProvi
     assert samples[41].is_error
 
 
+# --------------------------------------------------------------------------- kinds of failure
+
+
+@pytest.mark.parametrize(
+    ("promql", "said"),
+    [
+        ("sum(rate(mc_requests_total[1m])", "Prometheus rejected the query (bad_data): "),
+        ("rat(mc_requests_total[1m])", 'unknown function with name "rat"'),
+        ("{selector}[1m]", "the query returned a range vector"),
+        ('"hello"', "the query returned the string 'hello', not a number"),
+        ("{selector}", "the query must return one series but returned 5"),
+        ("{selector} / on() {selector}", "found duplicate series for the match group"),
+    ],
+    ids=["syntax", "unknown-function", "range-vector", "string", "several-series", "execution"],
+)
+def test_what_waiting_will_not_fix_is_an_error_quoting_prometheus(
+    provider: PrometheusProvider, data: Data, promql: str, said: str
+) -> None:
+    selector = f'mc_requests_total{{namespace="{data.namespace}"}}'
+    sample = query(provider, promql.format(selector=selector))
+    assert sample.is_error
+    assert sample.kind is Failure.ERROR
+    assert said in (sample.error or "")
+
+
+def test_a_stopped_prometheus_is_an_outage_until_it_is_back(tmp_path: Path, data: Data) -> None:
+    """Prometheus of its own, stopped and started again on the same port and data."""
+    own = PrometheusServer(tmp_path).start()
+    try:
+        provider = PrometheusProvider(own.url, timeout=2)
+        assert query(provider, "vector(1)") == Sample.of(1.0)
+        own.stop()
+        down = query(provider, "vector(1)")
+        assert down == Sample.failed(f"cannot reach Prometheus at {own.url}: connection refused")
+        assert down.kind is Failure.OUTAGE
+        assert not online(provider)
+        own.start(port=own.port)
+        assert query(provider, "vector(1)") == Sample.of(1.0)
+        # The same bad query is an error whether Prometheus just restarted or not.
+        assert query(provider, "sum((").kind is Failure.ERROR
+    finally:
+        own.stop()
+
+
 # --------------------------------------------------------------------------- failures
 
 
@@ -257,6 +302,7 @@ def test_a_server_that_never_answers_times_out_with_an_error() -> None:
         sample = query(provider, "up")
         elapsed = time.monotonic() - started
         assert sample.is_error
+        assert sample.kind is Failure.OUTAGE
         assert sample.error == f"Prometheus at {url} did not answer within 0.5s"
         assert elapsed < 3
         assert not online(provider)
@@ -292,6 +338,7 @@ def test_an_unreachable_prometheus_is_an_error_and_offline() -> None:
     provider = PrometheusProvider(url, timeout=2)
     sample = query(provider, "up")
     assert sample == Sample.failed(f"cannot reach Prometheus at {url}: connection refused")
+    assert sample.kind is Failure.OUTAGE
     assert not online(provider)
 
 
@@ -387,6 +434,7 @@ def test_http_errors_are_errors_with_the_status_and_no_retries(
         provider = PrometheusProvider(stub.url, timeout=5)
         sample = query(provider, "up")
         assert sample.is_error
+        assert sample.kind is Failure.OUTAGE  # a proxy, a token, a restart: not the query
         assert reason in (sample.error or "")
         assert not series(provider, "up").rejected
         # One request per query: the client's default retries on 5xx are off.
@@ -397,6 +445,7 @@ def test_an_answer_that_is_not_json_is_an_error() -> None:
     with http_stub(canned=(200, b"<html>login</html>")) as stub:
         sample = query(PrometheusProvider(stub.url, timeout=5), "up")
     assert sample.is_error
+    assert sample.kind is Failure.OUTAGE  # a login page in front of it, not the query
     assert "not JSON" in (sample.error or "")
 
 

@@ -24,6 +24,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from modelcanary.analysis.failures import Failure
 from modelcanary.api.analysis import Metric
 from modelcanary.api.judging import MAX_DISTRIBUTION_BUCKETS as MAX_BUCKETS
 
@@ -46,10 +47,12 @@ class Answer:
 
     series: tuple[Series, ...] = ()
     error: str | None = None
+    kind: Failure = Failure.OUTAGE
+    """When ``error`` is set: whether waiting may end it (an outage) or not (an error)."""
 
     @classmethod
-    def failed(cls, reason: str) -> Answer:
-        return cls(error=reason)
+    def failed(cls, reason: str, kind: Failure = Failure.OUTAGE) -> Answer:
+        return cls(error=reason, kind=kind)
 
 
 class CountsError(ValueError):

@@ -44,6 +44,7 @@ from modelcanary.analysis.counts import (
     counters_of,
     with_all,
 )
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.formatting import number, odds, share
 from modelcanary.api.analysis import (
     Metric,
@@ -134,10 +135,16 @@ def judge(
         )
         return Judged(row.model_copy(update=fields), state)
 
-    for role, answers in (("candidate", arms.candidate), ("stable", arms.stable)):
-        failed = next((a for a in answers.values() if a.error is not None), None)
-        if failed is not None:
-            return result(Verdict.ERROR, f"{role} query failed: {failed.error}")
+    failed = [
+        (role, answer)
+        for role, answers in (("candidate", arms.candidate), ("stable", arms.stable))
+        for answer in answers.values()
+        if answer.error is not None
+    ]
+    if failed:
+        # An error outranks an outage: it is the one that will not go away by itself.
+        role, answer = min(failed, key=lambda pair: pair[1].kind is not Failure.ERROR)
+        return result(Verdict(answer.kind.value), f"{role} query failed: {answer.error}")
     try:
         candidate = counters_of(metric, arms.candidate)
         stable = counters_of(metric, arms.stable)

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from modelcanary.analysis.counts import Answer
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.samples import AnalysisObservation, CountArms, MetricObservation, Sample
 from modelcanary.api.analysis import (
     Analysis,
@@ -78,7 +79,7 @@ def sample_of(answer: Answer) -> Sample:
     """One series is a value; none is no data; several is an error, since a bound can
     only be held against one number."""
     if answer.error is not None:
-        return Sample.failed(answer.error)
+        return Sample.failed(answer.error, answer.kind)
     if not answer.series:
         return Sample.of(None)
     if len(answer.series) == 1:
@@ -89,7 +90,8 @@ def sample_of(answer: Answer) -> Sample:
         shown += f" and {more} more"
     return Sample.failed(
         f"the query must return one series but returned {len(answer.series)}: {shown}; "
-        "aggregate it, e.g. with sum(...)"
+        "aggregate it, e.g. with sum(...)",
+        Failure.ERROR,
     )
 
 
@@ -110,7 +112,7 @@ def observation(
     with_stable: bool,
 ) -> AnalysisObservation:
     """What the answers say, per metric; a key with no answer reads as "not run"."""
-    missing = Answer.failed("not run")
+    missing = Answer.failed("not run", Failure.ERROR)  # a planning bug: waiting won't fix it
 
     def answer(metric: str, role: Role, part: str) -> Answer:
         return answers.get(QueryKey(metric, role, part), missing)
@@ -148,7 +150,10 @@ def observation(
 
 
 def failed_observation(analysis: Analysis, at: datetime, reason: str) -> AnalysisObservation:
-    """Every query failed before it could run (e.g. a Secret for a header is missing)."""
+    """Every query failed before it could run (e.g. a Secret for a header is missing).
+
+    An outage, not an error: a Secret that is created late (by an external-secrets
+    controller, say) ends it without anyone touching the ModelDeployment."""
     failed = Answer.failed(reason)
     answers: dict[QueryKey, Answer] = {}
     for metric in analysis.metrics:

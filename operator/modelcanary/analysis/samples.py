@@ -1,11 +1,14 @@
 """What one PromQL query returned, reduced to what judging needs.
 
 A metric provider turns every outcome of a query into a :class:`Sample`: a
-finite number, *no data* (an empty result, NaN or +-Inf), or an *error* (the
-query failed, timed out, or Prometheus could not be reached). Keeping the three
-apart is the point: no data is a question of traffic and follows the noData
-policy, an error is a question of the monitoring system and only ever holds the
-rollout. Neither may ever be mistaken for a pass.
+finite number, *no data* (an empty result, NaN or +-Inf), or a *failure* of
+one of two kinds (:mod:`modelcanary.analysis.failures`): an outage (timed out,
+Prometheus unreachable or 5xx), which waiting may fix, or an error (a query
+Prometheus rejected, an answer that is not one number), which it will not.
+Keeping them apart is the point: no data is a question of traffic and follows
+the noData policy, an outage is a question of the monitoring system and holds
+under the outage policy, an error is a question of the query and follows the
+queryError policy. None may ever be mistaken for a pass.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from modelcanary.analysis.counts import Answer
+from modelcanary.analysis.failures import Failure
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class Sample:
     error: str | None = None
     """Why the query failed; None when it ran."""
 
+    kind: Failure = Failure.OUTAGE
+    """When ``error`` is set: an outage (waiting may fix it) or an error (it will not)."""
+
     @classmethod
     def of(cls, value: float | None) -> Sample:
         """A query result: NaN, +-Inf and missing values are all *no data*."""
@@ -34,8 +41,8 @@ class Sample:
         return cls(value=float(value))
 
     @classmethod
-    def failed(cls, reason: str) -> Sample:
-        return cls(value=None, error=reason)
+    def failed(cls, reason: str, kind: Failure = Failure.OUTAGE) -> Sample:
+        return cls(value=None, error=reason, kind=kind)
 
     @property
     def has_value(self) -> bool:
@@ -43,6 +50,7 @@ class Sample:
 
     @property
     def is_error(self) -> bool:
+        """The query failed, of either kind."""
         return self.error is not None
 
 

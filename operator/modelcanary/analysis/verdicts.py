@@ -5,7 +5,9 @@ A threshold metric's candidate value is held against the absolute bounds
 same query (``minRelativeToStable``/``maxRelativeToStable``). A count metric
 goes to the sequential judge (``analysis.judge``) with its share of ``alpha``
 and its running evidence. Each metric ends up ``Pass``, ``Fail``, ``NoData``
-(empty, NaN, +-Inf, too few samples) or ``Error`` (the query failed).
+(empty, NaN, +-Inf, too few samples), ``Error`` (Prometheus rejected the query,
+or its answer is not what the metric needs: waiting will not fix it) or
+``Outage`` (the query could not run: waiting may fix it).
 
 The evaluation's outcome then follows a fixed precedence, chosen so that the
 monitoring system's own trouble can never decide a model's fate:
@@ -15,11 +17,14 @@ monitoring system's own trouble can never decide a model's fate:
    level alpha from data that was read, so neither another metric's error nor
    too little traffic (the test is valid at any sample size) nor
    ``failureLimit`` holds it back;
-3. any ``Error`` -> ``Outage`` (hold; never a failure);
-4. any other ``Fail`` -> ``Fail``;
-5. any ``NoData`` -> the ``noData`` policy: ``hold`` -> ``NoData``,
+3. any ``Error`` -> ``Error`` (held under the ``queryError`` policy; never a
+   failure, never a pass). It outranks an outage because it is the one that
+   will not go away by itself, so it is the one a person must hear about;
+4. any ``Outage`` -> ``Outage`` (held under the ``outage`` policy);
+5. any other ``Fail`` -> ``Fail``;
+6. any ``NoData`` -> the ``noData`` policy: ``hold`` -> ``NoData``,
    ``fail`` -> ``Fail``, ``pass`` -> ``Pass`` (the NoData verdicts stay visible);
-6. otherwise ``Pass``.
+7. otherwise ``Pass``.
 
 No metric configured and no minSamples guard is a ``Pass`` with nothing to
 show; the rollout records that it had no evidence.
@@ -32,13 +37,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from modelcanary.analysis import judge
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.formatting import number
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
 from modelcanary.api.analysis import (
     Analysis,
     Metric,
-    NoDataPolicy,
 )
+from modelcanary.api.holds import NoDataPolicy
 from modelcanary.api.judging import (
     CountJudgement,
     MetricResult,
@@ -52,6 +58,7 @@ class Outcome(enum.StrEnum):
     PASS = "Pass"
     FAIL = "Fail"
     NO_DATA = "NoData"
+    ERROR = "Error"
     OUTAGE = "Outage"
 
 
@@ -60,7 +67,8 @@ class Evaluation:
     outcome: Outcome
     results: tuple[MetricResult, ...]
     reason: str
-    """For Fail, NoData and Outage: which metric, value and bound; empty for Pass."""
+    """For Fail, NoData, Error and Outage: which metric, value and bound, or what
+    Prometheus said; empty for Pass."""
     judgements: tuple[CountJudgement, ...] = field(default=())
     """The sequential judge's evidence after this look, per count metric."""
     definitive: bool = False
@@ -108,7 +116,7 @@ def judge_metric(metric: Metric, observed: MetricObservation) -> MetricResult:
         )
 
     if candidate.is_error:
-        return result(Verdict.ERROR, f"candidate query failed: {candidate.error}")
+        return result(_failed(candidate), f"candidate query failed: {candidate.error}")
     if candidate.value is None:
         return result(Verdict.NO_DATA, "no data for the candidate (empty, NaN or Inf)")
     broken = _absolute(metric, candidate.value)
@@ -116,9 +124,11 @@ def judge_metric(metric: Metric, observed: MetricObservation) -> MetricResult:
         return result(Verdict.FAIL, broken)
     if not _has_relative_bound(metric):
         return result(Verdict.PASS, "within bounds")
-    if stable is None or stable.is_error:
-        reason = stable.error if stable is not None else "not queried"
-        return result(Verdict.ERROR, f"stable query failed: {reason}")
+    if stable is None:
+        # The plan asks for stable wherever a relative bound needs it: a bug, not a wait.
+        return result(Verdict.ERROR, "stable query failed: not queried")
+    if stable.is_error:
+        return result(_failed(stable), f"stable query failed: {stable.error}")
     if stable.value is None:
         return result(Verdict.NO_DATA, "no data for the stable revision")
     if stable.value == 0:
@@ -132,6 +142,11 @@ def judge_metric(metric: Metric, observed: MetricObservation) -> MetricResult:
     return result(Verdict.PASS, "within bounds")
 
 
+def _failed(sample: Sample) -> Verdict:
+    """A failed query's verdict: Error if waiting will not fix it, else Outage."""
+    return Verdict.ERROR if sample.kind is Failure.ERROR else Verdict.OUTAGE
+
+
 def _too_few_samples(analysis: Analysis, samples: Sample | None) -> MetricResult | None:
     guard = analysis.min_samples
     if guard is None:
@@ -140,7 +155,7 @@ def _too_few_samples(analysis: Analysis, samples: Sample | None) -> MetricResult
         reason = samples.error if samples is not None else "not queried"
         return MetricResult(
             metric="minSamples",
-            verdict=Verdict.ERROR,
+            verdict=_failed(samples) if samples is not None else Verdict.ERROR,
             message=f"sample count query failed: {reason}",
         )
     if samples.value is None or samples.value < guard.value:
@@ -257,7 +272,10 @@ def _first(results: tuple[MetricResult, ...], verdict: Verdict) -> MetricResult 
 def _outcome(policy: NoDataPolicy, results: tuple[MetricResult, ...]) -> Evaluation:
     error = _first(results, Verdict.ERROR)
     if error is not None:
-        return Evaluation(Outcome.OUTAGE, results, f"{error.metric}: {error.message}")
+        return Evaluation(Outcome.ERROR, results, f"{error.metric}: {error.message}")
+    outage = _first(results, Verdict.OUTAGE)
+    if outage is not None:
+        return Evaluation(Outcome.OUTAGE, results, f"{outage.metric}: {outage.message}")
     failed = _first(results, Verdict.FAIL)
     if failed is not None:
         return Evaluation(Outcome.FAIL, results, f"{failed.metric}: {failed.message}")

@@ -19,12 +19,18 @@ Every query is a template. Its placeholders are checked here, at admission
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from modelcanary.api.base import ApiModel, Duration, cel, validations
+from modelcanary.api.holds import (
+    NO_DATA_LIMIT_WITHOUT_HOLD,
+    NoDataLimit,
+    NoDataPolicy,
+    Outage,
+    QueryError,
+)
 from modelcanary.promql.templates import PLACEHOLDERS, TemplateError
 from modelcanary.promql.templates import validate as validate_template
 
@@ -63,22 +69,6 @@ Query = Annotated[
 ]
 """A PromQL template: placeholders {{namespace}}, {{name}}, {{revision}}, {{model}} and
 {{version}}, each inside a quoted string, replaced with escaped values."""
-
-
-class NoDataPolicy(enum.StrEnum):
-    """What an evaluation without data counts as."""
-
-    HOLD = "hold"
-    FAIL = "fail"
-    PASS = "pass"
-
-
-class OutageAction(enum.StrEnum):
-    """What to do once Prometheus has been unreachable for outage.holdFor."""
-
-    HOLD = "hold"
-    PAUSE = "pause"
-    ROLLBACK = "rollback"
 
 
 class SecretKeySelector(ApiModel):
@@ -297,22 +287,22 @@ class Metric(ApiModel):
         return {"buckets": buckets.buckets}
 
 
-class Outage(ApiModel):
-    """Prometheus unreachable or erroring: hold, never count it as a failure."""
-
-    hold_for: Duration = "5m"
-    """How long to hold still before applying `then`."""
-
-    then: OutageAction = OutageAction.PAUSE
-    """After holdFor: keep holding, pause for a person, or roll back."""
-
-
 def _metric_list_schema() -> dict[str, Any]:
     return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
 
 
 class Analysis(ApiModel):
     """The Prometheus checks that gate every step and the bake."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.noDataLimit) || !has(self.noData) || self.noData == 'hold'",
+                NO_DATA_LIMIT_WITHOUT_HOLD,
+                ".noDataLimit",
+            )
+        )
+    )
 
     interval: Duration = "15s"
     """How often the checks run. Keep it at least twice the scrape interval: the count
@@ -333,8 +323,16 @@ class Analysis(ApiModel):
     no_data: NoDataPolicy = NoDataPolicy.HOLD
     """Empty results, NaN, +-Inf or too few samples: hold, fail or pass."""
 
+    no_data_limit: NoDataLimit | None = None
+    """With noData: hold, how long to hold before pausing or rolling back; without it,
+    no data holds for as long as it lasts."""
+
     outage: Outage = Field(default_factory=Outage)
-    """What to do while Prometheus is unreachable."""
+    """What to do while Prometheus is unreachable, timing out or answering 5xx."""
+
+    query_error: QueryError = Field(default_factory=QueryError)
+    """What to do when a query fails in a way waiting will not fix (the Error outcome):
+    by default, pause for a person at once. Never promotes."""
 
     min_samples: MinSamples | None = None
     """The traffic needed before an evaluation counts."""
@@ -351,6 +349,12 @@ class Analysis(ApiModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"metric names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @model_validator(mode="after")
+    def _no_data_limit_needs_hold(self) -> Analysis:
+        if self.no_data_limit is not None and self.no_data is not NoDataPolicy.HOLD:
+            raise ValueError(NO_DATA_LIMIT_WITHOUT_HOLD)
         return self
 
     @property

@@ -47,6 +47,9 @@ class Verdict(enum.StrEnum):
     FAIL = "Fail"
     NO_DATA = "NoData"
     ERROR = "Error"
+    """The query or its answer is wrong: waiting will not fix it."""
+    OUTAGE = "Outage"
+    """The query could not run (unreachable, timeout, 5xx): waiting may fix it."""
 
 
 class MetricResult(ApiModel):
@@ -63,7 +66,8 @@ class MetricResult(ApiModel):
     """The stable revision's value (for relative bounds), or its share of the same event."""
 
     verdict: Verdict
-    """Pass, Fail, NoData or Error."""
+    """Pass, Fail, NoData, Error (the query or its answer is wrong) or Outage (the query
+    could not run)."""
 
     message: Annotated[str, shown(ROW_MESSAGE_BYTES)] = ""
     """Which bound was checked, or why there was no verdict."""
@@ -191,8 +195,12 @@ class AnalysisStatus(ApiModel):
     outage_since: datetime | None = None
     """Since when Prometheus has been unreachable, while it still is."""
 
-    outcome: Literal["Pass", "Fail", "NoData", "Outage"] | None = None
-    """The latest evaluation as a whole: Pass, Fail, NoData (held) or Outage (held)."""
+    error_since: datetime | None = None
+    """Since when a query has been failing in a way waiting will not fix, while it still is."""
+
+    outcome: Literal["Pass", "Fail", "NoData", "Error", "Outage"] | None = None
+    """The latest evaluation as a whole: Pass, Fail, NoData (held), Error (held under
+    queryError) or Outage (held under outage)."""
 
     reason: ShownText = ""
     """Which metric, value and bound decided the outcome."""

@@ -36,7 +36,13 @@ _PHASE_STYLES = {
     "Failed": "bold red",
     "Invalid": "bold red",
 }
-_VERDICT_STYLES = {"Pass": "green", "Fail": "bold red", "NoData": "yellow", "Error": "red"}
+_VERDICT_STYLES = {
+    "Pass": "green",
+    "Fail": "bold red",
+    "NoData": "yellow",
+    "Error": "red",
+    "Outage": "yellow",
+}
 
 
 @dataclass

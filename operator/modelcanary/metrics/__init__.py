@@ -3,9 +3,13 @@
 The interface is Flagger's, and deliberately tiny: run one query and get one
 :class:`~modelcanary.analysis.samples.Sample`, or ask whether the backend is
 online. A provider never raises for a query problem. A bad query, a timeout and
-an unreachable server all come back as error Samples, because the analysis
-policy decides what an error means (hold, never a failure). An exception here
-would skip that policy.
+an unreachable server all come back as failed Samples, because the analysis
+policies decide what a failure means (never a failure of the candidate). An
+exception here would skip them. The provider is also where the two kinds of
+failure are told apart (:class:`~modelcanary.analysis.failures.Failure`): only
+it sees the HTTP status and the shape of the answer, so only it can say whether
+Prometheus rejected the query (an error, which waiting will not fix) or could
+not answer (an outage, which it may).
 
 Batching needs one thing more than a number, the label set of each series, so
 that one grouped query can be split back per revision. That is the
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from modelcanary.analysis.counts import Answer, Series
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.queries import format_labels, sample_of
 from modelcanary.analysis.samples import Sample
 
@@ -45,14 +50,19 @@ class QueryResult:
     rejected: bool = False
     """Prometheus refused this query itself (bad PromQL, an execution limit), as opposed to
     being unreachable or slow. Only then can a differently shaped query do better."""
+    kind: Failure = Failure.OUTAGE
+    """When ``error`` is set: an outage (waiting may fix it) or an error (it will not).
+    A rejected query is always an error."""
 
     @classmethod
-    def failed(cls, reason: str, *, rejected: bool = False) -> QueryResult:
-        return cls(error=reason, rejected=rejected)
+    def failed(
+        cls, reason: str, *, rejected: bool = False, kind: Failure = Failure.OUTAGE
+    ) -> QueryResult:
+        return cls(error=reason, rejected=rejected, kind=Failure.ERROR if rejected else kind)
 
     def answer(self) -> Answer:
         """The result as the analysis core reads it."""
-        return Answer(series=self.series, error=self.error)
+        return Answer(series=self.series, error=self.error, kind=self.kind)
 
     def sample(self) -> Sample:
         """One series is a value; none is no data; several is an error, since a
@@ -72,6 +82,7 @@ async def run_queries(provider: MetricProvider, queries: Sequence[str]) -> list[
 
 
 __all__ = [
+    "Failure",
     "MetricProvider",
     "QueryResult",
     "Series",

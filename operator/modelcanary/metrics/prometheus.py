@@ -14,11 +14,19 @@ retries with backoff on 5xx) would turn one slow answer into many seconds past
 the timeout. The analysis loop asks again on the next interval, and the outage
 policy is what decides how long to put up with failures.
 
-Every failure becomes an error Sample with a short reason that names what to
+Every failure becomes a failed Sample with a short reason that names what to
 fix: the PromQL error for a rejected query, "connection refused", a TLS
 verification message, or the timeout that passed. The client's own exception
 text (a repr of the raw HTTP body) is not fit to show a user, so it is parsed
 down to Prometheus's ``errorType`` and ``error``.
+
+Each failure is also named for what will end it. Prometheus's own verdict on
+the query (HTTP 400 ``bad_data``, 422 ``execution``) and an answer that cannot
+be a number (a string, a range vector, a native histogram, JSON of the wrong
+shape) are *errors*: asking again gets the same answer. Everything on the way
+there (connection refused, a name that does not resolve, TLS, timeouts, 5xx,
+a proxy's 401/403/404 or HTML page) is an *outage*: a restarted Prometheus, a
+rotated token or a fixed ingress ends it without anyone touching the query.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.samples import Sample
 from modelcanary.metrics import QueryResult, Series
 
@@ -154,7 +163,8 @@ class PrometheusProvider:
             return QueryResult.failed(_request_failure(error, self.address, self.timeout))
         except (KeyError, TypeError) as error:
             return QueryResult.failed(
-                f"{self.address} answered with JSON that is not a query result ({error!r})"
+                f"{self.address} answered with JSON that is not a query result ({error!r})",
+                kind=Failure.ERROR,
             )
         except Exception as error:  # the contract: query problems never raise
             return QueryResult.failed(f"query failed: {type(error).__name__}: {_short(error)}")
@@ -168,35 +178,38 @@ def parse_result(data: Any) -> QueryResult:
     scalar (or string) is a bare ``[time, "value"]`` pair.
     """
     if not isinstance(data, list):
-        return QueryResult.failed(f"Prometheus sent a result that is not a list: {data!r:.80}")
+        return _unusable(f"Prometheus sent a result that is not a list: {data!r:.80}")
     if len(data) == 2 and not isinstance(data[0], dict):
         try:
             return QueryResult(series=(Series({}, float(data[1])),))
         except (TypeError, ValueError):
-            return QueryResult.failed(
-                f"the query returned the string {data[1]!r:.80}, not a number"
-            )
+            return _unusable(f"the query returned the string {data[1]!r:.80}, not a number")
     series: list[Series] = []
     for item in data:
         if not isinstance(item, dict):
-            return QueryResult.failed(f"Prometheus sent an unexpected result: {item!r:.80}")
+            return _unusable(f"Prometheus sent an unexpected result: {item!r:.80}")
         if "values" in item:
-            return QueryResult.failed(
+            return _unusable(
                 "the query returned a range vector such as x[5m]; it must return an instant "
                 "value, e.g. rate(x[5m])"
             )
         if "histogram" in item:
-            return QueryResult.failed(
+            return _unusable(
                 "the query returned a native histogram; reduce it to a number, "
                 "e.g. with histogram_quantile(0.99, ...)"
             )
         try:
             value = float(item["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
-            return QueryResult.failed(f"Prometheus sent an unexpected series: {item!r:.80}")
+            return _unusable(f"Prometheus sent an unexpected series: {item!r:.80}")
         labels = item.get("metric") or {}
         series.append(Series({str(k): str(v) for k, v in labels.items()}, value))
     return QueryResult(series=tuple(series))
+
+
+def _unusable(reason: str) -> QueryResult:
+    """An answer that arrived but cannot be judged: the same query will get it again."""
+    return QueryResult.failed(reason, kind=Failure.ERROR)
 
 
 def _http_failure(message: str, address: str) -> QueryResult:

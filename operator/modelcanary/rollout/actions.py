@@ -16,6 +16,7 @@ from modelcanary.api.modeldeployment import (
     RevisionOutcome,
 )
 from modelcanary.rollout import canary
+from modelcanary.rollout.analysis import restart_hold_clocks
 from modelcanary.rollout.observations import ManualAction
 from modelcanary.rollout.state import POLL_SECONDS, Pass
 
@@ -129,6 +130,7 @@ def _resume(work: Pass, _: ManualAction) -> tuple[bool, str]:
     if not status.paused and not indefinite:
         return False, "the rollout is not paused"
     status.paused = False
+    restart_hold_clocks(status)
     if indefinite:
         status.current_step = index + 1
         status.step_started_at = work.now

@@ -2,24 +2,29 @@
 
 The handler runs the queries when :func:`analysis_due` says so and passes the
 samples in; here the evaluation is judged (``modelcanary.analysis.verdicts``)
-and folded into the status: failures counted against ``failureLimit``, no data
-and outages turned into a *hold* that stops every step from advancing, and an
-outage that outlasts ``outage.holdFor`` handed to ``outage.then``.
+and folded into the status: failures counted against ``failureLimit``; no data,
+query errors and outages turned into a *hold* that stops every step from
+advancing. Each hold has its own clock in the status (``noDataSince``,
+``errorSince``, ``outageSince``) and its own policy for when it lasts: an
+outage that outlasts ``outage.holdFor`` is handed to ``outage.then``, a query
+error to ``queryError.then`` (by default at once: pause), no data to
+``noDataLimit.then`` if one is set. The clocks are separate because what ends
+each is different: traffic, a person fixing the query, Prometheus coming back.
+A person who resumes restarts them (:func:`restart_hold_clocks`): resuming says
+"I have seen it, give it another holdFor", not "ignore it".
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from modelcanary.analysis.samples import AnalysisObservation, Sample
 from modelcanary.analysis.verdicts import Evaluation, Outcome, evaluate
-from modelcanary.api.analysis import (
-    Analysis,
-    OutageAction,
-)
+from modelcanary.api.analysis import Analysis
 from modelcanary.api.base import parse_duration
+from modelcanary.api.holds import HoldAction, NoDataLimit, Outage, QueryError
 from modelcanary.api.judging import (
     AnalysisStatus,
 )
@@ -81,11 +86,10 @@ def apply_evaluation(work: Pass) -> tuple[Gate, str]:
     failed = _look(work, analysis, state)
     if failed is not None:
         return Gate.FAIL, failed
-    if state.outcome == Outcome.OUTAGE.value and state.outage_since is not None:
-        return _outage(work, analysis, state)
-    if state.outcome == Outcome.NO_DATA.value:
-        return Gate.HOLD, f"analysis on hold, no data: {state.reason}"
-    return Gate.GO, ""
+    hold = _hold_of(analysis, state, work.now)
+    if hold is None:
+        return Gate.GO, ""
+    return _hold(work, hold)
 
 
 def _look(work: Pass, analysis: Analysis, state: AnalysisStatus) -> str | None:
@@ -102,6 +106,9 @@ def _look(work: Pass, analysis: Analysis, state: AnalysisStatus) -> str | None:
             return evaluation.reason
         return None
     evaluation = _fold(analysis, state, observation, work.status.canary_weight)
+    if evaluation.outcome is Outcome.ERROR and state.error_since == observation.at:
+        # Once, when it starts: the condition carries it for as long as it lasts.
+        work.event("AnalysisError", evaluation.reason, warning=True)
     if evaluation.definitive:
         return evaluation.reason
     if evaluation.outcome is Outcome.FAIL and state.failures > analysis.failure_limit:
@@ -112,24 +119,67 @@ def _look(work: Pass, analysis: Analysis, state: AnalysisStatus) -> str | None:
     return None
 
 
-def _outage(work: Pass, analysis: Analysis, state: AnalysisStatus) -> tuple[Gate, str]:
-    """Hold through an outage; after outage.holdFor, do what outage.then says."""
-    assert state.outage_since is not None
-    held = work.now - state.outage_since
-    limit = parse_duration(analysis.outage.hold_for)
-    reason = f"analysis on hold for {int(held.total_seconds())}s: {state.reason}"
-    if held >= limit:
-        if analysis.outage.then is OutageAction.ROLLBACK:
-            return (
-                Gate.FAIL,
-                f"Prometheus unavailable for {analysis.outage.hold_for}: {state.reason}",
-            )
-        if analysis.outage.then is OutageAction.PAUSE and not work.status.paused:
-            work.status.paused = True
-            work.event("Paused", f"{reason}; paused until resumed", warning=True)
-    else:
+@dataclass(frozen=True)
+class _Hold:
+    """The hold the latest evaluation put the steps in, as its policy sees it."""
+
+    what: str
+    """Names the hold in a rollback's reason: "no data", "query error"."""
+    message: str
+    """What the status says while it holds."""
+    since: datetime | None
+    """When the hold began; None when its clock was restarted by a resume."""
+    policy: Outage | QueryError | NoDataLimit | None
+    """holdFor and then; None for no data without a noDataLimit: it only holds."""
+    detail: str
+    """What the latest evaluation said, for the rollback's reason."""
+
+
+def _hold_of(analysis: Analysis, state: AnalysisStatus, now: datetime) -> _Hold | None:
+    """The hold the latest outcome calls for; None when the steps may go on."""
+    reason = state.reason
+    if state.outcome == Outcome.ERROR.value:
+        message = f"analysis on hold, query error: {reason}"
+        return _Hold("query error", message, state.error_since, analysis.query_error, reason)
+    if state.outcome == Outcome.OUTAGE.value:
+        since = state.outage_since
+        held = int((now - since).total_seconds()) if since is not None else 0
+        message = f"analysis on hold for {held}s: {reason}"
+        return _Hold("Prometheus unavailable", message, since, analysis.outage, reason)
+    if state.outcome == Outcome.NO_DATA.value:
+        message = f"analysis on hold, no data: {reason}"
+        return _Hold("no data", message, state.no_data_since, analysis.no_data_limit, reason)
+    return None
+
+
+def _hold(work: Pass, hold: _Hold) -> tuple[Gate, str]:
+    """Hold the steps; once the hold has lasted its holdFor, do what its ``then`` says.
+
+    A hold with no policy (no data without a noDataLimit) or no clock (restarted by
+    a resume and not yet seen again by an evaluation) only holds.
+    """
+    if hold.policy is None or hold.since is None:
+        return Gate.HOLD, hold.message
+    held = work.now - hold.since
+    limit = parse_duration(hold.policy.hold_for)
+    if held < limit:
         work.requeue((limit - held).total_seconds())
-    return Gate.HOLD, reason
+        return Gate.HOLD, hold.message
+    if hold.policy.then is HoldAction.ROLLBACK:
+        lasted = f" for {hold.policy.hold_for}" if limit.total_seconds() > 0 else ""
+        return Gate.FAIL, f"{hold.what}{lasted}: {hold.detail}"
+    if hold.policy.then is HoldAction.PAUSE and not work.status.paused:
+        work.status.paused = True
+        work.event("Paused", f"{hold.message}; paused until resumed", warning=True)
+    return Gate.HOLD, hold.message
+
+
+def restart_hold_clocks(status: ModelDeploymentStatus) -> None:
+    """A person resumed: every hold starts counting again from the next evaluation
+    that still sees it, so the pause it caused is not re-applied in the same pass."""
+    state = status.analysis
+    if state is not None:
+        state.no_data_since = state.error_since = state.outage_since = None
 
 
 def _fold(
@@ -148,10 +198,16 @@ def _fold(
     state.reason = evaluation.reason
     if evaluation.outcome is Outcome.FAIL:
         state.failures += 1
-    outage, no_data = evaluation.outcome is Outcome.OUTAGE, evaluation.outcome is Outcome.NO_DATA
-    state.outage_since = (state.outage_since or observation.at) if outage else None
-    state.no_data_since = (state.no_data_since or observation.at) if no_data else None
+    outcome = evaluation.outcome
+    state.outage_since = _clock(state.outage_since, outcome is Outcome.OUTAGE, observation.at)
+    state.error_since = _clock(state.error_since, outcome is Outcome.ERROR, observation.at)
+    state.no_data_since = _clock(state.no_data_since, outcome is Outcome.NO_DATA, observation.at)
     return evaluation
+
+
+def _clock(since: datetime | None, running: bool, at: datetime) -> datetime | None:
+    """A hold's start: kept while the hold lasts, set when it begins, cleared when it ends."""
+    return (since or at) if running else None
 
 
 def _move_baseline(

@@ -85,7 +85,9 @@ def derive(
     if analysis is None or analysis.outcome is None:
         put("AnalysisHealthy", True, "NoEvaluation", "no evaluation yet")
     else:
-        healthy = {"Pass": True, "Fail": False}.get(analysis.outcome)
+        # An Error is unhealthy like a Fail: the query is wrong and will stay wrong until
+        # someone fixes it. NoData and Outage are Unknown: nothing was learned either way.
+        healthy = {"Pass": True, "Fail": False, "Error": False}.get(analysis.outcome)
         put("AnalysisHealthy", healthy, analysis.outcome, analysis.reason or "all metrics pass")
     put("InvalidSpec", False, "Valid", "")
     drill = status.last_drill

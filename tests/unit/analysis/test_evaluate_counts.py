@@ -9,6 +9,7 @@ import pytest
 
 from modelcanary.analysis import queries
 from modelcanary.analysis.counts import Answer, Series
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.queries import QueryKey
 from modelcanary.analysis.samples import AnalysisObservation, CountArms, MetricObservation, Sample
 from modelcanary.analysis.verdicts import Outcome, evaluate
@@ -66,6 +67,20 @@ def test_a_count_failure_is_definitive_even_beside_another_metrics_query_error()
     assert evaluation.outcome is Outcome.FAIL
     assert evaluation.definitive
     assert evaluation.reason.startswith("errors: candidate 80.0% failed")
+
+
+def test_counts_that_are_not_counters_are_the_error_outcome_not_an_outage() -> None:
+    """The count judge's Error (an answer that cannot be read as counters) and a query
+    Prometheus rejected are one notion: an Error outcome, which waiting will not fix."""
+    spec = analysis(ERRORS)
+    rates = CountArms(errors({"": 0.5}, {"": 12.25}), errors({"": 0}, {"": 10}))
+    evaluation = evaluate(spec, AnalysisObservation(NOW, True, counts={"errors": rates}))
+    assert evaluation.outcome is Outcome.ERROR
+    assert "raw counters" in evaluation.reason
+    timed_out = {"failed": Answer.failed("timed out"), "total": Answer.failed("timed out")}
+    slow = CountArms(timed_out, errors({"": 0}, {"": 10}))
+    outage = evaluate(spec, AnalysisObservation(NOW, True, counts={"errors": slow}))
+    assert outage.outcome is Outcome.OUTAGE
 
 
 def test_too_few_samples_hold_a_pass_but_not_a_failure() -> None:
@@ -160,12 +175,14 @@ def test_a_threshold_query_with_several_series_is_an_error_that_says_how_to_fix_
     sample = queries.sample_of(answer)
     assert sample.error is not None
     assert 'returned 2: {code="500"}, {code="503"}; aggregate it' in sample.error
+    assert sample.kind is Failure.ERROR  # the same query returns the same series again
 
 
 def test_a_connection_problem_fails_every_query_with_its_reason() -> None:
     spec = analysis(ERRORS, P99)
     observation = queries.failed_observation(spec, NOW, "secret prom-token not found")
     evaluation = evaluate(spec, observation)
+    # An outage, not an error: a Secret created late ends it without a spec change.
     assert evaluation.outcome is Outcome.OUTAGE
     assert all("secret prom-token not found" in r.message for r in evaluation.results)
 

@@ -10,6 +10,7 @@ import pytest
 
 from modelcanary.analysis import judge
 from modelcanary.analysis.counts import Answer
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.judge import Arms
 from modelcanary.api.analysis import Metric
 from modelcanary.api.judging import CountJudgement, Verdict
@@ -134,16 +135,35 @@ def test_a_counter_that_goes_down_skips_the_interval_and_never_fails_on_it() -> 
     assert judged.state.slices[0].candidate_total == 20  # the new base
 
 
-def test_a_query_error_is_an_error_and_keeps_the_evidence() -> None:
+@pytest.mark.parametrize(
+    ("failed", "verdict"),
+    [
+        (Answer.failed("connection refused"), Verdict.OUTAGE),
+        (Answer.failed("rejected (bad_data): x", Failure.ERROR), Verdict.ERROR),
+    ],
+)
+def test_a_failed_query_is_named_by_its_kind_and_keeps_the_evidence(
+    failed: Answer, verdict: Verdict
+) -> None:
+    world = ErrorWorld()
+    state = judge.judge(ERRORS, ALPHA, None, world.arms()).state
+    broken = Arms({"failed": failed, "total": Answer()}, world.arms().stable)
+    judged = judge.judge(ERRORS, ALPHA, state, broken)
+    assert judged.result.verdict is verdict
+    assert judged.result.message == f"candidate query failed: {failed.error}"
+    assert judged.state == state
+
+
+def test_an_error_on_either_side_outranks_an_outage_on_the_other() -> None:
     world = ErrorWorld()
     state = judge.judge(ERRORS, ALPHA, None, world.arms()).state
     broken = Arms(
-        {"failed": Answer.failed("connection refused"), "total": Answer()}, world.arms().stable
+        {"failed": Answer.failed("timed out"), "total": Answer()},
+        {"failed": Answer.failed("parse error", Failure.ERROR), "total": Answer()},
     )
     judged = judge.judge(ERRORS, ALPHA, state, broken)
     assert judged.result.verdict is Verdict.ERROR
-    assert judged.result.message == "candidate query failed: connection refused"
-    assert judged.state == state
+    assert judged.result.message == "stable query failed: parse error"
 
 
 def test_counts_that_are_not_counters_are_an_error_that_says_so() -> None:

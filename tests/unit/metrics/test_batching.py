@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.samples import Sample
 from modelcanary.metrics import QueryResult, Series
 from modelcanary.metrics.batching import QueryBatcher
@@ -37,6 +38,7 @@ class FakePrometheus:
         self.values = values
         self.queries: list[str] = []
         self.batch_answer: QueryResult | None = None
+        self.single_answer: QueryResult | None = None
 
     async def query_series(self, query: str) -> QueryResult:
         self.queries.append(query)
@@ -54,6 +56,8 @@ class FakePrometheus:
                     for labels, value in self.series_of(r)
                 )
             )
+        if self.single_answer is not None:
+            return self.single_answer
         single = re.search(r'revision="([^"]*)"', query)
         assert single is not None
         return QueryResult(
@@ -243,7 +247,18 @@ def test_an_outage_is_every_revisions_error_without_retrying_singly() -> None:
     results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
     assert results == [QueryResult.failed("connection refused")] * 2
     assert numbers(results) == [Sample.failed("connection refused")] * 2
+    assert all(sample.kind is Failure.OUTAGE for sample in numbers(results))
     assert prometheus.singles == []
+
+
+def test_a_rejected_query_is_an_error_through_answer_and_sample() -> None:
+    prometheus = FakePrometheus({})
+    prometheus.batch_answer = QueryResult.failed("too many samples", rejected=True)
+    prometheus.single_answer = QueryResult.failed("parse error", rejected=True)
+    results = run(QueryBatcher(prometheus), [(SUM, values("aaa")), (SUM, values("bbb"))])
+    assert [r.kind for r in results] == [Failure.ERROR] * 2
+    assert [r.answer().kind for r in results] == [Failure.ERROR] * 2
+    assert numbers(results) == [Sample.failed("parse error", Failure.ERROR)] * 2
 
 
 @pytest.mark.parametrize(
@@ -279,6 +294,7 @@ def test_several_series_for_one_revision_are_that_revisions_error() -> None:
     assert [s.labels["code"] for s in results[0].series] == ["200", "500"]
     samples = numbers(results)
     assert samples[0].is_error
+    assert samples[0].kind is Failure.ERROR  # waiting will not make it one series
     assert "returned 2" in (samples[0].error or "")
     assert 'code="500"' in (samples[0].error or "")
     assert samples[1] == Sample.of(3.0)
@@ -293,6 +309,7 @@ def test_a_broken_template_is_a_rejected_result_and_does_not_stop_the_others() -
     assert (results[0].error or "").startswith("invalid query template: unknown placeholder")
     assert "{{pod}}" in (results[0].error or "")
     assert results[0].sample().is_error
+    assert results[0].sample().kind is Failure.ERROR
     assert results[1].sample() == Sample.of(1.0)
     assert prometheus.queries == [render(SUM, values("aaa"))]
 

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.samples import Sample
 from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
@@ -24,7 +25,7 @@ from tests.unit.rollout.world import World, make_spec, spec_dict
 
 pytestmark = pytest.mark.unit
 
-REGIMES = ("healthy", "failing", "no-data", "error", "offline")
+REGIMES = ("healthy", "failing", "no-data", "error", "timeout", "offline")
 
 
 def regime_metrics(regime: str, world: World) -> None:
@@ -35,7 +36,9 @@ def regime_metrics(regime: str, world: World) -> None:
         if regime == "no-data":
             return Sample.of(None)
         if regime == "error":
-            return Sample.failed("query failed")
+            return Sample.failed("Prometheus rejected the query (bad_data)", Failure.ERROR)
+        if regime == "timeout":
+            return Sample.failed("Prometheus did not answer within 5s")
         if regime == "failing" and revision == canary:
             return Sample.of(1.0)
         return Sample.of(0.001)
@@ -65,6 +68,15 @@ def specs(draw: st.DrawFn, version: str) -> ModelDeploymentSpec:
             "holdFor": "1m",
             "then": draw(st.sampled_from(["hold", "pause", "rollback"])),
         }
+        raw["analysis"]["queryError"] = {
+            "holdFor": draw(st.sampled_from(["0s", "30s"])),
+            "then": draw(st.sampled_from(["hold", "pause", "rollback"])),
+        }
+        if raw["analysis"]["noData"] == "hold" and draw(st.booleans()):
+            raw["analysis"]["noDataLimit"] = {
+                "holdFor": "2m",
+                "then": draw(st.sampled_from(["pause", "rollback"])),
+            }
     if draw(st.booleans()):
         raw["traffic"] = {"replicas": {}}
         raw["predictor"]["replicas"] = draw(st.integers(1, 5))
@@ -140,6 +152,7 @@ def _assert_promotion_had_evidence(spec: ModelDeploymentSpec, status: Any) -> No
     assert verdicts, "promoted without any evaluation"
     assert "Fail" not in verdicts
     assert "Error" not in verdicts
+    assert "Outage" not in verdicts
     if spec.analysis.no_data != "pass":
         assert verdicts == {"Pass"}
 

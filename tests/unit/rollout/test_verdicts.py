@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from modelcanary.analysis.failures import Failure
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
 from modelcanary.analysis.verdicts import Outcome, evaluate, judge_metric
 from modelcanary.api.analysis import (
@@ -29,7 +30,14 @@ def metric(**bounds: float) -> Metric:
         ({"min": 1}, Sample.of(0.5), None, "Fail", "0.5 < min 1"),
         ({"max": 1}, Sample.of(None), None, "NoData", "no data for the candidate"),
         ({"max": 1}, Sample.of(float("nan")), None, "NoData", "no data"),
-        ({"max": 1}, Sample.failed("timeout"), None, "Error", "candidate query failed: timeout"),
+        ({"max": 1}, Sample.failed("timeout"), None, "Outage", "candidate query failed: timeout"),
+        (
+            {"max": 1},
+            Sample.failed("Prometheus rejected the query (bad_data): parse error", Failure.ERROR),
+            None,
+            "Error",
+            "candidate query failed: Prometheus rejected the query (bad_data): parse error",
+        ),
         ({"maxRelativeToStable": 2}, Sample.of(3), Sample.of(1), "Fail", "3 > 2 x stable 1"),
         (
             {"minRelativeToStable": 0.5},
@@ -44,8 +52,15 @@ def metric(**bounds: float) -> Metric:
             {"maxRelativeToStable": 2},
             Sample.of(1.5),
             Sample.failed("down"),
+            "Outage",
+            "stable query failed: down",
+        ),
+        (
+            {"maxRelativeToStable": 2},
+            Sample.of(1.5),
+            Sample.failed("several series", Failure.ERROR),
             "Error",
-            "stable query failed",
+            "stable query failed: several series",
         ),
         (
             {"maxRelativeToStable": 2},
@@ -96,8 +111,12 @@ def observe(a: Sample, b: Sample, samples: Sample | None = None) -> AnalysisObse
     )
 
 
-def test_error_outranks_failure_outranks_no_data() -> None:
+def test_error_outranks_outage_outranks_failure_outranks_no_data() -> None:
     spec = analysis()
+    broken = Sample.failed("parse error", Failure.ERROR)
+    assert evaluate(spec, observe(broken, Sample.failed("x"))).outcome is Outcome.ERROR
+    assert evaluate(spec, observe(Sample.failed("x"), broken)).outcome is Outcome.ERROR
+    assert evaluate(spec, observe(broken, Sample.of(5))).outcome is Outcome.ERROR
     assert evaluate(spec, observe(Sample.failed("x"), Sample.of(5))).outcome is Outcome.OUTAGE
     assert evaluate(spec, observe(Sample.of(None), Sample.of(5))).outcome is Outcome.FAIL
     assert evaluate(spec, observe(Sample.of(None), Sample.of(0.5))).outcome is Outcome.NO_DATA
@@ -129,9 +148,23 @@ def test_min_samples_turns_values_into_no_data() -> None:
     assert enough.outcome is Outcome.PASS
     failed = evaluate(spec, observe(Sample.of(0.1), Sample.of(0.1), samples=Sample.failed("down")))
     assert failed.outcome is Outcome.OUTAGE
+    broken = Sample.failed("several series", Failure.ERROR)
+    errored = evaluate(spec, observe(Sample.of(0.1), Sample.of(0.1), samples=broken))
+    assert errored.outcome is Outcome.ERROR
+    assert errored.reason == "minSamples: sample count query failed: several series"
+
+
+def test_an_error_outcome_names_the_metric_and_quotes_prometheus() -> None:
+    said = 'Prometheus rejected the query (bad_data): unknown function with name "rat"'
+    result = evaluate(analysis(), observe(Sample.of(0.1), Sample.failed(said, Failure.ERROR)))
+    assert result.outcome is Outcome.ERROR
+    assert result.reason == f"b: candidate query failed: {said}"
+    assert [r.verdict for r in result.results] == ["Pass", "Error"]
+    assert not result.definitive
 
 
 def test_a_metric_that_was_not_queried_is_an_error_never_a_pass() -> None:
     result = evaluate(analysis(), AnalysisObservation(at=NOW, prometheus_online=True, metrics=()))
-    assert result.outcome is Outcome.OUTAGE
+    # A bug in the plan, not something waiting fixes: named an Error.
+    assert result.outcome is Outcome.ERROR
     assert all(r.verdict == "Error" for r in result.results)
