@@ -23,7 +23,7 @@ A revision with ``predictor.autoscaling`` also has a HorizontalPodAutoscaler.
 Its Deployment's ``spec.replicas`` then belongs to the HPA: the applier is
 told not to manage it (it is written only when the Deployment is created or
 woken from zero), and compares the HPA through ``modelcanary.io/autoscaler-hash``
-(the API server defaults its metrics and behavior) plus ``minReplicas``.
+(the API server defaults metrics left out to 80% CPU) plus ``minReplicas``.
 
 Nothing here deletes anything except :func:`delete_revision` and
 :func:`delete_autoscaler`.

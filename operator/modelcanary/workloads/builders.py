@@ -56,9 +56,9 @@ field would always see a difference; comparing this hash does not."""
 
 ANNOTATION_AUTOSCALER_HASH: Final = "modelcanary.io/autoscaler-hash"
 """A hash of an HPA's target, maximum and metrics as built here: the API server
-defaults the metrics (80% CPU) and the behavior, so, as for a pod template, the
-applier compares this hash rather than the fields. minReplicas moves during a
-canary and is compared by value."""
+fills in metrics left out (80% CPU) and the defaults inside each metric, so, as
+for a pod template, the applier compares this hash rather than the fields.
+minReplicas moves during a canary and is compared by value."""
 
 PORT_NAME: Final = "http"
 REVISION_HISTORY_LIMIT: Final = 2
