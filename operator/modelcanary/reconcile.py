@@ -270,11 +270,11 @@ class Reconciler:
                 "revision": action.revision,
                 "predictor": action.predictor,
                 "role": action.role,
-                "port": spec.traffic.port,
                 "owner": owner_of(obj),
             }
-            deployment = build_deployment_spec(replicas=replicas, **common)
-            service = build_service_spec(**common)
+            port = spec.traffic.port
+            deployment = build_deployment_spec(replicas=replicas, port=port, **common)
+            service = build_service_spec(port=port, **common)
             autoscaler = (
                 build_autoscaler_spec(min_replicas=action.autoscaler_min_replicas, **common)
                 if action.autoscaler_min_replicas is not None
