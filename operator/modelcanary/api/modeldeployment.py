@@ -137,8 +137,9 @@ class Predictor(ApiModel):
     """The model artifact to serve."""
 
     replicas: Annotated[int, Field(ge=1, le=1000)] = 1
-    """Pods per revision when it takes all the traffic; with autoscaling, only the
-    count a revision's Deployment starts with when it is first made serving."""
+    """Pods per revision when it takes all the traffic. With autoscaling, only the count
+    a serving revision starts with (within minReplicas and maxReplicas); its HPA
+    decides from then on."""
 
     template: PodTemplate
     """The model server's pod template."""
