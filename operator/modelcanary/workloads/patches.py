@@ -127,9 +127,12 @@ def autoscaler_ops(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> J
     have, want = existing.get("spec") or {}, desired["spec"]
     wanted_hash = desired["metadata"].get("annotations", {}).get(ANNOTATION_AUTOSCALER_HASH)
     have_hash = (existing["metadata"].get("annotations") or {}).get(ANNOTATION_AUTOSCALER_HASH)
-    if wanted_hash is None or wanted_hash != have_hash:
-        # Target, maximum and metrics changed: the whole spec, so metrics left out
-        # go back to the API server's default rather than staying as they were.
+    # Target and maximum are never defaulted, so a hand edit of them is seen (and
+    # put back) directly; metrics only through the hash.
+    edited = any(have.get(key) != want[key] for key in ("scaleTargetRef", "maxReplicas"))
+    if wanted_hash is None or wanted_hash != have_hash or edited:
+        # The whole spec, so metrics left out go back to the API server's
+        # default rather than staying as they were.
         ops.append({"op": "replace", "path": "/spec", "value": want})
     elif have.get("minReplicas") != want["minReplicas"]:
         ops.append({"op": "replace", "path": "/spec/minReplicas", "value": want["minReplicas"]})
