@@ -102,6 +102,16 @@ def _set(path: str, value: Any) -> Callable[[Manifest], None]:
 
 
 _DELETE = object()
+
+
+def _autoscaled_replicas_router(manifest: Manifest) -> None:
+    """The replicas router sets replica counts, which an autoscaler would undo."""
+    traffic = manifest["spec"]["traffic"]
+    del traffic["gatewayAPI"]
+    traffic["replicas"] = {}
+    manifest["spec"]["predictor"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 4}
+
+
 S = "spec"
 
 
@@ -337,6 +347,24 @@ INVALID_MODEL_DEPLOYMENTS = [
     ),
     InvalidCase("unknown-drill-mode", _set("spec.drill.mode", "chaos"), "spec.drill.mode"),
     InvalidCase("warm-weight-too-high", _set("spec.drill.warmWeight", 80), "spec.drill.warmWeight"),
+    InvalidCase(
+        "autoscaling-min-above-max",
+        _set("spec.predictor.autoscaling", {"minReplicas": 5, "maxReplicas": 2}),
+        "spec.predictor.autoscaling.minReplicas",
+    ),
+    InvalidCase(
+        "autoscaling-metric-of-unknown-type",
+        _set(
+            "spec.predictor.autoscaling",
+            {"minReplicas": 1, "maxReplicas": 2, "metrics": [{"type": "Cpu"}]},
+        ),
+        "spec.predictor.autoscaling.metrics[0].type",
+    ),
+    InvalidCase(
+        "autoscaling-with-replicas-router",
+        _autoscaled_replicas_router,
+        "spec.predictor.autoscaling",
+    ),
 ]
 
 

@@ -432,6 +432,9 @@ class ControlPlane:
             self.toolchain.kube_controller_manager,
             "controller-manager",
             [
+                # Every default controller runs (--controllers=*), including the
+                # horizontal-pod-autoscaler one that tests/e2e/test_autoscaling_e2e.py
+                # relies on: it enforces minReplicas even with no metrics source.
                 # Each controller acts under its own service account, as in
                 # kubeadm clusters, so RBAC problems show up here too.
                 "--use-service-account-credentials=true",

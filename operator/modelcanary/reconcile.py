@@ -52,6 +52,7 @@ from modelcanary.rollout.decide import decide, decide_invalid
 from modelcanary.rollout.decision import (
     Action,
     Decision,
+    DeleteAutoscaler,
     DeleteDrill,
     DeleteRevision,
     EnsureRevision,
@@ -68,6 +69,7 @@ from modelcanary.traffic import Router, router_for
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
     OwnerRef,
+    build_autoscaler_spec,
     build_deployment_spec,
     build_service_spec,
     revision_name,
@@ -269,17 +271,30 @@ class Reconciler:
                 "revision": action.revision,
                 "predictor": action.predictor,
                 "role": action.role,
-                "port": spec.traffic.port,
                 "owner": owner_of(obj),
             }
-            deployment = build_deployment_spec(replicas=replicas, **common)
-            service = build_service_spec(**common)
+            port = spec.traffic.port
+            deployment = build_deployment_spec(replicas=replicas, port=port, **common)
+            service = build_service_spec(port=port, **common)
+            autoscaler = (
+                build_autoscaler_spec(min_replicas=action.autoscaler_min_replicas, **common)
+                if action.autoscaler_min_replicas is not None
+                else None
+            )
             await applier.apply_revision(
-                self.api, deployment, service, manage_replicas=action.replicas is not None
+                self.api,
+                deployment,
+                service,
+                manage_replicas=action.replicas is not None,
+                manifest_autoscaler=autoscaler,
             )
         elif isinstance(action, ScaleRevision):
             await applier.scale_revision(
                 self.api, namespace, revision_name(name, action.revision), action.replicas
+            )
+        elif isinstance(action, DeleteAutoscaler):
+            await applier.delete_autoscaler(
+                self.api, namespace, revision_name(name, action.revision)
             )
         elif isinstance(action, SetWeights):
             await router.set_weight(action.as_dict())

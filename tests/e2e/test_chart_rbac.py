@@ -132,6 +132,9 @@ def test_the_operator_runs_with_exactly_the_charts_rights(
         def manifest(version: str, **overrides: Any) -> dict[str, Any]:
             body = world.manifest(version, **overrides)
             body["spec"]["analysis"]["prometheus"]["headers"] = header
+            # Autoscaled: each revision's HPA is created, relabelled on promotion
+            # (patch) and deleted when its revision is retired.
+            body["spec"]["predictor"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2}
             return body
 
         # The good candidate: served, then a better version walked 10/50/100 and promoted.

@@ -24,7 +24,7 @@ from modelcanary.api.modeldeployment import (
 )
 from modelcanary.rollout.observations import RevisionObservation
 from modelcanary.workloads import applier
-from modelcanary.workloads.applier import Applied, NotOurs, read
+from modelcanary.workloads.applier import Applied, read
 from modelcanary.workloads.builders import (
     LABEL_REVISION,
     LABEL_ROLE,
@@ -34,6 +34,7 @@ from modelcanary.workloads.builders import (
     build_service_spec,
     revision_name,
 )
+from modelcanary.workloads.patches import NotOurs
 from tests.kube_async import eventually as _eventually
 from tests.kube_async import run_with_owner as run
 

@@ -141,6 +141,7 @@ def test_examples_apply_and_kubectl_shows_the_printer_columns(
         "churn",
         "fraud-detector",
         "fraud-scorer",
+        "ranker",
         "recommender",
         "sentiment",
     ]

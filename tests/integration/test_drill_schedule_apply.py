@@ -32,12 +32,13 @@ from modelcanary.drills.schedule import (
     build_drill_rbac_specs,
     drill_job_name,
 )
-from modelcanary.workloads.applier import NotOurs, read
+from modelcanary.workloads.applier import read
 from modelcanary.workloads.drill_schedule import (
     DrillScheduleConflict,
     apply_drill_schedule,
     remove_drill_schedule,
 )
+from modelcanary.workloads.patches import NotOurs
 from tests.api_cases import valid_model_deployment
 from tests.cli import run_modelcanary
 

@@ -88,6 +88,54 @@ class PodTemplate(ApiModel):
     """The pod spec."""
 
 
+class AutoscalingMetric(ApiModel):
+    """One autoscaling/v2 MetricSpec, passed to the HorizontalPodAutoscaler as written.
+
+    Only its type is checked here; the API server checks the rest when the
+    operator creates the HPA, so the full MetricSpec stays available as is.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["Resource", "Pods", "Object", "External", "ContainerResource"]
+    """Resource, Pods, Object, External or ContainerResource, with its matching field
+    (e.g. resource: {name: cpu, target: {type: Utilization, averageUtilization: 70}})."""
+
+
+class Autoscaling(ApiModel):
+    """Let a HorizontalPodAutoscaler (autoscaling/v2) size each revision.
+
+    The operator then owns one HPA per revision and stops writing the revision's
+    replica count, so it never fights the autoscaler.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "minReplicas must not be greater than maxReplicas",
+                ".minReplicas",
+            )
+        )
+    )
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)]
+    """The fewest pods of a revision taking all the traffic. During a canary the
+    candidate's minimum is raised with its weight (see the concepts guide)."""
+
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    """The most pods of any one revision."""
+
+    metrics: Annotated[list[AutoscalingMetric], Field(max_length=16)] | None = None
+    """autoscaling/v2 MetricSpecs; without them the HPA uses its default (80% CPU)."""
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must not be greater than maxReplicas")
+        return self
+
+
 class Predictor(ApiModel):
     """The desired revision. Any change here starts a canary: the revision is a hash of it."""
 
@@ -95,10 +143,16 @@ class Predictor(ApiModel):
     """The model artifact to serve."""
 
     replicas: Annotated[int, Field(ge=1, le=1000)] = 1
-    """Pods per revision when it takes all the traffic."""
+    """Pods per revision when it takes all the traffic. With autoscaling, only the count
+    a serving revision starts with (within minReplicas and maxReplicas); its HPA
+    decides from then on."""
 
     template: PodTemplate
     """The model server's pod template."""
+
+    autoscaling: Autoscaling | None = None
+    """Size each revision with its own HorizontalPodAutoscaler instead of replicas.
+    Left out, a predictor hashes to the same revision as before the field existed."""
 
     def revision(self) -> str:
         """A short, stable hash of this predictor: equal specs, equal revisions."""
@@ -337,8 +391,25 @@ class DrillSchedule(ApiModel):
     """Stop scheduling drills without losing the schedule."""
 
 
+AUTOSCALING_WITH_REPLICAS_ROUTER: Final = (
+    "predictor.autoscaling cannot be used with traffic.replicas: that router sets each "
+    "revision's replica count to approximate the weights, which an autoscaler would undo; "
+    "use traffic.gatewayAPI"
+)
+
+
 class ModelDeploymentSpec(ApiModel):
     """A model to serve, and how to roll out a new version of it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "!has(self.predictor.autoscaling) || !has(self.traffic.replicas)",
+                AUTOSCALING_WITH_REPLICAS_ROUTER,
+                ".predictor.autoscaling",
+            )
+        )
+    )
 
     predictor: Predictor
     """The desired revision; any change here starts a canary."""
@@ -387,6 +458,12 @@ class ModelDeploymentSpec(ApiModel):
         if why is not None:
             raise ValueError(why)
         return limit
+
+    @model_validator(mode="after")
+    def _one_owner_of_replicas(self) -> ModelDeploymentSpec:
+        if self.predictor.autoscaling is not None and self.traffic.replicas is not None:
+            raise ValueError(AUTOSCALING_WITH_REPLICAS_ROUTER)
+        return self
 
 
 def _compact(data: Any) -> str:

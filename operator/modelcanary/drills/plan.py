@@ -286,9 +286,12 @@ def _one_step(work: _Work) -> None:  # noqa: PLR0912 - one branch per step
         if entry is None:
             _fail(work, f"revision {target} is not in the history: it cannot be restored")
             return
-        work.actions.append(
-            EnsureRevision(target, entry.predictor, "canary", entry.predictor.replicas)
-        )
+        seen = work.observed.revisions.get(target)
+        running = seen is not None and seen.exists and seen.desired_replicas > 0
+        # A running autoscaled revision keeps the count its HPA gave it.
+        hpa_owned = running and entry.predictor.autoscaling is not None
+        replicas = None if hpa_owned else entry.predictor.replicas
+        work.actions.append(EnsureRevision(target, entry.predictor, "canary", replicas))
         state.step = Step.WAITING_READY.value
     elif step is Step.WAITING_READY:
         seen = work.observed.revisions.get(target)

@@ -20,7 +20,7 @@ from modelcanary.api.modeldeployment import (
     RevisionOutcome,
 )
 from modelcanary.rollout.analysis import Gate, apply_evaluation, passed_since, seconds_until_due
-from modelcanary.rollout.decision import ScaleRevision, SetWeights
+from modelcanary.rollout.decision import SetWeights
 from modelcanary.rollout.pause import pause_step
 from modelcanary.rollout.state import POLL_SECONDS, Pass
 
@@ -125,6 +125,8 @@ def _set_weight(work: Pass, weight: int) -> bool:
             )
         status.canary_weight = work.expected_canary_weight(weight)
         return True
+    if not _sized_for(work, canary, weight):
+        return False
     weights = {canary: weight}
     if stable is not None:
         weights[stable] = 100 - weight
@@ -132,6 +134,26 @@ def _set_weight(work: Pass, weight: int) -> bool:
     status.phase = Phase.PROGRESSING
     status.message = (
         f"setting the candidate's weight to {weight}%; waiting for the router to confirm"
+    )
+    work.requeue(POLL_SECONDS)
+    return False
+
+
+def _sized_for(work: Pass, canary: str, weight: int) -> bool:
+    """An autoscaled candidate takes a weight only with the pods that weight needs ready."""
+    predictor = work.spec.predictor
+    if predictor.autoscaling is None:
+        return True
+    floor = work.autoscaler_floor(canary, predictor, "canary", weight)
+    seen = work.observed.revisions.get(canary)
+    ready = seen.ready_replicas if seen is not None else 0
+    if ready >= floor:
+        return True
+    work.ensure(canary, predictor, "canary")
+    work.status.phase = Phase.PROGRESSING
+    work.status.message = (
+        f"scaling candidate {canary} to at least {floor} pods before it takes {weight}% "
+        f"({ready} ready)"
     )
     work.requeue(POLL_SECONDS)
     return False
@@ -195,7 +217,7 @@ def promote(work: Pass, *, note: str) -> None:
     work.ensure(canary, work.spec.predictor, "stable", force=True)
     work.emit(SetWeights.of({canary: 100}))
     if previous is not None and previous != canary:
-        work.emit(ScaleRevision(previous, 0))
+        work.retire(previous)
     summary = ", ".join(f"{r.metric}={_value(r.candidate)} {r.verdict}" for r in evidence)
     work.event(
         "Promoted",
@@ -246,7 +268,7 @@ def _end_canary(work: Pass, outcome: RevisionOutcome, reason: str) -> None:
         work.emit(SetWeights.of({target: 100}))
         work.ensure_known(target, "stable")
         status.stable_revision = target
-    work.emit(ScaleRevision(canary, 0))
+    work.retire(canary)
     _clear_canary(work)
     status.phase = Phase.ROLLED_BACK
     verb = "rolled back" if outcome is RevisionOutcome.ROLLED_BACK else outcome.value.lower()

@@ -22,19 +22,30 @@ Role = Literal["stable", "canary"]
 
 @dataclass(frozen=True)
 class EnsureRevision:
-    """Create or update a revision's Deployment and Service."""
+    """Create or update a revision's Deployment and Service (and its HPA, if autoscaled)."""
 
     revision: str
     predictor: Predictor
     role: Role
     replicas: int | None
-    """None when the router owns the replica count (the replicas router)."""
+    """None when someone else owns the replica count: the replicas router, or the
+    revision's HPA once the Deployment is up (it is set only to start it)."""
+
+    autoscaler_min_replicas: int | None = None
+    """With predictor.autoscaling: the minReplicas the revision's HPA must have now."""
 
 
 @dataclass(frozen=True)
 class ScaleRevision:
     revision: str
     replicas: int
+
+
+@dataclass(frozen=True)
+class DeleteAutoscaler:
+    """Remove a retired revision's HPA, before it is scaled to zero."""
+
+    revision: str
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,9 @@ class DeleteDrill:
     name: str
 
 
-Action = EnsureRevision | ScaleRevision | SetWeights | DeleteRevision | DeleteDrill
+Action = (
+    EnsureRevision | ScaleRevision | DeleteAutoscaler | SetWeights | DeleteRevision | DeleteDrill
+)
 
 
 @dataclass(frozen=True)

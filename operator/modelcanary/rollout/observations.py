@@ -47,6 +47,9 @@ class RevisionObservation:
     """Why it cannot become Ready, when the Deployment says so (ReplicaFailure, or
     Progressing=False): e.g. pods refused by admission, or a deadline exceeded."""
 
+    autoscaler_min_replicas: int | None = None
+    """minReplicas of the revision's HorizontalPodAutoscaler; None when it has none."""
+
 
 @dataclass(frozen=True)
 class RouterObservation:

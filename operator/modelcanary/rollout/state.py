@@ -19,9 +19,11 @@ from modelcanary.api.modeldeployment import (
     Predictor,
     RevisionOutcome,
 )
+from modelcanary.rollout import autoscaling
 from modelcanary.rollout.decision import (
     Action,
     Decision,
+    DeleteAutoscaler,
     EnsureRevision,
     Event,
     Role,
@@ -97,12 +99,18 @@ class Pass:
     # -- workloads -------------------------------------------------------------------
 
     def replicas_for(self, predictor: Predictor) -> int | None:
-        return None if self.router_owns_replicas else predictor.replicas
+        """The replica count the operator owns, or None where a router or an HPA owns it."""
+        if self.router_owns_replicas or predictor.autoscaling is not None:
+            return None
+        return predictor.replicas
 
     def ensure(
         self, revision: str, predictor: Predictor, role: Role, *, force: bool = False
     ) -> None:
         """Ensure a revision's workload when it is missing or mis-scaled (or ``force``)."""
+        if predictor.autoscaling is not None:
+            self._ensure_autoscaled(revision, predictor, role, force=force)
+            return
         replicas = self.replicas_for(predictor)
         seen = self.observed.revisions.get(revision)
         missing = seen is None or not seen.exists
@@ -113,6 +121,49 @@ class Pass:
         ):
             self.emit(EnsureRevision(revision, predictor, role, replicas))
             self.requeue(POLL_SECONDS)
+
+    def _ensure_autoscaled(
+        self, revision: str, predictor: Predictor, role: Role, *, force: bool
+    ) -> None:
+        """Keep the revision's HPA at its floor; start the Deployment only when it is down."""
+        floor = self.autoscaler_floor(revision, predictor, role)
+        seen = self.observed.revisions.get(revision)
+        down = seen is None or not seen.exists or seen.desired_replicas == 0
+        assert predictor.autoscaling is not None
+        start = (
+            autoscaling.start_replicas(predictor.autoscaling, predictor.replicas, floor, role)
+            if down
+            else None
+        )
+        if force or down or seen is None or seen.autoscaler_min_replicas != floor:
+            self.emit(EnsureRevision(revision, predictor, role, start, floor))
+            self.requeue(POLL_SECONDS)
+
+    def autoscaler_floor(
+        self, revision: str, predictor: Predictor, role: Role, weight: int | None = None
+    ) -> int:
+        """The HPA minReplicas an autoscaled revision needs now (see rollout.autoscaling)."""
+        assert predictor.autoscaling is not None
+        seen = self.observed.revisions.get(revision)
+        if role == "stable":
+            return autoscaling.stable_floor(predictor.autoscaling, seen)
+        stable = self.status.stable_revision
+        stable_seen = self.observed.revisions.get(stable) if stable is not None else None
+        return autoscaling.canary_floor(
+            predictor.autoscaling,
+            weight=self.weight_ahead() if weight is None else weight,
+            stable_replicas=stable_seen.desired_replicas if stable_seen is not None else None,
+            seen=seen,
+        )
+
+    def weight_ahead(self) -> int:
+        """The candidate's weight once the step being carried out is done."""
+        status = self.status
+        steps = self.spec.strategy.steps
+        index = status.current_step or 0
+        if status.promote_full or index >= len(steps):
+            return 100
+        return max(status.canary_weight, steps[index].set_weight or 0)
 
     def ensure_known(self, revision: str, role: Role) -> None:
         """Ensure a revision whose predictor the history holds (skipped if it does not)."""
@@ -128,8 +179,16 @@ class Pass:
 
     def scale_down_others(self, keep: set[str]) -> None:
         for revision, seen in self.observed.revisions.items():
-            if revision not in keep and seen.exists and seen.desired_replicas > 0:
-                self.emit(ScaleRevision(revision, 0))
+            autoscaled = seen.autoscaler_min_replicas is not None
+            if revision not in keep and seen.exists and (seen.desired_replicas > 0 or autoscaled):
+                self.retire(revision)
+
+    def retire(self, revision: str) -> None:
+        """Scale a revision to zero, its HPA removed first so nothing scales it back."""
+        seen = self.observed.revisions.get(revision)
+        if seen is not None and seen.autoscaler_min_replicas is not None:
+            self.emit(DeleteAutoscaler(revision))
+        self.emit(ScaleRevision(revision, 0))
 
     # -- history ---------------------------------------------------------------------
 

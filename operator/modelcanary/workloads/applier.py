@@ -19,7 +19,14 @@ JSON patch of the differences, or nothing at all:
 * an object owned by another controller, or being deleted, is refused rather
   than taken over; the next pass tries again.
 
-Nothing here deletes anything except :func:`delete_revision`.
+A revision with ``predictor.autoscaling`` also has a HorizontalPodAutoscaler.
+Its Deployment's ``spec.replicas`` then belongs to the HPA: the applier is
+told not to manage it (it is written only when the Deployment is created or
+woken from zero), and compares the HPA through ``modelcanary.io/autoscaler-hash``
+(the API server defaults metrics left out to 80% CPU) plus ``minReplicas``.
+
+Nothing here deletes anything except :func:`delete_revision` and
+:func:`delete_autoscaler`.
 """
 
 from __future__ import annotations
@@ -32,14 +39,19 @@ from typing import Any, Literal
 
 import kr8s
 import kr8s.asyncio
-from kr8s.asyncio.objects import APIObject, Deployment, Service
+from kr8s.asyncio.objects import APIObject, Deployment, HorizontalPodAutoscaler, Service
 
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RevisionObservation
-from modelcanary.workloads.builders import ANNOTATION_TEMPLATE_HASH, LABEL_REVISION
+from modelcanary.workloads.builders import LABEL_REVISION
+from modelcanary.workloads.patches import (
+    JsonPatch,
+    autoscaler_ops,
+    deployment_ops,
+    service_ops,
+)
 
 Change = Literal["created", "patched", "unchanged"]
-JsonPatch = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -48,10 +60,8 @@ class Applied:
 
     deployment: Change
     service: Change
-
-
-class NotOurs(ValueError):
-    """An object with the name we need exists, and the operator must not take it over."""
+    autoscaler: Change | None = None
+    """None when the revision is not autoscaled."""
 
 
 # --------------------------------------------------------------------------- reading
@@ -79,13 +89,12 @@ async def read(
     return plain(obj)
 
 
-async def list_revisions(
-    api: kr8s.asyncio.Api, namespace: str, md_name: str
+async def _list_of_model(
+    kind: type[APIObject], api: kr8s.asyncio.Api, namespace: str, md_name: str
 ) -> list[dict[str, Any]]:
-    """Every Deployment of one ModelDeployment, in one LIST call."""
     found: list[dict[str, Any]] = []
     async for item in api.get(
-        Deployment,
+        kind,
         namespace=namespace,
         label_selector={LABEL_MODEL: model_label(md_name)},
         raw=True,
@@ -93,6 +102,20 @@ async def list_revisions(
         assert isinstance(item, dict)
         found.append(json.loads(json.dumps(item)))
     return found
+
+
+async def list_revisions(
+    api: kr8s.asyncio.Api, namespace: str, md_name: str
+) -> list[dict[str, Any]]:
+    """Every Deployment of one ModelDeployment, in one LIST call."""
+    return await _list_of_model(Deployment, api, namespace, md_name)
+
+
+async def list_autoscalers(
+    api: kr8s.asyncio.Api, namespace: str, md_name: str
+) -> list[dict[str, Any]]:
+    """Every HorizontalPodAutoscaler of one ModelDeployment, in one LIST call."""
+    return await _list_of_model(HorizontalPodAutoscaler, api, namespace, md_name)
 
 
 def is_available(deployment: Mapping[str, Any]) -> bool:
@@ -111,11 +134,23 @@ def is_available(deployment: Mapping[str, Any]) -> bool:
     )
 
 
-def observe(deployment: Mapping[str, Any]) -> RevisionObservation | None:
-    """A Deployment as the decision core sees it; None for one without a revision label."""
-    revision = ((deployment.get("metadata") or {}).get("labels") or {}).get(LABEL_REVISION)
+def _revision_label(obj: Mapping[str, Any]) -> str | None:
+    revision = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_REVISION)
+    return str(revision) if revision else None
+
+
+def observe(
+    deployment: Mapping[str, Any], autoscaler: Mapping[str, Any] | None = None
+) -> RevisionObservation | None:
+    """A Deployment (and its HPA) as the decision core sees it; None without a revision label."""
+    revision = _revision_label(deployment)
     if not revision:
         return None
+    autoscaler_min = (
+        int((autoscaler.get("spec") or {}).get("minReplicas", 1))
+        if autoscaler is not None
+        else None
+    )
     return RevisionObservation(
         revision=str(revision),
         exists=True,
@@ -123,6 +158,7 @@ def observe(deployment: Mapping[str, Any]) -> RevisionObservation | None:
         ready_replicas=int((deployment.get("status") or {}).get("readyReplicas", 0)),
         available=is_available(deployment),
         problem=deployment_problem(deployment),
+        autoscaler_min_replicas=autoscaler_min,
     )
 
 
@@ -140,116 +176,18 @@ def deployment_problem(deployment: Mapping[str, Any]) -> str | None:
 async def observe_revisions(
     api: kr8s.asyncio.Api, namespace: str, md_name: str
 ) -> dict[str, RevisionObservation]:
-    """revision -> what its Deployment reports, for every revision of one ModelDeployment."""
+    """revision -> what its Deployment (and HPA) report, for every revision of one
+    ModelDeployment. An HPA whose Deployment is gone is not a revision."""
+    deployments, autoscalers = await asyncio.gather(
+        list_revisions(api, namespace, md_name), list_autoscalers(api, namespace, md_name)
+    )
+    by_revision = {_revision_label(hpa): hpa for hpa in autoscalers}
     observed: dict[str, RevisionObservation] = {}
-    for deployment in await list_revisions(api, namespace, md_name):
-        seen = observe(deployment)
+    for deployment in deployments:
+        seen = observe(deployment, by_revision.get(_revision_label(deployment)))
         if seen is not None:
             observed[seen.revision] = seen
     return observed
-
-
-# --------------------------------------------------------------------------- diffing
-
-
-def _pointer(*parts: str) -> str:
-    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
-
-
-def _map_ops(
-    field: str, existing: Mapping[str, Any] | None, desired: Mapping[str, str]
-) -> JsonPatch:
-    """Set each desired key of metadata.labels/annotations; leave every other key alone."""
-    if not desired:
-        return []
-    if existing is None:
-        return [{"op": "add", "path": _pointer("metadata", field), "value": dict(desired)}]
-    return [
-        {"op": "add", "path": _pointer("metadata", field, key), "value": value}
-        for key, value in desired.items()
-        if existing.get(key) != value
-    ]
-
-
-def _check_ownership(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> None:
-    metadata = existing["metadata"]
-    where = f"{desired['kind']} {metadata.get('namespace')}/{metadata['name']}"
-    if metadata.get("deletionTimestamp"):
-        raise NotOurs(f"{where} is being deleted; it will be created again once it is gone")
-    ours = {ref["uid"] for ref in desired["metadata"].get("ownerReferences", [])}
-    for ref in metadata.get("ownerReferences") or []:
-        if ref.get("controller") and ref.get("uid") not in ours:
-            raise NotOurs(f"{where} is controlled by {ref.get('kind')} {ref.get('name')}")
-
-
-def metadata_ops(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonPatch:
-    """Labels, annotations and our owner reference, where they differ."""
-    _check_ownership(existing, desired)
-    have, want = existing["metadata"], desired["metadata"]
-    ops = [
-        # Patch the object that was read, not one deleted and created again since.
-        {"op": "test", "path": "/metadata/uid", "value": have["uid"]},
-        *_map_ops("labels", have.get("labels"), want.get("labels") or {}),
-        *_map_ops("annotations", have.get("annotations"), want.get("annotations") or {}),
-    ]
-    present = {ref.get("uid") for ref in have.get("ownerReferences") or []}
-    missing = [ref for ref in want.get("ownerReferences", []) if ref["uid"] not in present]
-    if missing and not have.get("ownerReferences"):
-        ops.append({"op": "add", "path": "/metadata/ownerReferences", "value": missing})
-    else:
-        ops += [{"op": "add", "path": "/metadata/ownerReferences/-", "value": r} for r in missing]
-    return ops
-
-
-def deployment_ops(
-    existing: Mapping[str, Any], desired: Mapping[str, Any], *, manage_replicas: bool
-) -> JsonPatch:
-    """The JSON patch from an existing revision Deployment to the desired one ([] if none)."""
-    ops = metadata_ops(existing, desired)
-    have, want = existing.get("spec") or {}, desired["spec"]
-    if have.get("selector") != want["selector"]:
-        name = existing["metadata"]["name"]
-        raise NotOurs(
-            f"Deployment {name} selects {have.get('selector')}, not {want['selector']}; "
-            "a selector cannot change, so delete it to let the operator create it again"
-        )
-    wanted_hash = desired["metadata"].get("annotations", {}).get(ANNOTATION_TEMPLATE_HASH)
-    have_hash = (existing["metadata"].get("annotations") or {}).get(ANNOTATION_TEMPLATE_HASH)
-    if wanted_hash is None or wanted_hash != have_hash:
-        ops.append({"op": "replace", "path": "/spec/template", "value": want["template"]})
-    if manage_replicas and have.get("replicas") != want["replicas"]:
-        ops.append({"op": "replace", "path": "/spec/replicas", "value": want["replicas"]})
-    if have.get("revisionHistoryLimit") != want.get("revisionHistoryLimit"):
-        ops.append(
-            {
-                "op": "replace",
-                "path": "/spec/revisionHistoryLimit",
-                "value": want["revisionHistoryLimit"],
-            }
-        )
-    return ops if len(ops) > 1 else []
-
-
-def _ports(ports: list[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
-    return [
-        (p.get("name"), p.get("port"), p.get("targetPort", p.get("port")), p.get("protocol", "TCP"))
-        for p in ports or []
-    ]
-
-
-def service_ops(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonPatch:
-    """The JSON patch from an existing Service to the desired one ([] if none)."""
-    ops = metadata_ops(existing, desired)
-    have, want = existing.get("spec") or {}, desired["spec"]
-    type_changed = have.get("type", "ClusterIP") != want["type"]
-    if type_changed:
-        ops.append({"op": "replace", "path": "/spec/type", "value": want["type"]})
-    if have.get("selector") != want["selector"]:
-        ops.append({"op": "add", "path": "/spec/selector", "value": want["selector"]})
-    # Replacing the ports also drops the nodePorts a NodePort Service had.
-    if type_changed or _ports(have.get("ports")) != _ports(want["ports"]):
-        ops.append({"op": "replace", "path": "/spec/ports", "value": want["ports"]})
-    return ops if len(ops) > 1 else []
 
 
 # --------------------------------------------------------------------------- writing
@@ -313,19 +251,32 @@ async def apply_deployment(
     return await _create_or_patch(Deployment, api, manifest, diff)
 
 
+async def apply_autoscaler(api: kr8s.asyncio.Api, manifest: Mapping[str, Any]) -> Change:
+    """Create a revision's HPA, or patch the fields the operator manages; idempotent."""
+    return await _create_or_patch(HorizontalPodAutoscaler, api, manifest, autoscaler_ops)
+
+
 async def apply_revision(
     api: kr8s.asyncio.Api,
     manifest_deployment: Mapping[str, Any],
     manifest_service: Mapping[str, Any],
     *,
     manage_replicas: bool = True,
+    manifest_autoscaler: Mapping[str, Any] | None = None,
 ) -> Applied:
-    """Create or update one revision's Deployment and Service. Never deletes anything."""
-    deployment, service = await asyncio.gather(
+    """Create or update one revision's Deployment, Service and HPA. Never deletes anything."""
+
+    async def autoscaler() -> Change | None:
+        if manifest_autoscaler is None:
+            return None
+        return await apply_autoscaler(api, manifest_autoscaler)
+
+    deployment, service, hpa = await asyncio.gather(
         apply_deployment(api, manifest_deployment, manage_replicas=manage_replicas),
         apply_service(api, manifest_service),
+        autoscaler(),
     )
-    return Applied(deployment=deployment, service=service)
+    return Applied(deployment=deployment, service=service, autoscaler=hpa)
 
 
 async def scale_revision(api: kr8s.asyncio.Api, namespace: str, name: str, replicas: int) -> None:
@@ -339,16 +290,26 @@ async def scale_revision(api: kr8s.asyncio.Api, namespace: str, name: str, repli
     await deployment.patch({"spec": {"replicas": replicas}}, type="merge")
 
 
+async def _delete(kind: type[APIObject], api: kr8s.asyncio.Api, namespace: str, name: str) -> bool:
+    obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
+    try:
+        await obj.delete(propagation_policy="Background")
+    except kr8s.NotFoundError:
+        return False
+    return True
+
+
+async def delete_autoscaler(api: kr8s.asyncio.Api, namespace: str, name: str) -> bool:
+    """Delete a retired revision's HPA; True if it existed."""
+    return await _delete(HorizontalPodAutoscaler, api, namespace, name)
+
+
 async def delete_revision(api: kr8s.asyncio.Api, namespace: str, name: str) -> bool:
-    """Delete a revision's Deployment and Service; True if either existed."""
-
-    async def delete(kind: type[APIObject]) -> bool:
-        obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
-        try:
-            await obj.delete(propagation_policy="Background")
-        except kr8s.NotFoundError:
-            return False
-        return True
-
-    deleted = await asyncio.gather(delete(Deployment), delete(Service))
+    """Delete a revision's Deployment, Service and HPA; True if any existed."""
+    deleted = await asyncio.gather(
+        *(
+            _delete(kind, api, namespace, name)
+            for kind in (Deployment, Service, HorizontalPodAutoscaler)
+        )
+    )
     return any(deleted)

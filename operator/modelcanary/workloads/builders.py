@@ -1,4 +1,4 @@
-"""Names and manifests for each revision's Deployment and Service, as plain dicts.
+"""Names and manifests for each revision's Deployment, Service and HPA, as plain dicts.
 
 Pure, like dask-kubernetes' ``build_*_spec()`` helpers: no kopf, no kr8s, no
 I/O. Everything the operator creates for a revision is a function of the
@@ -53,6 +53,12 @@ ANNOTATION_TEMPLATE_HASH: Final = "modelcanary.io/template-hash"
 """A hash of the Deployment's selector and pod template as built here. The API
 server fills in defaults all over a pod template, so comparing templates field by
 field would always see a difference; comparing this hash does not."""
+
+ANNOTATION_AUTOSCALER_HASH: Final = "modelcanary.io/autoscaler-hash"
+"""A hash of an HPA's target, maximum and metrics as built here: the API server
+fills in metrics left out (80% CPU) and the defaults inside each metric, so, as
+for a pod template, the applier compares this hash rather than the fields.
+minReplicas moves during a canary and is compared by value."""
 
 PORT_NAME: Final = "http"
 REVISION_HISTORY_LIMIT: Final = 2
@@ -328,4 +334,55 @@ def build_shared_service_spec(
             "selector": {LABEL_MODEL: model_label(md_name)},
             "ports": [_service_port(port)],
         },
+    }
+
+
+def build_autoscaler_spec(
+    *,
+    md_name: str,
+    namespace: str,
+    revision: str,
+    predictor: Predictor,
+    role: Role,
+    min_replicas: int,
+    owner: OwnerRef,
+) -> dict[str, Any]:
+    """One revision's HorizontalPodAutoscaler (autoscaling/v2), aimed at its Deployment.
+
+    ``min_replicas`` is the operator's choice for now: the user's minimum, or the
+    canary's higher floor while it takes a share of the traffic.
+    """
+    autoscaling = predictor.autoscaling
+    if autoscaling is None:
+        raise ValueError("the predictor has no autoscaling")
+    if not 1 <= min_replicas <= autoscaling.max_replicas:
+        raise ValueError(
+            f"minReplicas {min_replicas} must be between 1 and maxReplicas "
+            f"{autoscaling.max_replicas}"
+        )
+    name = revision_name(md_name, revision)
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+        "minReplicas": min_replicas,
+        "maxReplicas": autoscaling.max_replicas,
+    }
+    if autoscaling.metrics:
+        spec["metrics"] = [metric.to_dict() for metric in autoscaling.metrics]
+    fixed = {key: value for key, value in spec.items() if key != "minReplicas"}
+    annotations = {
+        ANNOTATION_AUTOSCALER_HASH: short_hash(
+            json.dumps(fixed, sort_keys=True, separators=(",", ":")), 16
+        )
+    }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(
+            name,
+            namespace,
+            revision_labels(md_name, revision, predictor, role),
+            owner,
+            annotations,
+        ),
+        "spec": spec,
     }

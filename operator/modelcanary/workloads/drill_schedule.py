@@ -49,16 +49,15 @@ from modelcanary.drills.schedule import (
     build_drill_rbac_specs,
     drill_job_name,
 )
-from modelcanary.workloads.applier import (
+from modelcanary.workloads.applier import _create_or_patch, read
+from modelcanary.workloads.builders import ANNOTATION_TEMPLATE_HASH
+from modelcanary.workloads.patches import (
     JsonPatch,
     NotOurs,
     _check_ownership,
-    _create_or_patch,
     _pointer,
     metadata_ops,
-    read,
 )
-from modelcanary.workloads.builders import ANNOTATION_TEMPLATE_HASH
 
 __all__ = [
     "DrillScheduleConflict",

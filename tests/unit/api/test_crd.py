@@ -88,7 +88,14 @@ def test_free_form_is_limited_to_the_pod_template() -> None:
         if node.get("x-kubernetes-preserve-unknown-fields")
     ]
     assert free_form
-    allowed = ("template.metadata", "template.spec", "template.spec.containers[]")
+    # An HPA MetricSpec is passed to the HorizontalPodAutoscaler as written
+    # (only its type is checked), as the pod template is passed to the Deployment.
+    allowed = (
+        "template.metadata",
+        "template.spec",
+        "template.spec.containers[]",
+        "autoscaling.metrics[]",
+    )
     assert all(path.endswith(allowed) for path in free_form), free_form
 
 

@@ -196,3 +196,32 @@ def test_metric_kinds_and_their_queries_by_part() -> None:
     assert set(analysis.metrics[3].queries()) == {"buckets"}
     assert analysis.metrics[3].latency is not None
     assert analysis.metrics[3].latency.tolerance == 0.2
+
+
+def test_a_predictor_without_autoscaling_keeps_the_revision_it_had_before_the_field() -> None:
+    """Pinned: a new hash would start a canary for every ModelDeployment on upgrade."""
+    spec = ModelDeploymentSpec.model_validate(valid_model_deployment()["spec"])
+    assert "autoscaling" not in spec.predictor.to_dict()
+    assert spec.predictor.revision() == "4e3f0ecb3e"
+
+
+def test_autoscaling_is_part_of_the_revision() -> None:
+    manifest = valid_model_deployment()
+    plain = ModelDeploymentSpec.model_validate(manifest["spec"])
+    manifest["spec"]["predictor"]["autoscaling"] = {
+        "minReplicas": 2,
+        "maxReplicas": 6,
+        "metrics": [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 70},
+                },
+            }
+        ],
+    }
+    scaled = ModelDeploymentSpec.model_validate(manifest["spec"])
+    assert scaled.predictor.revision() != plain.predictor.revision()
+    # The MetricSpec round-trips exactly as written, for the HPA.
+    assert scaled.predictor.to_dict()["autoscaling"] == manifest["spec"]["predictor"]["autoscaling"]

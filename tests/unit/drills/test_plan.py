@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from modelcanary.analysis.samples import AnalysisObservation, MetricObservation, Sample
 from modelcanary.api.modeldeployment import (
+    Autoscaling,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
@@ -381,3 +382,17 @@ def test_after_asking_for_new_weights_the_read_back_is_polled_quickly() -> None:
     assert decision.requeue_after < 1.0
     world.run()
     assert world.status.time_to_restore_seconds == pytest.approx(0.2)
+
+
+def test_a_running_autoscaled_target_keeps_the_count_its_hpa_gave_it() -> None:
+    world = drill_world("verify")
+    target = drill_target(world.md_status)
+    assert target is not None
+    entry = next(e for e in world.md_status.history if e.revision == target)
+    entry.predictor = entry.predictor.model_copy(
+        update={"autoscaling": Autoscaling(min_replicas=1, max_replicas=8)}
+    )
+    world.replicas[target] = 5  # still warm, sized by its HPA
+    first = world.step()
+    ensure = [a for a in first.actions if isinstance(a, EnsureRevision)]
+    assert [(a.revision, a.replicas) for a in ensure] == [(target, None)]

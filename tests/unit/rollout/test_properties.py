@@ -19,7 +19,12 @@ from modelcanary.analysis.samples import Sample
 from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
 )
-from modelcanary.rollout.decision import SetWeights
+from modelcanary.rollout.decision import (
+    DeleteAutoscaler,
+    EnsureRevision,
+    ScaleRevision,
+    SetWeights,
+)
 from modelcanary.rollout.observations import ManualAction
 from tests.unit.rollout.world import World, make_spec, spec_dict
 
@@ -80,6 +85,11 @@ def specs(draw: st.DrawFn, version: str) -> ModelDeploymentSpec:
     if draw(st.booleans()):
         raw["traffic"] = {"replicas": {}}
         raw["predictor"]["replicas"] = draw(st.integers(1, 5))
+    elif draw(st.booleans()):
+        raw["predictor"]["autoscaling"] = {
+            "minReplicas": draw(st.integers(1, 3)),
+            "maxReplicas": draw(st.integers(3, 8)),
+        }
     raw["revisionHistoryLimit"] = draw(st.integers(1, 4))
     raw["predictor"]["model"]["version"] = version
     return ModelDeploymentSpec.model_validate(raw)
@@ -97,6 +107,7 @@ passes = st.lists(
             ),
         ),
         st.integers(0, 30),  # 0: a new predictor version arrives
+        st.integers(0, 8),  # what the stable's HPA would choose from its load (0: no change)
     ),
     min_size=1,
     max_size=80,
@@ -109,9 +120,11 @@ def test_invariants_hold_on_every_pass(data: st.DataObject, events: list[tuple[A
     version = 0
     spec = data.draw(specs(f"1.{version}.0"))
     world = World(spec)
-    for index, (regime, seconds, lag, action, change) in enumerate(events):
+    for index, (regime, seconds, lag, action, change, load) in enumerate(events):
         regime_metrics(regime, world)
         world.router_lag = lag
+        if load and world.status.stable_revision is not None:
+            world.load[world.status.stable_revision] = load
         if change == 0:
             version += 1
             world.roll_out(data.draw(specs(f"1.{version}.0")))
@@ -120,9 +133,12 @@ def test_invariants_hold_on_every_pass(data: st.DataObject, events: list[tuple[A
             target = world.status.history[-1].revision if world.status.history else None
             manual = ManualAction(action, f"id-{index}", target if action == "rollback" else None)
         before = world.status
+        running = {rev for rev, count in world.replicas.items() if count > 0}
+        autoscaled = set(world.autoscalers)
         decision = world.step(action=manual, advance=timedelta(seconds=seconds))
         status = decision.status
         history = {entry.revision for entry in status.history}
+        _assert_hpa_keeps_its_count(decision.actions, running, autoscaled)
 
         for action_taken in decision.actions:
             if isinstance(action_taken, SetWeights):
@@ -140,6 +156,25 @@ def test_invariants_hold_on_every_pass(data: st.DataObject, events: list[tuple[A
             assert status.canary_revision is None
         if "Promoted" in reasons and before.canary_revision is not None:
             _assert_promotion_had_evidence(world.spec, decision.status)
+
+
+def _assert_hpa_keeps_its_count(
+    actions: tuple[Any, ...], running: set[str], autoscaled: set[str]
+) -> None:
+    """A running autoscaled revision's count is its HPA's: the operator may only start
+    a revision that is down, and retire one (its HPA deleted first)."""
+    deleted: set[str] = set()
+    for action in actions:
+        if isinstance(action, DeleteAutoscaler):
+            deleted.add(action.revision)
+        elif isinstance(action, EnsureRevision) and action.autoscaler_min_replicas is not None:
+            scaling = action.predictor.autoscaling
+            assert scaling is not None
+            assert 1 <= action.autoscaler_min_replicas <= scaling.max_replicas
+            assert action.replicas is None or action.revision not in running, action
+        elif isinstance(action, ScaleRevision) and action.revision in autoscaled:
+            assert action.replicas == 0, action
+            assert action.revision in deleted, f"{action} with its HPA still there"
 
 
 def _assert_promotion_had_evidence(spec: ModelDeploymentSpec, status: Any) -> None:

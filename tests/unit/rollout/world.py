@@ -25,6 +25,7 @@ from modelcanary.rollout.analysis import analysis_due
 from modelcanary.rollout.decide import decide
 from modelcanary.rollout.decision import (
     Decision,
+    DeleteAutoscaler,
     DeleteRevision,
     EnsureRevision,
     ScaleRevision,
@@ -134,6 +135,14 @@ class World:
     prometheus_online: bool = True
     drill: ActiveDrill | None = None
     decisions: list[Decision] = field(default_factory=list)
+    autoscalers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """revision -> (minReplicas, maxReplicas) of its HPA."""
+    load: dict[str, int] = field(default_factory=dict)
+    """revision -> the replicas its HPA would choose from its metrics (within its bounds)."""
+    replica_writes: list[tuple[str, int]] = field(default_factory=list)
+    """Every replica count the operator itself set, in order."""
+    shifts: list[tuple[dict[str, int], dict[str, int]]] = field(default_factory=list)
+    """Every SetWeights, with the ready replicas of each revision when it was made."""
     _pending_route: list[tuple[int, dict[str, int]]] = field(default_factory=list)
     router_calls: int = 0
 
@@ -150,6 +159,9 @@ class World:
                 desired_replicas=count,
                 ready_replicas=count if self._available(rev) else 0,
                 available=self._available(rev),
+                autoscaler_min_replicas=(
+                    self.autoscalers[rev][0] if rev in self.autoscalers else None
+                ),
             )
             for rev, count in self.replicas.items()
         }
@@ -230,14 +242,24 @@ class World:
             if isinstance(action, EnsureRevision):
                 if action.replicas is not None:
                     self.replicas[action.revision] = action.replicas
+                    self.replica_writes.append((action.revision, action.replicas))
                 else:
                     self.replicas.setdefault(action.revision, 0)
                 self.roles[action.revision] = action.role
+                scaling = action.predictor.autoscaling
+                if action.autoscaler_min_replicas is not None and scaling is not None:
+                    bounds = (action.autoscaler_min_replicas, scaling.max_replicas)
+                    self.autoscalers[action.revision] = bounds
             elif isinstance(action, ScaleRevision):
                 self.replicas[action.revision] = action.replicas
+                self.replica_writes.append((action.revision, action.replicas))
+            elif isinstance(action, DeleteAutoscaler):
+                self.autoscalers.pop(action.revision, None)
             elif isinstance(action, SetWeights):
                 self.router_calls += 1
                 weights = action.as_dict()
+                ready = {r: n for r, n in self.replicas.items() if self._available(r)}
+                self.shifts.append((weights, ready))
                 assert sum(weights.values()) == 100, weights
                 if self.spec.traffic.replicas is not None:
                     self._scale_for(weights, decision.status.canary_revision)
@@ -247,6 +269,16 @@ class World:
                     self.route = weights
             elif isinstance(action, DeleteRevision):
                 self.replicas.pop(action.revision, None)
+                self.autoscalers.pop(action.revision, None)
+        self._autoscale()
+
+    def _autoscale(self) -> None:
+        """The HPA controller: within its bounds, as its load says; it leaves zero alone."""
+        for revision, (minimum, maximum) in self.autoscalers.items():
+            current = self.replicas.get(revision, 0)
+            if current > 0:
+                wanted = self.load.get(revision, current)
+                self.replicas[revision] = min(max(wanted, minimum), maximum)
 
     def _scale_for(self, weights: dict[str, int], canary: str | None) -> None:
         """The replicas router: weights become replica counts behind one Service."""

@@ -11,7 +11,7 @@ import ast
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -23,6 +23,7 @@ from modelcanary.api.modeldeployment import (
 from modelcanary.api.names import LABEL_MODEL
 from modelcanary.workloads import builders
 from modelcanary.workloads.builders import (
+    ANNOTATION_AUTOSCALER_HASH,
     ANNOTATION_MODEL_URI,
     ANNOTATION_TEMPLATE_HASH,
     LABEL_MANAGED_BY,
@@ -31,6 +32,7 @@ from modelcanary.workloads.builders import (
     LABEL_ROLE,
     LABEL_VERSION,
     OwnerRef,
+    build_autoscaler_spec,
     build_deployment_spec,
     build_service_spec,
     build_shared_service_spec,
@@ -379,3 +381,83 @@ def test_the_builders_import_nothing_that_does_io() -> None:
         "modelcanary",
     }, imported
     assert not {"kopf", "kr8s", "kubernetes", "httpx", "asyncio"} & imported
+
+
+# --------------------------------------------------------------------------- autoscaler
+
+CPU_70 = {
+    "type": "Resource",
+    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+}
+
+
+def autoscaled(**autoscaling: Any) -> Predictor:
+    raw = predictor().to_dict()
+    raw["autoscaling"] = {"minReplicas": 2, "maxReplicas": 8, **autoscaling}
+    return Predictor.model_validate(raw)
+
+
+def hpa(p: Predictor, *, role: Literal["stable", "canary"] = "canary", minimum: int = 3) -> Any:
+    return build_autoscaler_spec(
+        md_name="fraud",
+        namespace="models",
+        revision="abc123",
+        predictor=p,
+        role=role,
+        min_replicas=minimum,
+        owner=OWNER,
+    )
+
+
+def test_autoscaler_aims_at_the_revisions_deployment_owned_and_labelled_like_it() -> None:
+    p = autoscaled(metrics=[CPU_70])
+    built = hpa(p, minimum=3)
+    deployment = build_deployment_spec(
+        md_name="fraud",
+        namespace="models",
+        revision="abc123",
+        predictor=p,
+        replicas=1,
+        role="canary",
+        port=8080,
+        owner=OWNER,
+    )
+    assert built["apiVersion"] == "autoscaling/v2"
+    assert built["metadata"]["name"] == deployment["metadata"]["name"]
+    assert built["metadata"]["labels"] == deployment["metadata"]["labels"]
+    assert built["metadata"]["ownerReferences"] == deployment["metadata"]["ownerReferences"]
+    assert built["spec"] == {
+        "scaleTargetRef": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment["metadata"]["name"],
+        },
+        "minReplicas": 3,
+        "maxReplicas": 8,
+        "metrics": [CPU_70],
+    }
+
+
+def test_autoscaler_without_metrics_leaves_the_default_to_the_api_server() -> None:
+    assert "metrics" not in hpa(autoscaled())["spec"]
+
+
+def test_autoscaler_hash_ignores_the_floor_and_role_but_not_max_or_metrics() -> None:
+    def digest(built: dict[str, Any]) -> str:
+        return str(built["metadata"]["annotations"][ANNOTATION_AUTOSCALER_HASH])
+
+    base = digest(hpa(autoscaled(), minimum=2))
+    assert digest(hpa(autoscaled(), minimum=7, role="stable")) == base
+    assert digest(hpa(autoscaled(maxReplicas=9))) != base
+    assert digest(hpa(autoscaled(metrics=[CPU_70]))) != base
+
+
+@pytest.mark.parametrize("minimum", [0, 9])
+def test_autoscaler_refuses_a_floor_outside_one_to_max(minimum: int) -> None:
+    with pytest.raises(ValueError, match="minReplicas"):
+        hpa(autoscaled(), minimum=minimum)
+
+
+def test_autoscaler_needs_a_predictor_with_autoscaling() -> None:
+    with pytest.raises(ValueError, match="no autoscaling"):
+        hpa(predictor())
