@@ -18,7 +18,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from modelcanary.api.analysis import Analysis
 from modelcanary.api.base import (
@@ -27,6 +27,7 @@ from modelcanary.api.base import (
     ApiModel,
     Duration,
     cel,
+    parse_duration,
     validations,
 )
 from modelcanary.api.judging import AnalysisStatus, MetricResult
@@ -37,6 +38,7 @@ API_VERSION: Final = "modelcanary.io/v1alpha1"
 MAX_STEPS = 32
 MAX_HISTORY = 100
 MAX_DRILL_HISTORY = 20
+MIN_PROGRESS_DEADLINE = "1s"
 
 
 # --------------------------------------------------------------------------- predictor
@@ -266,6 +268,11 @@ class Strategy(ApiModel):
                 "the last setWeight must be 100",
                 ".steps",
             ),
+            cel(
+                f"duration(self.progressDeadline) >= duration('{MIN_PROGRESS_DEADLINE}')",
+                f"progressDeadline must be at least {MIN_PROGRESS_DEADLINE}",
+                ".progressDeadline",
+            ),
         )
     )
 
@@ -274,6 +281,16 @@ class Strategy(ApiModel):
 
     bake: Bake = Field(default_factory=Bake)
     """The soak at 100% before promotion."""
+
+    progress_deadline: Duration = "10m"
+    """How long the candidate may go without being Available (every desired replica
+    ready) before its canary is aborted back to stable: from the canary's start, or
+    from the moment it stopped being Available mid-canary. At least 1s."""
+
+    scale_down_delay: Duration = "30s"
+    """How long the previous stable revision stays at full size after a promotion, so
+    a rollback within that window meets warm pods; 0s scales it down at once. Not
+    used by the replicas router, where every ready pod takes traffic."""
 
     def weights(self) -> list[int]:
         return [step.set_weight for step in self.steps if step.set_weight is not None]
@@ -288,6 +305,13 @@ class Strategy(ApiModel):
         if weights[-1] != 100:
             raise ValueError("the last setWeight must be 100")
         return self
+
+    @field_validator("progress_deadline")
+    @classmethod
+    def _deadline_long_enough(cls, value: str) -> str:
+        if parse_duration(value) < parse_duration(MIN_PROGRESS_DEADLINE):
+            raise ValueError(f"progressDeadline must be at least {MIN_PROGRESS_DEADLINE}")
+        return value
 
 
 # --------------------------------------------------------------------------- rollback and drills
@@ -557,6 +581,17 @@ class ModelDeploymentStatus(ApiModel):
 
     promote_full: bool = False
     """promote --full was asked for: go to 100% and promote, skipping steps and the bake."""
+
+    canary_unavailable_since: datetime | None = None
+    """Since when the candidate has not been Available (unset while it is); the canary is
+    aborted once this is older than strategy.progressDeadline."""
+
+    previous_revision: str | None = None
+    """The stable revision before the latest promotion, kept at full size (warm) until
+    scaleDownAt so that a rollback meets ready pods."""
+
+    scale_down_at: datetime | None = None
+    """When previousRevision is scaled to zero (strategy.scaleDownDelay after the promotion)."""
 
     last_action: ActionRecord | None = None
     """The latest manual action."""

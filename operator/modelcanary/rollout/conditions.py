@@ -14,7 +14,9 @@ from modelcanary.api.modeldeployment import (
     Condition,
     ModelDeploymentStatus,
     Phase,
+    RevisionOutcome,
 )
+from modelcanary.rollout import deadline
 
 
 def set_condition(
@@ -78,7 +80,7 @@ def derive(
     put(
         "Degraded",
         degraded,
-        phase.value if degraded else "AsDesired",
+        _degraded_reason(status) if degraded else "AsDesired",
         status.message if degraded else "",
     )
     analysis = status.analysis
@@ -100,3 +102,13 @@ def derive(
             "DrillFailed",
             f"{drill.mode} drill {drill.name}: {drill.reason}",
         )
+
+
+def _degraded_reason(status: ModelDeploymentStatus) -> str:
+    """The phase, or ProgressDeadlineExceeded when that is what ended the latest canary."""
+    deadline_passed = status.message.startswith(deadline.REASON_PREFIX) or any(
+        entry.reason.startswith(deadline.REASON_PREFIX)
+        for entry in status.history[:1]
+        if entry.outcome is RevisionOutcome.ABORTED
+    )
+    return deadline.EVENT_REASON if deadline_passed else status.phase.value
