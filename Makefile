@@ -115,6 +115,10 @@ bench-drill: deps ## live rollback drills: time to restore and back, over 10 run
 bench-rollback: deps ## bad candidate (20% errors) to nginx back on stable: sequential vs threshold judge (10 runs each)
 	$(PY) -m bench.rollback_time --runs $(or $(RUNS),10)
 
+.PHONY: bench-warm
+bench-warm: deps ## rollback right after a promotion: warm previous revision (scaleDownDelay) vs cold, 10 runs each
+	$(PY) -m bench.warm_restore --runs $(or $(RUNS),10)
+
 .PHONY: bench-scale
 bench-scale: deps ## operator process with N (1000) ModelDeployments: to Healthy, RSS, idle CPU, reaction
 	$(PY) -m bench.operator_scale --objects $(or $(N),1000)
