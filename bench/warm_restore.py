@@ -42,7 +42,12 @@ from modelcanary.workloads.builders import LABEL_REVISION
 
 MODES = {"warm": "10m", "cold": "0s"}
 FIGURES = ("restored", "nginx_switched")
-QUICK: dict[str, Any] = {"steps": [{"setWeight": 50}, {"setWeight": 100}], "bake": "2s"}
+# The pause makes the count metrics compare the two revisions at 50% before 100%, where
+# stable takes no requests: without any comparison they would hold at 100% for good.
+QUICK: dict[str, Any] = {
+    "steps": [{"setWeight": 50}, {"pause": {"duration": "4s"}}, {"setWeight": 100}],
+    "bake": "2s",
+}
 
 
 def _replicas(world: CanaryScenario, revision: str) -> tuple[int, int]:

@@ -126,7 +126,12 @@ def test_the_previous_revision_stays_ready_after_promotion_and_goes_to_zero_afte
 ) -> None:
     delay = f"{DELAY:.0f}s"
     old = serve_first(scenario, scale_down_delay=delay)
-    quick = {"steps": [{"setWeight": 50}, {"setWeight": 100}], "bake": "2s"}
+    # The pause lets the count metrics compare both revisions at 50%: at 100% stable
+    # takes no requests, and with no comparison at all they would hold there.
+    quick = {
+        "steps": [{"setWeight": 50}, {"pause": {"duration": "4s"}}, {"setWeight": 100}],
+        "bake": "2s",
+    }
     scenario.apply(scenario.manifest(BETTER, scale_down_delay=delay, **quick))
     status = scenario.wait_for_status(healthy_on(BETTER), timeout=150, what="promoted")
     new = str(status["stableRevision"])

@@ -14,7 +14,6 @@ from modelcanary.api.modeldeployment import (
     Condition,
     ModelDeploymentStatus,
     Phase,
-    RevisionOutcome,
 )
 from modelcanary.rollout import deadline
 
@@ -105,10 +104,7 @@ def derive(
 
 
 def _degraded_reason(status: ModelDeploymentStatus) -> str:
-    """The phase, or ProgressDeadlineExceeded when that is what ended the latest canary."""
-    deadline_passed = status.message.startswith(deadline.REASON_PREFIX) or any(
-        entry.reason.startswith(deadline.REASON_PREFIX)
-        for entry in status.history[:1]
-        if entry.outcome is RevisionOutcome.ABORTED
-    )
-    return deadline.EVENT_REASON if deadline_passed else status.phase.value
+    """The phase, or ProgressDeadlineExceeded while that is what the status message tells."""
+    if deadline.EXCEEDED.search(status.message):
+        return deadline.EVENT_REASON
+    return status.phase.value

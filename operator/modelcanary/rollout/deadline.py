@@ -25,6 +25,7 @@ than the router asked for.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from modelcanary.api.base import parse_duration
@@ -34,7 +35,10 @@ EVENT_REASON = "ProgressDeadlineExceeded"
 """The Warning event (and the condition reason) of a canary ended by its deadline."""
 
 REASON_PREFIX = "progress deadline"
-"""How every deadline reason in the history starts, so conditions can name it."""
+"""How every deadline reason starts ("progress deadline 10m exceeded: ...")."""
+
+EXCEEDED = re.compile(rf"\b{REASON_PREFIX} \S+ exceeded\b")
+"""Finds a deadline reason inside a longer message, for the Degraded condition's reason."""
 
 
 def candidate_ready(work: Pass, revision: str) -> bool:

@@ -105,6 +105,8 @@ def test_the_aborted_revision_waits_and_the_next_predictor_starts_a_fresh_canary
     assert world.status.canary_revision is None
     assert "change spec.predictor, or retry it" in world.status.message
     assert world.replicas[candidate] == 0
+    degraded = {c.type: c for c in world.status.conditions}["Degraded"]
+    assert degraded.reason == "ProgressDeadlineExceeded"  # still, while the spec asks for it
 
     world.roll_out(deadline_spec("1.2.0"))
     fixed = world.spec.predictor.revision()
@@ -177,6 +179,8 @@ def test_with_automatic_rollback_off_it_stops_in_failed_and_leaves_traffic_alone
     assert world.route == {stable: 100}
     assert world.replicas[candidate] == 2  # kept for a person to look at
     assert world.events().count("ProgressDeadlineExceeded") == 1
+    degraded = {c.type: c for c in world.status.conditions}["Degraded"]
+    assert (degraded.status, degraded.reason) == ("True", "ProgressDeadlineExceeded")
     world.step(action=ManualAction("abort", "a1"))
     assert world.status.phase == "RolledBack"
 
