@@ -13,9 +13,9 @@ so a restarted operator reads when the candidate stopped being Available and
 reaches the same decision. It starts with the canary (a candidate must become
 Available within the deadline) and is cleared whenever the candidate is
 Available, so one that stops being Available mid-canary gets the whole
-deadline again. While a person has paused the rollout the clock is stopped
-and restarts in full on resume (Argo does not count a pause either): the
-person is in charge of the candidate then.
+deadline again. While the rollout is paused (by a person, or by the outage
+policy) the clock is stopped and restarts in full on resume (Argo does not
+count a pause either): a person is in charge of the candidate then.
 
 Availability with the replicas router differs: it scales the candidate by its
 weight, so at 0% the candidate has no desired replicas and nothing is expected

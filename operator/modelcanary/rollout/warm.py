@@ -65,8 +65,15 @@ def settle(work: Pass) -> None:
         assert status.scale_down_at is not None
         work.requeue((status.scale_down_at - work.now).total_seconds())
         return
-    # Serving again (restored, or the candidate once more): it is no longer "previous".
-    in_use = {status.stable_revision, status.canary_revision, status.restoring}
+    # Serving again (restored, the candidate once more, or a running drill's target):
+    # it is no longer "previous", and whoever uses it now owns its replicas.
+    drill = work.observed.drill
+    in_use = {
+        status.stable_revision,
+        status.canary_revision,
+        status.restoring,
+        drill.target if drill is not None else None,
+    }
     seen = work.observed.revisions.get(previous)
     if previous not in in_use and seen is not None and seen.exists and seen.desired_replicas:
         work.emit(ScaleRevision(previous, 0))

@@ -9,7 +9,7 @@ import pytest
 
 from modelcanary.api.modeldeployment import ModelDeploymentSpec
 from modelcanary.rollout.decision import DeleteRevision, ScaleRevision
-from modelcanary.rollout.observations import ManualAction
+from modelcanary.rollout.observations import ActiveDrill, ManualAction
 from tests.unit.rollout.world import World, make_spec, serving_first_revision, strategy
 
 pytestmark = pytest.mark.unit
@@ -148,3 +148,17 @@ def test_the_replicas_router_does_not_keep_the_previous_revision_warm() -> None:
     # Every ready pod behind the shared Service takes traffic: warm would mean serving.
     assert world.replicas[old] == 0
     assert world.status.previous_revision is None
+
+
+def test_a_drill_rehearsing_the_warm_revision_keeps_it_past_the_window() -> None:
+    world = serving_first_revision(spec("1.0.0"))
+    old = world.status.stable_revision
+    assert old is not None
+    promoted(world, "1.1.0")
+    world.drill = ActiveDrill("drill-1", target=old)
+    world.run(lambda w: w.status.previous_revision is None)  # the window has closed
+    assert world.replicas[old] == 2  # the drill owns it until it is done
+    assert not scaled_to_zero(world, old)
+    world.drill = None
+    world.step()
+    assert world.replicas[old] == 0  # steady state: everything but stable at zero
