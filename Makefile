@@ -119,6 +119,10 @@ bench-rollback: deps ## bad candidate (20% errors) to nginx back on stable: sequ
 bench-chaos: deps ## 20 canaries (good and bad) while the operator, Prometheus and kube-apiserver fail at random
 	$(PY) -m bench.chaos --canaries $(or $(CANARIES),20) --seed $(or $(SEED),20261127)
 
+.PHONY: bench-warm
+bench-warm: deps ## rollback right after a promotion: warm previous revision (scaleDownDelay) vs cold, 10 runs each
+	$(PY) -m bench.warm_restore --runs $(or $(RUNS),10)
+
 .PHONY: bench-scale
 bench-scale: deps ## operator process with N (1000) ModelDeployments: to Healthy, RSS, idle CPU, reaction
 	$(PY) -m bench.operator_scale --objects $(or $(N),1000)

@@ -281,6 +281,16 @@ INVALID_MODEL_DEPLOYMENTS = [
         "interval-without-unit", _set("spec.analysis.interval", "15"), "spec.analysis.interval"
     ),
     InvalidCase(
+        "zero-progress-deadline",
+        _set("spec.strategy.progressDeadline", "0s"),
+        "spec.strategy.progressDeadline",
+    ),
+    InvalidCase(
+        "malformed-scale-down-delay",
+        _set("spec.strategy.scaleDownDelay", "30 seconds"),
+        "spec.strategy.scaleDownDelay",
+    ),
+    InvalidCase(
         "malformed-bake", _set("spec.strategy.bake.duration", "1d"), "spec.strategy.bake.duration"
     ),
     InvalidCase(

@@ -125,10 +125,13 @@ def model_deployment(
     interval: str = "2s",
     min_samples: int = 50,
     metrics: list[dict[str, Any]] | None = None,
+    progress_deadline: str | None = None,
+    scale_down_delay: str | None = None,
     **spec_overrides: Any,
 ) -> dict[str, Any]:
     """A ModelDeployment for the e2e world: short steps, a 2 s analysis interval, and
-    the count metrics unless ``metrics`` says otherwise."""
+    the count metrics unless ``metrics`` says otherwise. ``progress_deadline`` and
+    ``scale_down_delay`` set those strategy fields (the API's defaults when None)."""
     spec: dict[str, Any] = {
         "predictor": {
             "model": {"name": "fraud", "version": version, "uri": f"s3://models/fraud/{version}"},
@@ -149,6 +152,8 @@ def model_deployment(
                 {"setWeight": 100},
             ],
             "bake": {"duration": bake},
+            **({"progressDeadline": progress_deadline} if progress_deadline else {}),
+            **({"scaleDownDelay": scale_down_delay} if scale_down_delay else {}),
         },
         "analysis": {
             "interval": interval,
@@ -352,8 +357,11 @@ class CanaryScenario:
         """``first`` serving, then ``second`` promoted through one quick 50% step.
 
         Returns (the previous revision, the stable one): the world a rollback
-        drill needs, with a known-good revision that is not the one serving.
+        drill needs, with a known-good revision that is not the one serving. The
+        previous revision is cold (scaleDownDelay 0s unless ``overrides`` say
+        otherwise), as a drill long after the promotion finds it.
         """
+        overrides.setdefault("scale_down_delay", "0s")
         self.apply(self.manifest(first, **overrides))
         previous = self.wait_for_status(
             lambda s: s.get("phase") == "Healthy" and s.get("stableRevision") is not None,

@@ -17,6 +17,7 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentStatus,
     Phase,
 )
+from modelcanary.rollout import deadline
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -69,6 +70,12 @@ PROMOTIONS = Counter(
 ROLLBACKS = Counter(
     "modelcanary_rollbacks",
     "Automatic rollbacks to the last known-good revision.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+PROGRESS_DEADLINES = Counter(
+    "modelcanary_progress_deadline_exceeded",
+    "Canaries whose candidate was not Available within strategy.progressDeadline.",
     ["namespace", "name"],
     registry=REGISTRY,
 )
@@ -172,6 +179,8 @@ def record_events(namespace: str, name: str, reasons: list[str]) -> None:
             PROMOTIONS.labels(namespace, name).inc()
         elif reason == "RolledBack":
             ROLLBACKS.labels(namespace, name).inc()
+        elif reason == deadline.EVENT_REASON:
+            PROGRESS_DEADLINES.labels(namespace, name).inc()
 
 
 def record_drill(namespace: str, md_name: str, summary: DrillSummary) -> None:

@@ -77,7 +77,9 @@ def roll_back_on(
 
 def test_good_candidate_walks_10_50_100_bakes_and_is_promoted(scenario: CanaryScenario) -> None:
     old = serve_first(scenario)
-    scenario.apply(scenario.manifest(BETTER))
+    # No scale-down delay: the old revision goes at the promotion (the delay has its
+    # own test in test_deadline_and_warmth_e2e.py).
+    scenario.apply(scenario.manifest(BETTER, scale_down_delay="0s"))
     weights: list[int] = []
 
     def promoted(status: dict[str, Any]) -> bool:

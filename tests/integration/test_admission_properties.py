@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from e2e.harness import ControlPlane
-from modelcanary.api.base import LABEL_VALUE_PATTERN
+from modelcanary.api.base import LABEL_VALUE_PATTERN, parse_duration
 from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
 )
@@ -107,6 +107,12 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
     }
     if draw(st.booleans()):
         spec["strategy"]["bake"] = {"duration": draw(durations)}
+    if draw(st.booleans()):
+        spec["strategy"]["scaleDownDelay"] = draw(durations)
+    if draw(st.booleans()):
+        spec["strategy"]["progressDeadline"] = draw(
+            durations.filter(lambda d: parse_duration(d).total_seconds() >= 1)
+        )
     if draw(st.booleans()):
         names = draw(st.lists(dns_labels, min_size=0, max_size=3, unique=True))
         spec["analysis"] = {
@@ -221,6 +227,8 @@ def perhaps_invalid_specs(draw: st.DrawFn, dimension: str) -> dict[str, Any]:
         spec["strategy"]["steps"] = draw(perhaps_invalid_steps())
     elif dimension == "traffic":
         spec["traffic"] = draw(perhaps_invalid_traffic())
+    elif dimension == "deadline":
+        spec["strategy"]["progressDeadline"] = draw(durations)
     else:
         spec["analysis"] = {
             "prometheus": {"address": "http://p:9090"},
@@ -229,7 +237,7 @@ def perhaps_invalid_specs(draw: st.DrawFn, dimension: str) -> dict[str, Any]:
     return spec
 
 
-@pytest.mark.parametrize("dimension", ["steps", "traffic", "bounds"])
+@pytest.mark.parametrize("dimension", ["steps", "traffic", "deadline", "bounds"])
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_api_server_and_models_agree_on_cross_field_rules(

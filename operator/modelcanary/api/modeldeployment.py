@@ -29,6 +29,7 @@ from modelcanary.api.base import (
     Duration,
     ShownText,
     cel,
+    parse_duration,
     shown,
     validations,
 )
@@ -43,6 +44,7 @@ MAX_DRILL_HISTORY = 20
 CONDITION_MESSAGE_BYTES = 4096
 """A condition's message as the operator writes it (the schema takes up to 32768, as
 Kubernetes' own conditions do)."""
+MIN_PROGRESS_DEADLINE = "1s"
 
 
 # --------------------------------------------------------------------------- predictor
@@ -326,6 +328,11 @@ class Strategy(ApiModel):
                 "the last setWeight must be 100",
                 ".steps",
             ),
+            cel(
+                f"duration(self.progressDeadline) >= duration('{MIN_PROGRESS_DEADLINE}')",
+                f"progressDeadline must be at least {MIN_PROGRESS_DEADLINE}",
+                ".progressDeadline",
+            ),
         )
     )
 
@@ -334,6 +341,16 @@ class Strategy(ApiModel):
 
     bake: Bake = Field(default_factory=Bake)
     """The soak at 100% before promotion."""
+
+    progress_deadline: Duration = "10m"
+    """How long the candidate may go without being Available (every desired replica
+    ready) before its canary is aborted back to stable: from the canary's start, or
+    from the moment it stopped being Available mid-canary. At least 1s."""
+
+    scale_down_delay: Duration = "30s"
+    """How long the previous stable revision stays at full size after a promotion, so
+    a rollback within that window meets warm pods; 0s scales it down at once. Not
+    used by the replicas router, where every ready pod takes traffic."""
 
     def weights(self) -> list[int]:
         return [step.set_weight for step in self.steps if step.set_weight is not None]
@@ -348,6 +365,13 @@ class Strategy(ApiModel):
         if weights[-1] != 100:
             raise ValueError("the last setWeight must be 100")
         return self
+
+    @field_validator("progress_deadline")
+    @classmethod
+    def _deadline_long_enough(cls, value: str) -> str:
+        if parse_duration(value) < parse_duration(MIN_PROGRESS_DEADLINE):
+            raise ValueError(f"progressDeadline must be at least {MIN_PROGRESS_DEADLINE}")
+        return value
 
 
 # --------------------------------------------------------------------------- rollback and drills
@@ -682,6 +706,17 @@ class ModelDeploymentStatus(ApiModel):
 
     promote_full: bool = False
     """promote --full was asked for: go to 100% and promote, skipping steps and the bake."""
+
+    canary_unavailable_since: datetime | None = None
+    """Since when the candidate has not been Available (unset while it is); the canary is
+    aborted once this is older than strategy.progressDeadline."""
+
+    previous_revision: str | None = None
+    """The stable revision before the latest promotion, kept at full size (warm) until
+    scaleDownAt so that a rollback meets ready pods."""
+
+    scale_down_at: datetime | None = None
+    """When previousRevision is scaled to zero (strategy.scaleDownDelay after the promotion)."""
 
     last_action: ActionRecord | None = None
     """The latest manual action."""

@@ -222,11 +222,20 @@ def _summary_rows(md: Mapping[str, Any], now: datetime) -> list[_Row]:
         rows.append(_Row("Desired", f"model {_get(md, 'spec', 'predictor', 'model', 'version')}"))
     if status.get("restoring"):
         rows.append(_Row("Restoring", _revision(md, status["restoring"]), "yellow"))
+    if status.get("previousRevision"):
+        # strategy.scaleDownDelay: a rollback to it now meets Ready pods.
+        rows.append(_Row("Warm", _warm(md, status, now)))
     rows += _analysis_rows(status, now)
     rows += _known_good_rows(md, status, now)
     rows += _drill_rows(status, now)
     rows += _action_rows(status, now)
     return rows
+
+
+def _warm(md: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> str:
+    when = _parse_time(status.get("scaleDownAt"))
+    left = f"  scaled to zero in {max(0, int((when - now).total_seconds()))}s" if when else ""
+    return f"{_revision(md, status['previousRevision'])}{left}"
 
 
 def _analysis_rows(status: Mapping[str, Any], now: datetime) -> list[_Row]:

@@ -19,6 +19,7 @@ from modelcanary.api.modeldeployment import (
     Phase,
     RevisionOutcome,
 )
+from modelcanary.rollout import deadline, warm
 from modelcanary.rollout.analysis import Gate, apply_evaluation, passed_since, seconds_until_due
 from modelcanary.rollout.decision import SetWeights
 from modelcanary.rollout.pause import pause_step
@@ -34,6 +35,7 @@ def start(work: Pass, revision: str) -> None:
     status.canary_weight = 0
     status.current_step = 0
     status.step_started_at = work.now
+    status.canary_unavailable_since = work.now
     status.analysis = AnalysisStatus() if work.spec.analysis is not None else None
     status.paused = False
     status.promote_full = False
@@ -76,6 +78,11 @@ def progress(work: Pass) -> None:
     if due is not None:
         work.requeue(max(due, 0.5))
 
+    late = deadline.overdue(work, canary)
+    if late is not None:
+        _deadline_passed(work, canary, late)
+        return
+
     if not work.router_owns_replicas and not work.available(canary):
         status.phase = Phase.PROGRESSING
         status.message = f"waiting for candidate {canary} to become Available"
@@ -90,6 +97,18 @@ def progress(work: Pass) -> None:
         status.message = "paused by a person; resume or promote to go on"
         return
     _walk(work)
+
+
+def _deadline_passed(work: Pass, canary: str, reason: str) -> None:
+    """Abort back to stable; with automatic rollback off, stop in Failed as for analysis."""
+    status = work.status
+    if work.spec.rollback.automatic:
+        abort(work, reason, event=deadline.EVENT_REASON)
+        return
+    if status.phase is not Phase.FAILED:
+        work.event(deadline.EVENT_REASON, f"candidate {canary}: {reason}", warning=True)
+    status.phase = Phase.FAILED
+    status.message = f"{reason}; automatic rollback is off (abort or promote)"
 
 
 def _walk(work: Pass) -> None:
@@ -217,7 +236,7 @@ def promote(work: Pass, *, note: str) -> None:
     work.ensure(canary, work.spec.predictor, "stable", force=True)
     work.emit(SetWeights.of({canary: 100}))
     if previous is not None and previous != canary:
-        work.retire(previous)
+        warm.keep_after_promotion(work, previous)
     summary = ", ".join(f"{r.metric}={_value(r.candidate)} {r.verdict}" for r in evidence)
     work.event(
         "Promoted",
@@ -237,6 +256,7 @@ def _clear_canary(work: Pass) -> None:
     status.step_started_at = None
     status.paused = False
     status.promote_full = False
+    status.canary_unavailable_since = None
 
 
 def rollback(work: Pass, reason: str) -> None:
@@ -247,11 +267,17 @@ def rollback(work: Pass, reason: str) -> None:
     )
 
 
-def abort(work: Pass, reason: str, outcome: RevisionOutcome = RevisionOutcome.ABORTED) -> None:
+def abort(
+    work: Pass,
+    reason: str,
+    outcome: RevisionOutcome = RevisionOutcome.ABORTED,
+    *,
+    event: str = "Aborted",
+) -> None:
     """Stop the candidate and send all traffic back to stable."""
     _end_canary(work, outcome, reason)
     work.event(
-        "Aborted",
+        event,
         f"candidate aborted, all traffic to {work.status.stable_revision}: {reason}",
         warning=True,
     )

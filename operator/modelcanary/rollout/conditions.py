@@ -15,6 +15,7 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentStatus,
     Phase,
 )
+from modelcanary.rollout import deadline
 
 
 def set_condition(
@@ -78,7 +79,7 @@ def derive(
     put(
         "Degraded",
         degraded,
-        phase.value if degraded else "AsDesired",
+        _degraded_reason(status) if degraded else "AsDesired",
         status.message if degraded else "",
     )
     analysis = status.analysis
@@ -102,3 +103,10 @@ def derive(
             "DrillFailed",
             f"{drill.mode} drill {drill.name}: {drill.reason}",
         )
+
+
+def _degraded_reason(status: ModelDeploymentStatus) -> str:
+    """The phase, or ProgressDeadlineExceeded while that is what the status message tells."""
+    if deadline.EXCEEDED.search(status.message):
+        return deadline.EVENT_REASON
+    return status.phase.value

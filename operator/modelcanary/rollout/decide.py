@@ -26,7 +26,7 @@ from modelcanary.api.modeldeployment import (
     RevisionOutcome,
 )
 from modelcanary.api.validation import FieldError
-from modelcanary.rollout import actions, canary, conditions
+from modelcanary.rollout import actions, canary, conditions, warm
 from modelcanary.rollout.decision import Decision, DeleteRevision, Event
 from modelcanary.rollout.drill_results import record_drills
 from modelcanary.rollout.observations import Observations
@@ -77,6 +77,7 @@ def decide(
     else:
         _steady(work)
 
+    warm.settle(work)
     _trim_history(work)
     record_drills(work)
     conditions.derive(work.status, now, generation, serving=_serving(work))
@@ -192,7 +193,7 @@ def _steady(work: Pass) -> None:
     if drill is not None:
         # The drill owns the split and its target's replicas until it is done.
         if drill.target is not None:
-            work.scale_down_others({stable, drill.target})
+            work.scale_down_others({stable, drill.target} | warm.kept_warm(work))
         status.message = f"revision {stable} is stable; drill {drill.name} in progress"
         work.requeue(POLL_SECONDS)
         return
@@ -204,7 +205,7 @@ def _steady(work: Pass) -> None:
             f"router read back {dict(weights)}; restoring 100% to {stable}",
             warning=True,
         )
-    work.scale_down_others({stable})
+    work.scale_down_others({stable} | warm.kept_warm(work))
     if status.phase not in (Phase.ROLLED_BACK, Phase.FAILED) or work.desired == stable:
         status.phase = Phase.HEALTHY
         status.message = f"revision {stable} serves 100%"
@@ -265,6 +266,7 @@ def _trim_history(work: Pass) -> None:
         status.stable_revision,
         status.canary_revision,
         status.restoring,
+        status.previous_revision,
         status.last_known_good.revision if status.last_known_good else None,
     }
     limit = work.spec.revision_history_limit

@@ -246,6 +246,19 @@ def test_a_healthy_model_has_no_canary_row_and_all_weight_on_stable() -> None:
     assert not [line for line in lines if line.startswith(("Canary", "Step", "Metrics"))]
 
 
+def test_the_previous_revision_kept_warm_shows_when_it_goes() -> None:
+    md = canary()
+    md["status"] = {
+        "phase": "Healthy",
+        "stableRevision": "bbbb222222",
+        "previousRevision": "aaaa111111",
+        "scaleDownAt": "2026-11-23T12:00:25Z",
+        "history": md["status"]["history"],
+    }
+    lines = view.status_lines(md, now=NOW)
+    assert row(lines, "Warm") == "aaaa111111 (model 1.4.0)  scaled to zero in 25s"
+
+
 def test_the_candidates_version_comes_from_the_spec_before_history_records_it() -> None:
     md = canary()
     md["status"]["history"] = []

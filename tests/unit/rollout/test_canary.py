@@ -74,7 +74,8 @@ def test_good_candidate_walks_every_step_bakes_and_is_promoted() -> None:
     ]
     assert world.route == {new: 100}
     assert old is not None
-    assert world.replicas[old] == 0  # scaled down once the bake is over
+    assert world.replicas[old] == 2  # warm for strategy.scaleDownDelay after the promotion
+    world.run(lambda w: w.replicas[old] == 0, passes=8)  # 30s by default, 5s a pass
     assert world.roles[new] == "stable"
     events = world.events()
     canary_events = events[events.index("CanaryStarted") :]

@@ -109,6 +109,11 @@ def spec_dict(**overrides: Any) -> dict[str, Any]:
     return spec
 
 
+def strategy(**fields: Any) -> dict[str, Any]:
+    """The default strategy of :func:`spec_dict` with some fields changed."""
+    return {**spec_dict()["strategy"], **fields}
+
+
 def make_spec(version: str = "1.0.0", **overrides: Any) -> ModelDeploymentSpec:
     raw = spec_dict(**overrides)
     raw["predictor"]["model"]["version"] = version
@@ -125,6 +130,8 @@ class World:
     roles: dict[str, str] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)
     """Revisions whose pods never become ready."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """revision -> the Deployment's own complaint (ReplicaFailure, Progressing=False)."""
     route: dict[str, int] | None = None
     router_lag: int = 0
     """Passes before a SetWeights shows in the read-back."""
@@ -162,6 +169,7 @@ class World:
                 autoscaler_min_replicas=(
                     self.autoscalers[rev][0] if rev in self.autoscalers else None
                 ),
+                problem=self.problems.get(rev),
             )
             for rev, count in self.replicas.items()
         }
