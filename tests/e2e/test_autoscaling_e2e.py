@@ -40,7 +40,8 @@ def scenario_faults() -> FaultsFor:
 
 
 def autoscaled(world: CanaryScenario, version: str, replicas: int) -> dict[str, Any]:
-    body = world.manifest(version)
+    # No warm window (strategy.scaleDownDelay): the old stable is retired at promotion.
+    body = world.manifest(version, scale_down_delay="0s")
     body["spec"]["predictor"]["replicas"] = replicas
     body["spec"]["predictor"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 6}
     return body

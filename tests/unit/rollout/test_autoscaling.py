@@ -23,10 +23,13 @@ from tests.unit.rollout.world import World, spec_dict
 pytestmark = pytest.mark.unit
 
 
-def autoscaled(version: str, *, minimum: int = 1, maximum: int = 20) -> ModelDeploymentSpec:
+def autoscaled(
+    version: str, *, minimum: int = 1, maximum: int = 20, scale_down_delay: str = "30s"
+) -> ModelDeploymentSpec:
     raw = spec_dict()
     raw["predictor"]["model"].update(version=version, uri=f"s3://m/{version}")
     raw["predictor"]["autoscaling"] = {"minReplicas": minimum, "maxReplicas": maximum}
+    raw["strategy"]["scaleDownDelay"] = scale_down_delay
     return ModelDeploymentSpec.model_validate(raw)
 
 
@@ -81,9 +84,13 @@ def test_the_candidates_floor_follows_its_weight_before_the_weight_moves() -> No
     for weights, ready in world.shifts:
         if canary in weights and stable in weights:
             assert ready.get(canary, 0) >= math.ceil(weights[canary] * 8 / 100), (weights, ready)
-    # The operator started the candidate and retired the old stable; nothing else.
+    # The old stable stays warm, its HPA with it, through strategy.scaleDownDelay ...
+    assert world.replica_writes == [(canary, 1)]
+    assert stable in world.autoscalers
+    world.run(lambda w: stable not in w.autoscalers)
+    # ... then it is retired. The operator started the candidate and retired the old
+    # stable; nothing else.
     assert world.replica_writes == [(canary, 1), (stable, 0)]
-    assert stable not in world.autoscalers
 
 
 def test_the_floor_does_not_follow_a_shrinking_stable_down() -> None:
@@ -100,7 +107,8 @@ def test_the_floor_does_not_follow_a_shrinking_stable_down() -> None:
 
 def test_promotion_keeps_the_new_stable_at_least_as_large_as_the_old_one() -> None:
     world, stable = serving(autoscaled("1.0.0", minimum=2), load=6)
-    world.roll_out(autoscaled("1.1.0", minimum=2))
+    # No warm window: the old stable is retired at promotion.
+    world.roll_out(autoscaled("1.1.0", minimum=2, scale_down_delay="0s"))
     canary = world.spec.predictor.revision()
     world.run(promoted)
     # It took 100% with six pods ready; with the floor met, the user's minimum is back,
@@ -159,7 +167,7 @@ def test_a_rollback_leaves_the_stables_hpa_and_count_alone() -> None:
 
 def test_a_retired_revision_restored_by_hand_gets_its_hpa_back_and_is_woken() -> None:
     world, first = serving(autoscaled("1.0.0", minimum=3), load=4)
-    world.roll_out(autoscaled("1.1.0", minimum=3))
+    world.roll_out(autoscaled("1.1.0", minimum=3, scale_down_delay="0s"))
     world.run(promoted)
     assert world.replicas[first] == 0
     assert first not in world.autoscalers
