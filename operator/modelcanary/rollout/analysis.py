@@ -257,3 +257,19 @@ def passed_since(work: Pass, since: datetime | None) -> bool:
         and state.last_run_at is not None
         and (since is None or state.last_run_at >= since)
     )
+
+
+def compared_with_stable(work: Pass) -> bool:
+    """Whether the candidate may take all the traffic, as far as the count metrics go.
+
+    They compare the candidate with stable on the same stretch of time; at 100% stable
+    serves nothing, so through the bake they keep the verdict of their last comparison.
+    A candidate sent to 100% before any comparison passed (quick steps, a busy
+    Prometheus) would leave them nothing to go on, and the canary would hold there for
+    good. So the last step waits for an evaluation that passed while stable still served.
+    """
+    analysis = work.spec.analysis
+    if analysis is None or not analysis.count_metrics or work.status.stable_revision is None:
+        return True
+    state = work.status.analysis
+    return state is not None and state.outcome == Outcome.PASS.value

@@ -20,7 +20,13 @@ from modelcanary.api.modeldeployment import (
     RevisionOutcome,
 )
 from modelcanary.rollout import deadline, warm
-from modelcanary.rollout.analysis import Gate, apply_evaluation, passed_since, seconds_until_due
+from modelcanary.rollout.analysis import (
+    Gate,
+    apply_evaluation,
+    compared_with_stable,
+    passed_since,
+    seconds_until_due,
+)
 from modelcanary.rollout.decision import SetWeights
 from modelcanary.rollout.pause import pause_step
 from modelcanary.rollout.state import POLL_SECONDS, Pass
@@ -125,12 +131,32 @@ def _walk(work: Pass) -> None:
             return
         step = steps[index]
         if step.set_weight is not None:
+            if step.set_weight >= 100 and not _may_take_all(work):
+                return
             if not _set_weight(work, step.set_weight):
                 return
         elif not pause_step(work, step.pause):
             return
         status.current_step = index + 1
         status.step_started_at = work.now
+
+
+def _may_take_all(work: Pass) -> bool:
+    """Before 100%: the count metrics have compared the candidate with stable (or it is
+    there already, e.g. after a restart)."""
+    canary = work.status.canary_revision
+    assert canary is not None
+    if compared_with_stable(work) or work.confirmed_canary_weight(
+        canary, work.status.stable_revision, 100
+    ):
+        return True
+    work.status.phase = Phase.PROGRESSING
+    work.status.message = (
+        f"holding at {work.status.canary_weight}% until the count metrics have compared the "
+        "candidate with stable: at 100% stable serves nothing to compare with"
+    )
+    work.requeue(POLL_SECONDS)
+    return False
 
 
 def _set_weight(work: Pass, weight: int) -> bool:

@@ -111,3 +111,32 @@ def test_a_failure_seen_before_the_weight_is_read_back_still_rolls_back() -> Non
     assert world.status.phase == "RolledBack"
     assert weights_before[-1] == 0  # the look that failed it was taken at weight 0
     assert world.status.history[0].reason.startswith("errors: candidate ")
+
+
+def test_quick_steps_wait_below_100_until_the_count_metrics_have_compared() -> None:
+    """[50, 100] with no pause could reach 100% before any comparison; at 100% stable
+    serves nothing, so the count metrics would have nothing to judge, ever."""
+
+    def quick(version: str) -> Any:
+        raw = counted(version).to_dict()
+        raw["strategy"]["steps"] = [{"setWeight": 50}, {"setWeight": 100}]
+        raw["strategy"]["bake"] = {"duration": "0s"}
+        return type(counted(version)).model_validate(raw)
+
+    world, _ = world_with(set())
+    spec = quick("2.0.0")
+    world.roll_out(spec)
+    weights_before_a_pass: list[int] = []
+
+    def promoted(w: World) -> bool:
+        analysis = w.status.analysis
+        if w.status.canary_revision and (analysis is None or analysis.outcome != "Pass"):
+            weights_before_a_pass.append(w.status.canary_weight)
+        return w.status.phase == "Healthy" and w.status.stable_revision == spec.predictor.revision()
+
+    world.run(promoted, advance=timedelta(seconds=1))
+    assert 100 not in weights_before_a_pass
+    assert 50 in weights_before_a_pass
+    assert any("until the count metrics have compared" in d.status.message for d in world.decisions)
+    evidence = {r.metric: r for r in world.status.last_known_good.evidence}  # type: ignore[union-attr]
+    assert evidence["errors"].verdict is Verdict.PASS
