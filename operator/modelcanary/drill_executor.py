@@ -27,10 +27,7 @@ from typing import Any
 import kr8s
 import kr8s.asyncio
 
-from modelcanary.api.modeldeployment import (
-    ModelDeploymentSpec,
-    ModelDeploymentStatus,
-)
+from modelcanary.api.modeldeployment import ModelDeploymentSpec
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
@@ -50,6 +47,7 @@ from modelcanary.reconcile import (
 )
 from modelcanary.rollout.decision import Action
 from modelcanary.rollout.observations import RouterObservation
+from modelcanary.rollout.status_reading import read_status
 from modelcanary.traffic import Router
 from modelcanary.workloads import applier
 
@@ -97,18 +95,22 @@ class DrillExecutor:
             return await self._end(
                 obj, status, f"ModelDeployment {spec.model_deployment} not found", now
             )
+        md_reading = read_status(md_obj.get("status"))
         try:
             md_spec = parse(ModelDeploymentSpec, md_obj.get("spec") or {}, prefix="spec")
+            if not md_reading.sound:
+                raise InvalidSpecError(md_reading.problems)
         except InvalidSpecError as invalid:
             if status.phase is DrillPhase.PENDING:
                 return await self._end(
                     obj, status, f"ModelDeployment {spec.model_deployment}: {invalid}", now
                 )
             # Mid-drill: without a valid spec there is no router to put traffic
-            # back with; wait for the spec to be fixed (the timeout still runs).
-            log.warning("%s/%s: ModelDeployment spec invalid mid-drill", namespace, name)
+            # back with, and without a readable status no known weights or
+            # revisions; wait for the fix (the timeout still runs).
+            log.warning("%s/%s: ModelDeployment unreadable mid-drill: %s", namespace, name, invalid)
             return DrillPassResult(DrillDecision(status), md_obj["metadata"]["uid"])
-        md_status = ModelDeploymentStatus.model_validate(md_obj.get("status") or {})
+        md_status = md_reading.status
 
         router = self.reconciler.router_of(md_obj, md_spec)
         revisions, weights, others = await asyncio.gather(

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,8 @@ from modelcanary.rollout.observations import (
     Observations,
     RouterObservation,
 )
+from modelcanary.rollout.status_reading import decide_unsound, keep_memory, read_status
+from modelcanary.rollout.status_reading import note as note_status
 from modelcanary.traffic import Router, router_for
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
@@ -95,10 +97,6 @@ def owner_of(obj: Mapping[str, Any]) -> OwnerRef:
     )
 
 
-def _status_of(obj: Mapping[str, Any]) -> ModelDeploymentStatus:
-    return ModelDeploymentStatus.model_validate(obj.get("status") or {})
-
-
 class Reconciler:
     """Runs passes for any number of ModelDeployments with one API client."""
 
@@ -118,18 +116,26 @@ class Reconciler:
         now = now or datetime.now(UTC)
         metadata = obj["metadata"]
         generation = metadata.get("generation")
-        status = _status_of(obj)
+        reading = read_status(obj.get("status"))
+        if not reading.sound:
+            result = PassResult(decide_unsound(reading, now, generation))
+            result.status_written = await self._write_raw_status(
+                obj, keep_memory(obj.get("status") or {}, result.decision.status)
+            )
+            return result
+        status, noted = note_status(reading, now, generation)
         try:
             spec = parse(ModelDeploymentSpec, obj.get("spec") or {}, prefix="spec")
         except InvalidSpecError as invalid:
             decision = decide_invalid(status, invalid.errors, now, generation=generation)
-            result = PassResult(decision)
+            result = PassResult(replace(decision, events=noted + decision.events))
             result.status_written = await self._write_status(obj, status, decision.status)
             return result
 
         router = self.router_of(obj, spec)
         observed = await self._observe(obj, spec, status, router, now)
         decision = decide(spec, status, observed, now, generation=generation)
+        decision = replace(decision, events=noted + decision.events)
         result = PassResult(decision)
         started = time.monotonic()
         await self._act(obj, spec, router, decision.actions, result)
@@ -299,9 +305,14 @@ class Reconciler:
         before: ModelDeploymentStatus,
         after: ModelDeploymentStatus,
     ) -> bool:
-        stored = obj.get("status") or {}
         wanted = after.to_dict()
-        if after == before and wanted == stored:
+        if after == before and wanted == (obj.get("status") or {}):
+            return False
+        return await self._write_raw_status(obj, wanted)
+
+    async def _write_raw_status(self, obj: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+        stored = obj.get("status") or {}
+        if wanted == stored:
             return False
         resource = await self._resource(obj)
         await resource.patch(
