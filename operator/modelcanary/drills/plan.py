@@ -174,10 +174,20 @@ class _Work:
         weights = self.observed.router.weights or {}
         return {revision: weight for revision, weight in weights.items() if weight}
 
-    def route(self, weights: dict[str, int]) -> bool:
+    def route(self, weights: dict[str, int], *, back: bool = False) -> bool:
+        """Ask for ``weights`` unless the router reads them back; True once it does.
+
+        While the router cannot be read, traffic never moves toward the target
+        (the rollout holds its steps the same way), but the weights as found
+        (``back``) are asked for anyway: one absolute request, safe to repeat,
+        and it ends the exposure as soon as the router takes it. Either way
+        the step waits until the router reads them back.
+        """
         wanted = {revision: weight for revision, weight in weights.items() if weight}
         if self.observed.router.weights is None:
-            return False  # never move traffic blind; the next pass reads the router again
+            if back:
+                self.actions.append(SetWeights.of(wanted))
+            return False
         if self.weights_now() == wanted:
             return True
         self.actions.append(SetWeights.of(wanted))
@@ -208,10 +218,7 @@ def plan_drill(
             return DrillDecision(state, events=tuple(work.events), requeue_after=3600.0)
         _begin(work)
     if observed.router.weights is None and state.step in (Step.SHIFTING, Step.RESTORING):
-        # Moving traffic blind could leave it anywhere; wait for the router.
-        # A drill that cannot finish still ends, by its timeout, in Restoring.
         state.verdict_note = f"waiting for the router: {observed.router.error or 'no route'}"
-        return DrillDecision(state, requeue_after=POLL_SECONDS)
     _advance(work)
     return DrillDecision(
         work.status, tuple(work.actions), tuple(work.events), _requeue(work), work.summary
@@ -311,7 +318,7 @@ def _one_step(work: _Work) -> None:  # noqa: PLR0912 - one branch per step
         _judge(work)
     elif step is Step.RESTORING:
         state.restore_started_at = state.restore_started_at or work.now
-        if work.route(dict(state.weights_before or {})):
+        if work.route(dict(state.weights_before or {}), back=True):
             if state.shift_started_at is not None:
                 state.time_to_switch_back_seconds = round(
                     (work.now - state.restore_started_at).total_seconds(), 3
