@@ -32,20 +32,21 @@ from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.drills.plan import (
+    FINISHED,
     DrillDecision,
     DrillObservations,
     analysis_due,
     judges_counts,
     plan_drill,
 )
-from modelcanary.reconcile import (
+from modelcanary.passes import (
     ModelDeploymentResource,
-    Reconciler,
+    PassState,
     RollbackDrillResource,
-    drills_of,
-    merge_patch,
+    carry_out_in_order,
+    write_status,
 )
-from modelcanary.rollout.decision import Action
+from modelcanary.reconcile import Reconciler, drills_of
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.rollout.status_reading import read_status
 from modelcanary.traffic import Router
@@ -53,20 +54,16 @@ from modelcanary.workloads import applier
 
 log = logging.getLogger(__name__)
 
-TERMINAL = (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED)
-
 
 @dataclass
-class DrillPassResult:
-    decision: DrillDecision
+class DrillPassResult(PassState):
+    decision: DrillDecision = field(kw_only=True)
     model_deployment_uid: str | None = None
     """Whose pass should look again (to record the drill's result)."""
-    applied: list[Action] = field(default_factory=list)
-    failed: tuple[Action, str] | None = None
 
     @property
     def finished(self) -> bool:
-        return self.decision.status.phase in TERMINAL
+        return self.decision.status.phase in FINISHED
 
 
 class DrillExecutor:
@@ -81,8 +78,8 @@ class DrillExecutor:
         metadata = obj["metadata"]
         name, namespace = metadata["name"], metadata["namespace"]
         status = RollbackDrillStatus.model_validate(obj.get("status") or {})
-        if status.phase in TERMINAL:
-            return DrillPassResult(DrillDecision(status, requeue_after=3600.0))
+        if status.phase in FINISHED:
+            return DrillPassResult(decision=DrillDecision(status, requeue_after=3600.0))
         try:
             spec = parse(RollbackDrillSpec, obj.get("spec") or {}, prefix="spec")
         except InvalidSpecError as invalid:
@@ -109,7 +106,9 @@ class DrillExecutor:
             # back with, and without a readable status no known weights or
             # revisions; wait for the fix (the timeout still runs).
             log.warning("%s/%s: ModelDeployment unreadable mid-drill: %s", namespace, name, invalid)
-            return DrillPassResult(DrillDecision(status), md_obj["metadata"]["uid"])
+            return DrillPassResult(
+                decision=DrillDecision(status), model_deployment_uid=md_obj["metadata"]["uid"]
+            )
         md_status = md_reading.status
 
         router = self.reconciler.router_of(md_obj, md_spec)
@@ -147,16 +146,14 @@ class DrillExecutor:
             observed=observed,
             now=now,
         )
-        result = DrillPassResult(decision, md_obj["metadata"]["uid"])
-        for action in decision.actions:
-            try:
-                await self.reconciler.carry_out(md_obj, md_spec, router, action)
-            except (kr8s.ServerError, kr8s.NotFoundError, OSError, ValueError) as error:
-                log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
-                result.failed = (action, str(error))
-                break
-            result.applied.append(action)
-        await self._write_status(obj, decision.status)
+        result = DrillPassResult(decision=decision, model_deployment_uid=md_obj["metadata"]["uid"])
+        await carry_out_in_order(
+            decision.actions,
+            lambda action: self.reconciler.carry_out(md_obj, md_spec, router, action),
+            result,
+            who=f"{namespace}/{name}",
+        )
+        result.status_written = await self._write_status(obj, decision.status)
         return result
 
     async def _label(self, obj: Mapping[str, Any], md_name: str) -> None:
@@ -185,17 +182,11 @@ class DrillExecutor:
         ended.reason = reason
         ended.finished_at = now
         await self._write_status(obj, ended)
-        return DrillPassResult(DrillDecision(ended, requeue_after=3600.0))
+        return DrillPassResult(decision=DrillDecision(ended, requeue_after=3600.0))
 
     async def _write_status(self, obj: Mapping[str, Any], status: RollbackDrillStatus) -> bool:
-        stored = obj.get("status") or {}
-        wanted = status.to_dict()
-        patch = merge_patch(stored, wanted)
-        if not patch:
-            return False
         resource = RollbackDrillResource(dict(obj), api=self.api)
-        await resource.patch({"status": patch}, subresource="status", type="merge")
-        return True
+        return await write_status(resource, obj.get("status") or {}, status.to_dict())
 
 
 async def _read_weights(router: Router) -> RouterObservation:

@@ -22,28 +22,38 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kr8s.asyncio
-from kr8s.asyncio.objects import APIObject, new_class
+from kr8s.asyncio.objects import APIObject
 
 from modelcanary.analysis import queries
 from modelcanary.analysis.samples import AnalysisObservation
+from modelcanary.api.analysis import PrometheusConnection
 from modelcanary.api.modeldeployment import (
     API_VERSION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    Traffic,
 )
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
-from modelcanary.drills.plan import summary_of
+from modelcanary.drills.plan import FINISHED, summary_of
 from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, provider_for
 from modelcanary.metrics.prometheus import PrometheusProvider
+from modelcanary.passes import (
+    ModelDeploymentResource,
+    PassState,
+    RollbackDrillResource,
+    carry_out_in_order,
+    clear_action,
+    write_status,
+)
 from modelcanary.promql.templates import TemplateValues
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
 from modelcanary.rollout.analysis import analysis_due
@@ -76,17 +86,31 @@ from modelcanary.workloads.builders import (
 
 log = logging.getLogger(__name__)
 
-ModelDeploymentResource = new_class(
-    "ModelDeployment.modelcanary.io/v1alpha1", namespaced=True, asyncio=True
-)
+
+class RouterFactory(Protocol):
+    """Makes the router for a ModelDeployment's ``spec.traffic`` (``traffic.router_for``)."""
+
+    def __call__(
+        self,
+        api: kr8s.asyncio.Api,
+        *,
+        namespace: str,
+        md_name: str,
+        traffic: Traffic,
+        owner: OwnerRef,
+        replicas_total: int,
+    ) -> Router: ...
+
+
+ProviderFactory = Callable[
+    [kr8s.asyncio.Api, PrometheusConnection, str], Awaitable[PrometheusProvider]
+]
+"""Finds the Prometheus to query for ``spec.analysis.prometheus`` (``metrics.provider_for``)."""
 
 
 @dataclass
-class PassResult:
-    decision: Decision
-    applied: list[Action] = field(default_factory=list)
-    failed: tuple[Action, str] | None = None
-    status_written: bool = False
+class PassResult(PassState):
+    decision: Decision = field(kw_only=True)
     rollback_seconds: float | None = None
 
 
@@ -100,8 +124,16 @@ def owner_of(obj: Mapping[str, Any]) -> OwnerRef:
 class Reconciler:
     """Runs passes for any number of ModelDeployments with one API client."""
 
-    def __init__(self, api: kr8s.asyncio.Api) -> None:
+    def __init__(
+        self,
+        api: kr8s.asyncio.Api,
+        *,
+        routers: RouterFactory = router_for,
+        prometheus: ProviderFactory = provider_for,
+    ) -> None:
         self.api = api
+        self._routers = routers
+        self._prometheus = prometheus
         self._batchers: dict[int, QueryBatcher] = {}
 
     def _batcher(self, provider: PrometheusProvider) -> QueryBatcher:
@@ -118,7 +150,7 @@ class Reconciler:
         generation = metadata.get("generation")
         reading = read_status(obj.get("status"))
         if not reading.sound:
-            result = PassResult(decide_unsound(reading, now, generation))
+            result = PassResult(decision=decide_unsound(reading, now, generation))
             result.status_written = await self._write_raw_status(
                 obj, keep_memory(obj.get("status") or {}, result.decision.status)
             )
@@ -128,7 +160,7 @@ class Reconciler:
             spec = parse(ModelDeploymentSpec, obj.get("spec") or {}, prefix="spec")
         except InvalidSpecError as invalid:
             decision = decide_invalid(status, invalid.errors, now, generation=generation)
-            result = PassResult(replace(decision, events=noted + decision.events))
+            result = PassResult(decision=replace(decision, events=noted + decision.events))
             result.status_written = await self._write_status(obj, status, decision.status)
             return result
 
@@ -136,9 +168,14 @@ class Reconciler:
         observed = await self._observe(obj, spec, status, router, now)
         decision = decide(spec, status, observed, now, generation=generation)
         decision = replace(decision, events=noted + decision.events)
-        result = PassResult(decision)
+        result = PassResult(decision=decision)
         started = time.monotonic()
-        await self._act(obj, spec, router, decision.actions, result)
+        await carry_out_in_order(
+            decision.actions,
+            lambda action: self.carry_out(obj, spec, router, action),
+            result,
+            who=f"{metadata['namespace']}/{metadata['name']}",
+        )
         if any(e.reason == "RolledBack" for e in decision.events) and result.failed is None:
             result.rollback_seconds = time.monotonic() - started
         # The status says what was decided; if an action failed, the next pass
@@ -146,12 +183,12 @@ class Reconciler:
         result.status_written = await self._write_status(obj, status, decision.status)
         handled = decision.status.last_action
         if observed.action is not None and handled is not None and handled.id == observed.action.id:
-            await self._clear_action(obj)
+            await clear_action(self._resource(obj), metadata.get("annotations") or {})
         return result
 
     def router_of(self, obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> Router:
         metadata = obj["metadata"]
-        return router_for(
+        return self._routers(
             self.api,
             namespace=metadata["namespace"],
             md_name=metadata["name"],
@@ -221,7 +258,7 @@ class Reconciler:
         analysis = spec.analysis
         assert analysis is not None
         try:
-            provider = await provider_for(self.api, analysis.prometheus, namespace)
+            provider = await self._prometheus(self.api, analysis.prometheus, namespace)
         except ConnectionConfigError as error:
             return queries.failed_observation(analysis, now, str(error))
         if not await provider.is_online():
@@ -239,24 +276,6 @@ class Reconciler:
         return queries.observation(analysis, now, answers, with_stable=stable is not None)
 
     # -- acting --------------------------------------------------------------------
-
-    async def _act(
-        self,
-        obj: Mapping[str, Any],
-        spec: ModelDeploymentSpec,
-        router: Router,
-        actions: Sequence[Action],
-        result: PassResult,
-    ) -> None:
-        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        for action in actions:
-            try:
-                await self.carry_out(obj, spec, router, action)
-            except (kr8s.ServerError, kr8s.NotFoundError, OSError, ValueError) as error:
-                log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
-                result.failed = (action, str(error))
-                return
-            result.applied.append(action)
 
     async def carry_out(
         self,
@@ -305,34 +324,15 @@ class Reconciler:
         before: ModelDeploymentStatus,
         after: ModelDeploymentStatus,
     ) -> bool:
-        wanted = after.to_dict()
-        if after == before and wanted == (obj.get("status") or {}):
+        if after == before and after.to_dict() == (obj.get("status") or {}):
             return False
-        return await self._write_raw_status(obj, wanted)
+        return await self._write_raw_status(obj, after.to_dict())
 
     async def _write_raw_status(self, obj: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-        stored = obj.get("status") or {}
-        if wanted == stored:
-            return False
-        resource = await self._resource(obj)
-        await resource.patch(
-            {"status": merge_patch(stored, wanted)}, subresource="status", type="merge"
-        )
-        return True
+        return await write_status(self._resource(obj), obj.get("status") or {}, wanted)
 
-    async def _clear_action(self, obj: Mapping[str, Any]) -> None:
-        resource = await self._resource(obj)
-        await resource.patch(
-            {"metadata": {"annotations": {ANNOTATION: None, ANNOTATION_ID: None}}}, type="merge"
-        )
-
-    async def _resource(self, obj: Mapping[str, Any]) -> APIObject:
+    def _resource(self, obj: Mapping[str, Any]) -> APIObject:
         return ModelDeploymentResource(dict(obj), api=self.api)
-
-
-RollbackDrillResource = new_class(
-    "RollbackDrill.modelcanary.io/v1alpha1", namespaced=True, asyncio=True
-)
 
 
 async def drills_of(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> list[dict[str, Any]]:
@@ -370,23 +370,9 @@ async def observe_drills(
         if status.phase is DrillPhase.RUNNING:
             target = status.revisions.last_known_good if status.revisions else None
             running = ActiveDrill(name=name, target=target)
-        elif status.phase in (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED):
+        elif status.phase in FINISHED:
             finished.append(FinishedDrill(name, summary_of(name, spec, status), status.finished_at))
     return running, tuple(finished)
-
-
-def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
-    """An RFC 7386 merge patch from ``before`` to ``after``: removed keys become null."""
-    patch: dict[str, Any] = {key: None for key in before if key not in after}
-    for key, value in after.items():
-        old = before.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            nested = merge_patch(old, value)
-            if nested:
-                patch[key] = nested
-        elif value != old:
-            patch[key] = value
-    return patch
 
 
 def _values(

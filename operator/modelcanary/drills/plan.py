@@ -74,6 +74,10 @@ class Step(enum.StrEnum):
     DONE = "Done"
 
 
+FINISHED = frozenset({DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED})
+"""The phases a drill ends in: its executor stops, its ModelDeployment records it."""
+
+
 @dataclass(frozen=True)
 class DrillObservations:
     revisions: dict[str, RevisionObservation] = field(default_factory=dict)
@@ -206,7 +210,7 @@ def plan_drill(
 ) -> DrillDecision:
     work = _Work(name, spec, status.model_copy(deep=True), md_spec, md_status, observed, now)
     state = work.status
-    if state.phase in (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED):
+    if state.phase in FINISHED:
         return DrillDecision(state, requeue_after=3600.0)
     if state.phase is DrillPhase.PENDING:
         reason = refusal(md_spec, md_status, observed)
