@@ -26,8 +26,6 @@ from urllib.parse import unquote
 import httpx
 import kr8s.asyncio
 
-from modelcanary.passes import merge_patch
-
 BASE = "http://fake-kube.test"
 
 
@@ -176,5 +174,3 @@ def _json_patch(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any
             node[last] = op["value"]
     return obj
 
-
-__all__ = ["Failure", "FakeKube", "merge_patch"]
