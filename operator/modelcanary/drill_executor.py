@@ -4,7 +4,8 @@ The drill's logic is the pure ``drills.plan``; this is its thin edge, the twin
 of ``reconcile`` for RollbackDrills. It borrows the ModelDeployment's own
 edges from the ``Reconciler`` (the same router, the same Deployment builders,
 the same analysis queries), so a drill rehearses exactly the code a real
-rollback runs, not a copy of it.
+rollback runs, not a copy of it; and it acts and writes its status through
+the same skeleton (``passes``), so the two passes cannot drift apart there.
 
 It writes only the drill's status. The ModelDeployment's status stays with
 the ModelDeployment's pass (one writer, one patch per pass), which records a

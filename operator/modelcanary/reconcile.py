@@ -14,6 +14,13 @@ The order matters and is the same every time:
 4. carry out the actions in order; the first failure stops the rest, since
    later actions may depend on it (the next pass re-observes and retries);
 5. write the status once, and only when it changed.
+
+Steps 4 and 5, and clearing a handled manual action, are the skeleton this
+pass shares with the drill's (``passes``). A status the models refuse is
+read by ``rollout.status_reading`` before step 1: what can be salvaged is
+used, and when that is not sound the pass changes nothing and says why.
+The router and Prometheus come from factories given to the ``Reconciler``,
+so the skeleton is tested over a fake API without a router or Prometheus.
 """
 
 from __future__ import annotations

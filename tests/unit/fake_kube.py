@@ -173,4 +173,3 @@ def _json_patch(obj: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any
         else:
             node[last] = op["value"]
     return obj
-
