@@ -438,3 +438,16 @@ def test_neither_pass_shifts_toward_a_target_through_an_unreadable_router() -> N
         drill_pass(cluster)
     assert cluster.router.asked == []
     assert "waiting for the router" in cluster.kube.get(DRILL_PATH)["status"]["verdictNote"]
+
+
+def test_a_drill_of_a_model_whose_status_cannot_be_read_is_refused_naming_the_field() -> None:
+    cluster = drill_cluster()
+    md = cluster.kube.get(MD_PATH)
+    md["status"]["history"][1]["createdAt"] = "0000-01-01T00:00:00Z"
+    cluster.kube.put(MD_PATH, md)
+    result = drill_pass(cluster)
+    drill = cluster.kube.get(DRILL_PATH)["status"]
+    assert drill["phase"] == "Refused"
+    assert "status.history[1].createdAt" in drill["reason"]
+    assert result.decision.actions == ()
+    assert cluster.router.asked == []
