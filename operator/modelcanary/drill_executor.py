@@ -78,7 +78,10 @@ class DrillExecutor:
         now = now or datetime.now(UTC)
         metadata = obj["metadata"]
         name, namespace = metadata["name"], metadata["namespace"]
-        status = RollbackDrillStatus.model_validate(obj.get("status") or {})
+        try:
+            status = parse(RollbackDrillStatus, obj.get("status") or {}, prefix="status")
+        except InvalidSpecError as unreadable:
+            return await self._end_unreadable(obj, unreadable, now)
         if status.phase in FINISHED:
             return DrillPassResult(decision=DrillDecision(status, requeue_after=3600.0))
         try:
@@ -183,6 +186,28 @@ class DrillExecutor:
         ended.reason = reason
         ended.finished_at = now
         await self._write_status(obj, ended)
+        return DrillPassResult(decision=DrillDecision(ended, requeue_after=3600.0))
+
+    async def _end_unreadable(
+        self, obj: Mapping[str, Any], unreadable: InvalidSpecError, now: datetime
+    ) -> DrillPassResult:
+        """A drill whose own status the models refuse (edited by hand): it ends as Failed.
+
+        Its step and the weights it found cannot be trusted, so it does not go
+        on; only ``phase``, ``reason`` and ``finishedAt`` are written, and the
+        rest stays as the person left it. The ModelDeployment's pass, which
+        no longer sees a running drill, then puts 100% back on the stable
+        revision, as it does for a drill deleted midway.
+        """
+        ended = RollbackDrillStatus(
+            phase=DrillPhase.FAILED, reason=f"status unreadable: {unreadable}", finished_at=now
+        )
+        stored = dict(obj.get("status") or {})
+        wanted = {
+            **stored,
+            **{key: ended.to_dict()[key] for key in ("phase", "reason", "finishedAt")},
+        }
+        await write_status(RollbackDrillResource(dict(obj), api=self.api), stored, wanted)
         return DrillPassResult(decision=DrillDecision(ended, requeue_after=3600.0))
 
     async def _write_status(self, obj: Mapping[str, Any], status: RollbackDrillStatus) -> bool:

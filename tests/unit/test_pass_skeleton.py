@@ -451,3 +451,24 @@ def test_a_drill_of_a_model_whose_status_cannot_be_read_is_refused_naming_the_fi
     assert "status.history[1].createdAt" in drill["reason"]
     assert result.decision.actions == ()
     assert cluster.router.asked == []
+
+
+def test_a_drill_whose_own_status_cannot_be_read_ends_failed_and_keeps_the_rest() -> None:
+    cluster = drill_cluster()
+    drill = cluster.kube.get(DRILL_PATH)
+    drill["status"] = {
+        "phase": "Running",
+        "step": "Judging",
+        "startedAt": "0000-01-01T00:00:00Z",
+        "weightsBefore": {B: 100},
+    }
+    cluster.kube.put(DRILL_PATH, drill)
+    result = drill_pass(cluster)
+    status = cluster.kube.get(DRILL_PATH)["status"]
+    assert status["phase"] == "Failed"
+    assert "status.startedAt" in status["reason"]
+    assert (status["step"], status["startedAt"]) == ("Judging", "0000-01-01T00:00:00Z")
+    assert status["weightsBefore"] == {B: 100}
+    assert result.finished
+    assert result.decision.actions == ()
+    assert cluster.router.asked == []
