@@ -53,7 +53,7 @@ from modelcanary.api.rollbackdrill import (
     RollbackDrillSpec,
     RollbackDrillStatus,
 )
-from modelcanary.rollout.analysis import with_stable_baseline
+from modelcanary.rollout.analysis import seconds_until_next_look, with_stable_baseline
 from modelcanary.rollout.decision import Action, EnsureRevision, Event, ScaleRevision, SetWeights
 from modelcanary.rollout.observations import RevisionObservation, RouterObservation
 
@@ -143,8 +143,7 @@ def analysis_due(
     """Whether the executor should run the analysis queries this pass (once per interval)."""
     if status.step != Step.JUDGING or md_spec.analysis is None:
         return False
-    interval = parse_duration(md_spec.analysis.interval)
-    return status.judged_at is None or now - status.judged_at >= interval
+    return seconds_until_next_look(status.judged_at, md_spec.analysis.interval, now) <= 0
 
 
 @dataclass
@@ -236,8 +235,7 @@ def _requeue(work: _Work) -> float:
     analysis = work.md_spec.analysis
     if state.step != Step.JUDGING or analysis is None or state.judged_at is None:
         return POLL_SECONDS
-    due = state.judged_at + parse_duration(analysis.interval)
-    return max(POLL_SECONDS, (due - work.now).total_seconds())
+    return max(POLL_SECONDS, seconds_until_next_look(state.judged_at, analysis.interval, work.now))
 
 
 def _begin(work: _Work) -> None:
