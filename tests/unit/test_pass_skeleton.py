@@ -2,163 +2,38 @@
 
 The glue between a decision and the cluster (actions in order, stopping at the
 first failure; one status write, none when nothing changed; the manual action
-cleared by id) had no test below e2e. Here the real ``Reconciler`` and
-``DrillExecutor`` run over kr8s whose HTTP goes to ``FakeKube`` (a few API
-endpoints in memory), with the router and Prometheus factories injected.
+cleared by id) had no test below e2e. Here the real ``Reconciler`` runs over
+kr8s whose HTTP goes to ``FakeKube`` (a few API endpoints in memory), with the
+router factory injected (tests/unit/pass_world.py); the drill's pass over the
+same skeleton is in test_drill_pass.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from modelcanary.api.modeldeployment import Predictor
-from modelcanary.drill_executor import DrillExecutor
 from modelcanary.passes import ModelDeploymentResource as MDResource
 from modelcanary.passes import PassState, carry_out_in_order, clear_action, write_status
-from modelcanary.reconcile import Reconciler
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID
 from modelcanary.rollout.decision import Action, ScaleRevision, SetWeights
-from modelcanary.rollout.observations import RouterObservation
-from tests.unit.fake_kube import Failure, FakeKube
+from tests.unit.fake_kube import Failure
+from tests.unit.pass_world import (
+    DEPLOYMENTS,
+    MD_PATH,
+    NEW,
+    OLD,
+    A,
+    B,
+    Cluster,
+    FakeRouter,
+    entry,
+    serving,
+)
 
 pytestmark = pytest.mark.unit
-
-NS = "ns"
-MD_PATH = f"/apis/modelcanary.io/v1alpha1/namespaces/{NS}/modeldeployments/fraud"
-DRILL_PATH = f"/apis/modelcanary.io/v1alpha1/namespaces/{NS}/rollbackdrills/drill-1"
-DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def predictor(version: str) -> dict[str, Any]:
-    return {
-        "model": {"name": "fraud", "version": version, "uri": f"s3://m/{version}"},
-        "template": {"spec": {"containers": [{"name": "server", "image": "server:1"}]}},
-    }
-
-
-OLD, NEW = predictor("1.0.0"), predictor("1.1.0")
-A = Predictor.model_validate(OLD).revision()
-B = Predictor.model_validate(NEW).revision()
-
-
-def entry(revision: str, raw: dict[str, Any], outcome: str, at: str) -> dict[str, Any]:
-    return {"revision": revision, "predictor": raw, "outcome": outcome, "createdAt": at}
-
-
-def serving(revision: str, raw: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "phase": "Healthy",
-        "stableRevision": revision,
-        "lastKnownGood": {
-            "revision": revision,
-            "model": raw["model"],
-            "promotedAt": "2026-11-27T10:00:00Z",
-        },
-        "history": [entry(revision, raw, "Promoted", "2026-11-27T09:59:00Z")],
-    }
-
-
-def available_deployment(revision: str, replicas: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": f"fraud-{revision}",
-            "namespace": NS,
-            "generation": 1,
-            "labels": {"modelcanary.io/model": "fraud", "modelcanary.io/revision": revision},
-        },
-        "spec": {"replicas": replicas},
-        "status": {
-            "observedGeneration": 1,
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": replicas,
-            "availableReplicas": replicas,
-            "conditions": [{"type": "Available", "status": "True"}],
-        },
-    }
-
-
-@dataclass
-class FakeRouter:
-    """The router the factory hands out: weights in memory, failures on demand."""
-
-    weights: dict[str, int] | None = None
-    unreadable: str | None = None
-    refuses: str | None = None
-    asked: list[dict[str, int]] = field(default_factory=list)
-
-    async def ensure(self) -> None:
-        pass
-
-    async def get_weight(self) -> RouterObservation:
-        if self.unreadable:
-            raise OSError(self.unreadable)
-        return RouterObservation(weights=dict(self.weights) if self.weights is not None else None)
-
-    async def set_weight(self, weights: Mapping[str, int]) -> None:
-        self.asked.append(dict(weights))
-        if self.refuses:
-            raise OSError(self.refuses)
-        self.weights = dict(weights)
-
-    async def finalize(self) -> None:
-        pass
-
-
-@dataclass
-class Cluster:
-    """One ModelDeployment in a fake API, with its router; passes run as the operator runs them."""
-
-    kube: FakeKube = field(default_factory=FakeKube)
-    router: FakeRouter = field(default_factory=FakeRouter)
-
-    def __post_init__(self) -> None:
-        self.api = self.kube.api()
-        self.reconciler = Reconciler(self.api, routers=lambda *_, **__: self.router)
-
-    def model_deployment(
-        self,
-        raw: dict[str, Any],
-        status: dict[str, Any] | None = None,
-        annotations: dict[str, str] | None = None,
-    ) -> None:
-        self.kube.put(
-            MD_PATH,
-            {
-                "apiVersion": "modelcanary.io/v1alpha1",
-                "kind": "ModelDeployment",
-                "metadata": {
-                    "name": "fraud",
-                    "namespace": NS,
-                    "generation": 1,
-                    "annotations": annotations or {},
-                },
-                "spec": {
-                    "predictor": raw,
-                    "traffic": {"port": 8080, "gatewayAPI": {"httpRoute": "fraud"}},
-                    "strategy": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]},
-                },
-                "status": status or {},
-            },
-        )
-
-    def deployment(self, revision: str, replicas: int = 1) -> None:
-        self.kube.put(f"{DEPLOYMENTS}/fraud-{revision}", available_deployment(revision, replicas))
-
-    def md_pass(self, obj: dict[str, Any] | None = None) -> Any:
-        return asyncio.run(self.reconciler.run_pass(obj or self.kube.get(MD_PATH), now=NOW))
-
-    def status(self) -> dict[str, Any]:
-        return dict(self.kube.get(MD_PATH).get("status") or {})
 
 
 # -- the skeleton's parts, one table each ---------------------------------------------
@@ -375,100 +250,3 @@ def test_no_step_is_asked_of_a_router_that_cannot_be_read() -> None:
         cluster.deployment(B)  # the candidate is up: only the router holds the step back
     assert cluster.router.asked == []
     assert "waiting for the router" in cluster.status()["message"]
-
-
-# -- the drill pass over the same skeleton ----------------------------------------------------
-
-
-def drill_cluster() -> Cluster:
-    cluster = Cluster(router=FakeRouter({B: 100}))
-    status = serving(B, NEW)
-    status["history"].append(entry(A, OLD, "Promoted", "2026-11-27T09:00:00Z"))
-    cluster.deployment(B)
-    cluster.model_deployment(NEW, status)
-    cluster.kube.put(
-        DRILL_PATH,
-        {
-            "apiVersion": "modelcanary.io/v1alpha1",
-            "kind": "RollbackDrill",
-            "metadata": {
-                "name": "drill-1",
-                "namespace": NS,
-                "labels": {"modelcanary.io/model": "fraud"},
-                "creationTimestamp": "2026-11-27T11:00:00Z",
-            },
-            "spec": {"modelDeployment": "fraud", "mode": "warm"},
-        },
-    )
-    return cluster
-
-
-def drill_pass(cluster: Cluster) -> Any:
-    executor = DrillExecutor(cluster.reconciler)
-    return asyncio.run(executor.run_pass(cluster.kube.get(DRILL_PATH), now=NOW))
-
-
-def test_a_drill_pass_stops_at_its_first_failed_action_and_still_writes_its_status() -> None:
-    cluster = drill_cluster()
-    cluster.kube.failures.append(Failure("POST", "/deployments", 500, "etcdserver: timeout"))
-    result = drill_pass(cluster)
-    assert result.failed is not None
-    assert result.applied == []
-    assert result.status_written
-    drill = cluster.kube.get(DRILL_PATH)["status"]
-    assert (drill["phase"], drill["step"]) == ("Running", "WaitingReady")
-    assert cluster.router.asked == []
-
-
-def test_a_drill_pass_with_nothing_new_writes_nothing() -> None:
-    cluster = drill_cluster()
-    drill_pass(cluster)  # starts: the target's Deployment is made, not yet Ready
-    status_writes = len(cluster.kube.writes(f"{DRILL_PATH}/status"))
-    again = drill_pass(cluster)
-    assert not again.status_written
-    assert len(cluster.kube.writes(f"{DRILL_PATH}/status")) == status_writes
-
-
-def test_neither_pass_shifts_toward_a_target_through_an_unreadable_router() -> None:
-    cluster = drill_cluster()
-    drill_pass(cluster)
-    cluster.deployment(A)  # the target is Ready
-    cluster.router.unreadable = "connection refused"
-    for _ in range(3):
-        drill_pass(cluster)
-    assert cluster.router.asked == []
-    assert "waiting for the router" in cluster.kube.get(DRILL_PATH)["status"]["verdictNote"]
-
-
-def test_a_drill_of_a_model_whose_status_cannot_be_read_is_refused_naming_the_field() -> None:
-    cluster = drill_cluster()
-    md = cluster.kube.get(MD_PATH)
-    md["status"]["history"][1]["createdAt"] = "0000-01-01T00:00:00Z"
-    cluster.kube.put(MD_PATH, md)
-    result = drill_pass(cluster)
-    drill = cluster.kube.get(DRILL_PATH)["status"]
-    assert drill["phase"] == "Refused"
-    assert "status.history[1].createdAt" in drill["reason"]
-    assert result.decision.actions == ()
-    assert cluster.router.asked == []
-
-
-def test_a_drill_whose_own_status_cannot_be_read_ends_failed_and_keeps_the_rest() -> None:
-    cluster = drill_cluster()
-    drill = cluster.kube.get(DRILL_PATH)
-    drill["status"] = {
-        "phase": "Running",
-        "step": "Judging",
-        "startedAt": "0000-01-01T00:00:00Z",
-        "weightsBefore": {B: 100},
-    }
-    cluster.kube.put(DRILL_PATH, drill)
-    result = drill_pass(cluster)
-    status = cluster.kube.get(DRILL_PATH)["status"]
-    assert status["phase"] == "Failed"
-    assert "status.startedAt" in status["reason"]
-    assert (status["step"], status["startedAt"]) == ("Judging", "0000-01-01T00:00:00Z")
-    assert status["weightsBefore"] == {B: 100}
-    assert result.finished
-    assert result.decision.actions == ()
-    assert cluster.router.asked == []
