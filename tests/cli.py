@@ -49,6 +49,10 @@ def run_modelcanary(
     )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class RunningCommand:
     """A long-running command (``status --watch``) whose output a test reads as it comes.
 
@@ -71,6 +75,10 @@ class RunningCommand:
             stdout=child_output,
             stderr=subprocess.PIPE,
             env=env,
+            # A shell starts background jobs (`make test &`, nohup) with SIGINT
+            # ignored, and an ignored signal stays ignored across exec: the
+            # command must get Ctrl-C as it would from a person's terminal.
+            preexec_fn=_default_sigint,  # noqa: PLW1509
         )
         os.close(child_output)
         self._chunks: queue.Queue[str | None] = queue.Queue()

@@ -4,7 +4,8 @@ The drill's logic is the pure ``drills.plan``; this is its thin edge, the twin
 of ``reconcile`` for RollbackDrills. It borrows the ModelDeployment's own
 edges from the ``Reconciler`` (the same router, the same Deployment builders,
 the same analysis queries), so a drill rehearses exactly the code a real
-rollback runs, not a copy of it.
+rollback runs, not a copy of it; and it acts and writes its status through
+the same skeleton (``passes``), so the two passes cannot drift apart there.
 
 It writes only the drill's status. The ModelDeployment's status stays with
 the ModelDeployment's pass (one writer, one patch per pass), which records a
@@ -27,49 +28,44 @@ from typing import Any
 import kr8s
 import kr8s.asyncio
 
-from modelcanary.api.modeldeployment import (
-    ModelDeploymentSpec,
-    ModelDeploymentStatus,
-)
+from modelcanary.api.modeldeployment import ModelDeploymentSpec
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
-from modelcanary.apierrors import ACTION_ERRORS, API_OR_MISSING
+from modelcanary.apierrors import API_OR_MISSING
 from modelcanary.drills.plan import (
+    FINISHED,
     DrillDecision,
     DrillObservations,
     analysis_due,
     judges_counts,
     plan_drill,
 )
-from modelcanary.reconcile import (
+from modelcanary.passes import (
     ModelDeploymentResource,
-    Reconciler,
+    PassState,
     RollbackDrillResource,
-    drills_of,
-    merge_patch,
+    carry_out_in_order,
+    write_status,
 )
-from modelcanary.rollout.decision import Action
+from modelcanary.reconcile import Reconciler, drills_of
 from modelcanary.rollout.observations import RouterObservation
+from modelcanary.rollout.status_reading import read_status
 from modelcanary.traffic import Router
 from modelcanary.workloads import applier
 
 log = logging.getLogger(__name__)
 
-TERMINAL = (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED)
-
 
 @dataclass
-class DrillPassResult:
-    decision: DrillDecision
+class DrillPassResult(PassState):
+    decision: DrillDecision = field(kw_only=True)
     model_deployment_uid: str | None = None
     """Whose pass should look again (to record the drill's result)."""
-    applied: list[Action] = field(default_factory=list)
-    failed: tuple[Action, str] | None = None
 
     @property
     def finished(self) -> bool:
-        return self.decision.status.phase in TERMINAL
+        return self.decision.status.phase in FINISHED
 
 
 class DrillExecutor:
@@ -83,9 +79,12 @@ class DrillExecutor:
         now = now or datetime.now(UTC)
         metadata = obj["metadata"]
         name, namespace = metadata["name"], metadata["namespace"]
-        status = RollbackDrillStatus.model_validate(obj.get("status") or {})
-        if status.phase in TERMINAL:
-            return DrillPassResult(DrillDecision(status, requeue_after=3600.0))
+        try:
+            status = parse(RollbackDrillStatus, obj.get("status") or {}, prefix="status")
+        except InvalidSpecError as unreadable:
+            return await self._end_unreadable(obj, unreadable, now)
+        if status.phase in FINISHED:
+            return DrillPassResult(decision=DrillDecision(status, requeue_after=3600.0))
         try:
             spec = parse(RollbackDrillSpec, obj.get("spec") or {}, prefix="spec")
         except InvalidSpecError as invalid:
@@ -98,18 +97,24 @@ class DrillExecutor:
             return await self._end(
                 obj, status, f"ModelDeployment {spec.model_deployment} not found", now
             )
+        md_reading = read_status(md_obj.get("status"))
         try:
             md_spec = parse(ModelDeploymentSpec, md_obj.get("spec") or {}, prefix="spec")
+            if not md_reading.sound:
+                raise InvalidSpecError(md_reading.problems)
         except InvalidSpecError as invalid:
             if status.phase is DrillPhase.PENDING:
                 return await self._end(
                     obj, status, f"ModelDeployment {spec.model_deployment}: {invalid}", now
                 )
             # Mid-drill: without a valid spec there is no router to put traffic
-            # back with; wait for the spec to be fixed (the timeout still runs).
-            log.warning("%s/%s: ModelDeployment spec invalid mid-drill", namespace, name)
-            return DrillPassResult(DrillDecision(status), md_obj["metadata"]["uid"])
-        md_status = ModelDeploymentStatus.model_validate(md_obj.get("status") or {})
+            # back with, and without a readable status no known weights or
+            # revisions; wait for the fix (the timeout still runs).
+            log.warning("%s/%s: ModelDeployment unreadable mid-drill: %s", namespace, name, invalid)
+            return DrillPassResult(
+                decision=DrillDecision(status), model_deployment_uid=md_obj["metadata"]["uid"]
+            )
+        md_status = md_reading.status
 
         router = self.reconciler.router_of(md_obj, md_spec)
         revisions, weights, others = await asyncio.gather(
@@ -146,16 +151,14 @@ class DrillExecutor:
             observed=observed,
             now=now,
         )
-        result = DrillPassResult(decision, md_obj["metadata"]["uid"])
-        for action in decision.actions:
-            try:
-                await self.reconciler.carry_out(md_obj, md_spec, router, action)
-            except ACTION_ERRORS as error:
-                log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
-                result.failed = (action, str(error))
-                break
-            result.applied.append(action)
-        await self._write_status(obj, decision.status)
+        result = DrillPassResult(decision=decision, model_deployment_uid=md_obj["metadata"]["uid"])
+        await carry_out_in_order(
+            decision.actions,
+            lambda action: self.reconciler.carry_out(md_obj, md_spec, router, action),
+            result,
+            who=f"{namespace}/{name}",
+        )
+        result.status_written = await self._write_status(obj, decision.status)
         return result
 
     async def _label(self, obj: Mapping[str, Any], md_name: str) -> None:
@@ -184,17 +187,33 @@ class DrillExecutor:
         ended.reason = reason
         ended.finished_at = now
         await self._write_status(obj, ended)
-        return DrillPassResult(DrillDecision(ended, requeue_after=3600.0))
+        return DrillPassResult(decision=DrillDecision(ended, requeue_after=3600.0))
+
+    async def _end_unreadable(
+        self, obj: Mapping[str, Any], unreadable: InvalidSpecError, now: datetime
+    ) -> DrillPassResult:
+        """A drill whose own status the models refuse (edited by hand): it ends as Failed.
+
+        Its step and the weights it found cannot be trusted, so it does not go
+        on; only ``phase``, ``reason`` and ``finishedAt`` are written, and the
+        rest stays as the person left it. The ModelDeployment's pass, which
+        no longer sees a running drill, then puts 100% back on the stable
+        revision, as it does for a drill deleted midway.
+        """
+        ended = RollbackDrillStatus(
+            phase=DrillPhase.FAILED, reason=f"status unreadable: {unreadable}", finished_at=now
+        )
+        stored = dict(obj.get("status") or {})
+        wanted = {
+            **stored,
+            **{key: ended.to_dict()[key] for key in ("phase", "reason", "finishedAt")},
+        }
+        await write_status(RollbackDrillResource(dict(obj), api=self.api), stored, wanted)
+        return DrillPassResult(decision=DrillDecision(ended, requeue_after=3600.0))
 
     async def _write_status(self, obj: Mapping[str, Any], status: RollbackDrillStatus) -> bool:
-        stored = obj.get("status") or {}
-        wanted = status.to_dict()
-        patch = merge_patch(stored, wanted)
-        if not patch:
-            return False
         resource = RollbackDrillResource(dict(obj), api=self.api)
-        await resource.patch({"status": patch}, subresource="status", type="merge")
-        return True
+        return await write_status(resource, obj.get("status") or {}, status.to_dict())
 
 
 async def _read_weights(router: Router) -> RouterObservation:

@@ -48,13 +48,10 @@ from modelcanary.api.modeldeployment import (
 )
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_ERRORS
-from modelcanary.drill_executor import TERMINAL, DrillExecutor, DrillPassResult
-from modelcanary.reconcile import (
-    ModelDeploymentResource,
-    PassResult,
-    Reconciler,
-    RollbackDrillResource,
-)
+from modelcanary.drill_executor import DrillExecutor, DrillPassResult
+from modelcanary.drills.plan import FINISHED
+from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource
+from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.rollout.decision import Action, Event
 from modelcanary.workloads.drill_schedule import (
@@ -224,7 +221,7 @@ async def finalize(
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in {phase.value for phase in TERMINAL}
+    return status.get("phase") not in {phase.value for phase in FINISHED}
 
 
 # The pass that writes a terminal phase is the one that reports it (events,

@@ -14,6 +14,13 @@ The order matters and is the same every time:
 4. carry out the actions in order; the first failure stops the rest, since
    later actions may depend on it (the next pass re-observes and retries);
 5. write the status once, and only when it changed.
+
+Steps 4 and 5, and clearing a handled manual action, are the skeleton this
+pass shares with the drill's (``passes``). A status the models refuse is
+read by ``rollout.status_reading`` before step 1: what can be salvaged is
+used, and when that is not sound the pass changes nothing and says why.
+The router and Prometheus come from factories given to the ``Reconciler``,
+so the skeleton is tested over a fake API without a router or Prometheus.
 """
 
 from __future__ import annotations
@@ -22,29 +29,39 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kr8s.asyncio
-from kr8s.asyncio.objects import APIObject, new_class
+from kr8s.asyncio.objects import APIObject
 
 from modelcanary.analysis import queries
 from modelcanary.analysis.samples import AnalysisObservation
+from modelcanary.api.analysis import PrometheusConnection
 from modelcanary.api.modeldeployment import (
     API_VERSION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    Traffic,
 )
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
-from modelcanary.apierrors import ACTION_ERRORS, API_OR_MISSING
-from modelcanary.drills.plan import summary_of
+from modelcanary.apierrors import API_OR_MISSING
+from modelcanary.drills.plan import FINISHED, summary_of
 from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, provider_for
 from modelcanary.metrics.prometheus import PrometheusProvider
+from modelcanary.passes import (
+    ModelDeploymentResource,
+    PassState,
+    RollbackDrillResource,
+    carry_out_in_order,
+    clear_action,
+    write_status,
+)
 from modelcanary.promql.templates import TemplateValues
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
 from modelcanary.rollout.analysis import analysis_due
@@ -65,6 +82,8 @@ from modelcanary.rollout.observations import (
     Observations,
     RouterObservation,
 )
+from modelcanary.rollout.status_reading import decide_unsound, keep_memory, read_status
+from modelcanary.rollout.status_reading import note as note_status
 from modelcanary.traffic import Router, router_for
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
@@ -77,17 +96,31 @@ from modelcanary.workloads.builders import (
 
 log = logging.getLogger(__name__)
 
-ModelDeploymentResource = new_class(
-    "ModelDeployment.modelcanary.io/v1alpha1", namespaced=True, asyncio=True
-)
+
+class RouterFactory(Protocol):
+    """Makes the router for a ModelDeployment's ``spec.traffic`` (``traffic.router_for``)."""
+
+    def __call__(
+        self,
+        api: kr8s.asyncio.Api,
+        *,
+        namespace: str,
+        md_name: str,
+        traffic: Traffic,
+        owner: OwnerRef,
+        replicas_total: int,
+    ) -> Router: ...
+
+
+ProviderFactory = Callable[
+    [kr8s.asyncio.Api, PrometheusConnection, str], Awaitable[PrometheusProvider]
+]
+"""Finds the Prometheus to query for ``spec.analysis.prometheus`` (``metrics.provider_for``)."""
 
 
 @dataclass
-class PassResult:
-    decision: Decision
-    applied: list[Action] = field(default_factory=list)
-    failed: tuple[Action, str] | None = None
-    status_written: bool = False
+class PassResult(PassState):
+    decision: Decision = field(kw_only=True)
     rollback_seconds: float | None = None
 
 
@@ -98,15 +131,19 @@ def owner_of(obj: Mapping[str, Any]) -> OwnerRef:
     )
 
 
-def _status_of(obj: Mapping[str, Any]) -> ModelDeploymentStatus:
-    return ModelDeploymentStatus.model_validate(obj.get("status") or {})
-
-
 class Reconciler:
     """Runs passes for any number of ModelDeployments with one API client."""
 
-    def __init__(self, api: kr8s.asyncio.Api) -> None:
+    def __init__(
+        self,
+        api: kr8s.asyncio.Api,
+        *,
+        routers: RouterFactory = router_for,
+        prometheus: ProviderFactory = provider_for,
+    ) -> None:
         self.api = api
+        self._routers = routers
+        self._prometheus = prometheus
         self._batchers: dict[int, QueryBatcher] = {}
 
     def _batcher(self, provider: PrometheusProvider) -> QueryBatcher:
@@ -121,21 +158,34 @@ class Reconciler:
         now = now or datetime.now(UTC)
         metadata = obj["metadata"]
         generation = metadata.get("generation")
-        status = _status_of(obj)
+        reading = read_status(obj.get("status"))
+        if not reading.sound:
+            result = PassResult(decision=decide_unsound(reading, now, generation))
+            result.status_written = await self._write_raw_status(
+                obj, keep_memory(obj.get("status") or {}, result.decision.status)
+            )
+            return result
+        status, noted = note_status(reading, now, generation)
         try:
             spec = parse(ModelDeploymentSpec, obj.get("spec") or {}, prefix="spec")
         except InvalidSpecError as invalid:
             decision = decide_invalid(status, invalid.errors, now, generation=generation)
-            result = PassResult(decision)
+            result = PassResult(decision=replace(decision, events=noted + decision.events))
             result.status_written = await self._write_status(obj, status, decision.status)
             return result
 
         router = self.router_of(obj, spec)
         observed = await self._observe(obj, spec, status, router, now)
         decision = decide(spec, status, observed, now, generation=generation)
-        result = PassResult(decision)
+        decision = replace(decision, events=noted + decision.events)
+        result = PassResult(decision=decision)
         started = time.monotonic()
-        await self._act(obj, spec, router, decision.actions, result)
+        await carry_out_in_order(
+            decision.actions,
+            lambda action: self.carry_out(obj, spec, router, action),
+            result,
+            who=f"{metadata['namespace']}/{metadata['name']}",
+        )
         if any(e.reason == "RolledBack" for e in decision.events) and result.failed is None:
             result.rollback_seconds = time.monotonic() - started
         # The status says what was decided; if an action failed, the next pass
@@ -143,12 +193,12 @@ class Reconciler:
         result.status_written = await self._write_status(obj, status, decision.status)
         handled = decision.status.last_action
         if observed.action is not None and handled is not None and handled.id == observed.action.id:
-            await self._clear_action(obj)
+            await clear_action(self._resource(obj), metadata.get("annotations") or {})
         return result
 
     def router_of(self, obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> Router:
         metadata = obj["metadata"]
-        return router_for(
+        return self._routers(
             self.api,
             namespace=metadata["namespace"],
             md_name=metadata["name"],
@@ -218,7 +268,7 @@ class Reconciler:
         analysis = spec.analysis
         assert analysis is not None
         try:
-            provider = await provider_for(self.api, analysis.prometheus, namespace)
+            provider = await self._prometheus(self.api, analysis.prometheus, namespace)
         except ConnectionConfigError as error:
             return queries.failed_observation(analysis, now, str(error))
         if not await provider.is_online():
@@ -236,24 +286,6 @@ class Reconciler:
         return queries.observation(analysis, now, answers, with_stable=stable is not None)
 
     # -- acting --------------------------------------------------------------------
-
-    async def _act(
-        self,
-        obj: Mapping[str, Any],
-        spec: ModelDeploymentSpec,
-        router: Router,
-        actions: Sequence[Action],
-        result: PassResult,
-    ) -> None:
-        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        for action in actions:
-            try:
-                await self.carry_out(obj, spec, router, action)
-            except ACTION_ERRORS as error:
-                log.warning("%s/%s: %s failed: %s", namespace, name, action, error)
-                result.failed = (action, str(error))
-                return
-            result.applied.append(action)
 
     async def carry_out(
         self,
@@ -315,29 +347,15 @@ class Reconciler:
         before: ModelDeploymentStatus,
         after: ModelDeploymentStatus,
     ) -> bool:
-        stored = obj.get("status") or {}
-        wanted = after.to_dict()
-        if after == before and wanted == stored:
+        if after == before and after.to_dict() == (obj.get("status") or {}):
             return False
-        resource = await self._resource(obj)
-        await resource.patch(
-            {"status": merge_patch(stored, wanted)}, subresource="status", type="merge"
-        )
-        return True
+        return await self._write_raw_status(obj, after.to_dict())
 
-    async def _clear_action(self, obj: Mapping[str, Any]) -> None:
-        resource = await self._resource(obj)
-        await resource.patch(
-            {"metadata": {"annotations": {ANNOTATION: None, ANNOTATION_ID: None}}}, type="merge"
-        )
+    async def _write_raw_status(self, obj: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+        return await write_status(self._resource(obj), obj.get("status") or {}, wanted)
 
-    async def _resource(self, obj: Mapping[str, Any]) -> APIObject:
+    def _resource(self, obj: Mapping[str, Any]) -> APIObject:
         return ModelDeploymentResource(dict(obj), api=self.api)
-
-
-RollbackDrillResource = new_class(
-    "RollbackDrill.modelcanary.io/v1alpha1", namespaced=True, asyncio=True
-)
 
 
 async def drills_of(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> list[dict[str, Any]]:
@@ -375,23 +393,9 @@ async def observe_drills(
         if status.phase is DrillPhase.RUNNING:
             target = status.revisions.last_known_good if status.revisions else None
             running = ActiveDrill(name=name, target=target)
-        elif status.phase in (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED):
+        elif status.phase in FINISHED:
             finished.append(FinishedDrill(name, summary_of(name, spec, status), status.finished_at))
     return running, tuple(finished)
-
-
-def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
-    """An RFC 7386 merge patch from ``before`` to ``after``: removed keys become null."""
-    patch: dict[str, Any] = {key: None for key in before if key not in after}
-    for key, value in after.items():
-        old = before.get(key)
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            nested = merge_patch(old, value)
-            if nested:
-                patch[key] = nested
-        elif value != old:
-            patch[key] = value
-    return patch
 
 
 def _values(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelcanary.reconcile import merge_patch
+from modelcanary.passes import merge_patch
 
 pytestmark = pytest.mark.unit
 

@@ -45,7 +45,8 @@ class Condition(ApiModel):
     """A standard Kubernetes condition."""
 
     type: Annotated[str, Field(min_length=1, max_length=316)]
-    """Ready, Progressing, Degraded, AnalysisHealthy, InvalidSpec or RollbackReady."""
+    """Ready, Progressing, Degraded, AnalysisHealthy, InvalidSpec, InvalidStatus or
+    RollbackReady."""
 
     status: Literal["True", "False", "Unknown"]
     """Whether the condition holds."""
@@ -211,7 +212,8 @@ class ModelDeploymentStatus(ApiModel):
     """The latest analysis of the candidate."""
 
     conditions: list[Condition] = Field(default_factory=list)
-    """Ready, Progressing, Degraded, AnalysisHealthy, InvalidSpec and RollbackReady."""
+    """Ready, Progressing, Degraded, AnalysisHealthy, InvalidSpec, InvalidStatus and
+    RollbackReady."""
 
     last_drill: DrillSummary | None = None
     """The latest finished rollback drill."""

@@ -53,7 +53,7 @@ from modelcanary.api.rollbackdrill import (
     RollbackDrillSpec,
     RollbackDrillStatus,
 )
-from modelcanary.rollout.analysis import with_stable_baseline
+from modelcanary.rollout.analysis import seconds_until_next_look, with_stable_baseline
 from modelcanary.rollout.decision import Action, EnsureRevision, Event, ScaleRevision, SetWeights
 from modelcanary.rollout.observations import RevisionObservation, RouterObservation
 
@@ -72,6 +72,10 @@ class Step(enum.StrEnum):
     RESTORING = "Restoring"
     TEARING_DOWN = "TearingDown"
     DONE = "Done"
+
+
+FINISHED = frozenset({DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED})
+"""The phases a drill ends in: its executor stops, its ModelDeployment records it."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +143,7 @@ def analysis_due(
     """Whether the executor should run the analysis queries this pass (once per interval)."""
     if status.step != Step.JUDGING or md_spec.analysis is None:
         return False
-    interval = parse_duration(md_spec.analysis.interval)
-    return status.judged_at is None or now - status.judged_at >= interval
+    return seconds_until_next_look(status.judged_at, md_spec.analysis.interval, now) <= 0
 
 
 @dataclass
@@ -174,10 +177,20 @@ class _Work:
         weights = self.observed.router.weights or {}
         return {revision: weight for revision, weight in weights.items() if weight}
 
-    def route(self, weights: dict[str, int]) -> bool:
+    def route(self, weights: dict[str, int], *, back: bool = False) -> bool:
+        """Ask for ``weights`` unless the router reads them back; True once it does.
+
+        While the router cannot be read, traffic never moves toward the target
+        (the rollout holds its steps the same way), but the weights as found
+        (``back``) are asked for anyway: one absolute request, safe to repeat,
+        and it ends the exposure as soon as the router takes it. Either way
+        the step waits until the router reads them back.
+        """
         wanted = {revision: weight for revision, weight in weights.items() if weight}
         if self.observed.router.weights is None:
-            return False  # never move traffic blind; the next pass reads the router again
+            if back:
+                self.actions.append(SetWeights.of(wanted))
+            return False
         if self.weights_now() == wanted:
             return True
         self.actions.append(SetWeights.of(wanted))
@@ -196,7 +209,7 @@ def plan_drill(
 ) -> DrillDecision:
     work = _Work(name, spec, status.model_copy(deep=True), md_spec, md_status, observed, now)
     state = work.status
-    if state.phase in (DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED):
+    if state.phase in FINISHED:
         return DrillDecision(state, requeue_after=3600.0)
     if state.phase is DrillPhase.PENDING:
         reason = refusal(md_spec, md_status, observed)
@@ -208,10 +221,7 @@ def plan_drill(
             return DrillDecision(state, events=tuple(work.events), requeue_after=3600.0)
         _begin(work)
     if observed.router.weights is None and state.step in (Step.SHIFTING, Step.RESTORING):
-        # Moving traffic blind could leave it anywhere; wait for the router.
-        # A drill that cannot finish still ends, by its timeout, in Restoring.
         state.verdict_note = f"waiting for the router: {observed.router.error or 'no route'}"
-        return DrillDecision(state, requeue_after=POLL_SECONDS)
     _advance(work)
     return DrillDecision(
         work.status, tuple(work.actions), tuple(work.events), _requeue(work), work.summary
@@ -225,8 +235,7 @@ def _requeue(work: _Work) -> float:
     analysis = work.md_spec.analysis
     if state.step != Step.JUDGING or analysis is None or state.judged_at is None:
         return POLL_SECONDS
-    due = state.judged_at + parse_duration(analysis.interval)
-    return max(POLL_SECONDS, (due - work.now).total_seconds())
+    return max(POLL_SECONDS, seconds_until_next_look(state.judged_at, analysis.interval, work.now))
 
 
 def _begin(work: _Work) -> None:
@@ -314,7 +323,7 @@ def _one_step(work: _Work) -> None:  # noqa: PLR0912 - one branch per step
         _judge(work)
     elif step is Step.RESTORING:
         state.restore_started_at = state.restore_started_at or work.now
-        if work.route(dict(state.weights_before or {})):
+        if work.route(dict(state.weights_before or {}), back=True):
             if state.shift_started_at is not None:
                 state.time_to_switch_back_seconds = round(
                     (work.now - state.restore_started_at).total_seconds(), 3

@@ -67,7 +67,17 @@ def seconds_until_due(
         return 0.0
     if weight > 0 and state.weight != weight:
         return 0.0
-    return max(0.0, (last + parse_duration(analysis.interval) - now).total_seconds())
+    return seconds_until_next_look(last, analysis.interval, now)
+
+
+def seconds_until_next_look(last: datetime | None, interval: str, now: datetime) -> float:
+    """Once per ``interval`` since the ``last`` look (at once if there was none).
+
+    The one clock of every analysis, a canary's and a rollback drill's.
+    """
+    if last is None:
+        return 0.0
+    return max(0.0, (last + parse_duration(interval) - now).total_seconds())
 
 
 def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:

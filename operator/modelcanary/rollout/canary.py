@@ -170,6 +170,13 @@ def _set_weight(work: Pass, weight: int) -> bool:
             )
         status.canary_weight = work.expected_canary_weight(weight)
         return True
+    router = work.observed.router
+    if router.weights is None and router.error is not None:
+        # Never step toward the candidate blind (the drill holds its shift the
+        # same way); a rollback to stable still goes ahead, see ``_end_canary``.
+        status.message = f"waiting for the router before setting {weight}%: {router.error}"
+        work.requeue(POLL_SECONDS)
+        return False
     if not _sized_for(work, canary, weight):
         return False
     weights = {canary: weight}
@@ -317,6 +324,8 @@ def _end_canary(work: Pass, outcome: RevisionOutcome, reason: str) -> None:
     evidence = list(status.analysis.results) if status.analysis else []
     work.record(canary, outcome, reason, finished_at=work.now, evidence=evidence)
     if target is not None:
+        # Even when the router cannot be read: all traffic to the known-good
+        # revision is one absolute request, safe to make blind and to repeat.
         work.emit(SetWeights.of({target: 100}))
         work.ensure_known(target, "stable")
         status.stable_revision = target

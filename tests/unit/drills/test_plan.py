@@ -257,7 +257,22 @@ def test_an_unreadable_router_refuses_a_new_drill() -> None:
     assert "HTTPRoute unreadable" in world.status.reason
 
 
-def test_an_unreadable_router_mid_drill_holds_traffic_moves_until_it_is_back() -> None:
+def test_an_unreadable_router_holds_the_shift_toward_the_target() -> None:
+    world = drill_world("live")
+    while world.status.step != "WaitingReady":
+        world.step()
+    world.router_readable = False
+    asked = len(world.routes_asked)
+    for _ in range(5):
+        decision = world.step()
+        assert not any(isinstance(a, SetWeights) for a in decision.actions)
+    assert world.status.step == "Shifting"
+    assert len(world.routes_asked) == asked
+    assert "HTTPRoute unreadable" in (world.status.verdict_note or "")
+
+
+def test_an_unreadable_router_mid_drill_still_asks_for_the_weights_back() -> None:
+    """The same rule as a rollout's rollback: going back is safe blind, going forward is not."""
     world = drill_world("live")
     stable = world.md_status.stable_revision
     while world.status.step != "Judging":
@@ -266,7 +281,11 @@ def test_an_unreadable_router_mid_drill_holds_traffic_moves_until_it_is_back() -
     world.router_readable = False
     for _ in range(5):
         decision = world.step()
-        assert not any(isinstance(a, SetWeights) for a in decision.actions)
+        assert all(
+            a.as_dict() == {stable: 100} for a in decision.actions if isinstance(a, SetWeights)
+        )
+    assert world.routes_asked[-1] == {stable: 100}
+    # Not confirmed while the router cannot be read: the drill waits in Restoring.
     assert world.status.step == "Restoring"
     world.router_readable = True
     world.run()

@@ -106,6 +106,37 @@ def test_a_step_advances_only_after_the_router_reads_the_weight_back() -> None:
     assert world.status.current_step == 1
 
 
+def test_no_step_toward_the_candidate_while_the_router_cannot_be_read() -> None:
+    world = serving_first_revision()
+    stable = world.status.stable_revision
+    world.router_error = "httproutes fraud: 503 Service Unavailable"
+    world.roll_out(make_spec("1.1.0"))
+    for _ in range(10):
+        decision = world.step()
+        assert not any(isinstance(a, SetWeights) for a in decision.actions)
+    assert world.route == {stable: 100}
+    assert world.status.canary_weight == 0
+    assert "waiting for the router before setting 10%" in world.status.message
+    assert "503" in world.status.message
+    world.router_error = None
+    world.run(lambda w: w.status.canary_weight == 10)
+
+
+def test_a_rollback_still_asks_for_stable_while_the_router_cannot_be_read() -> None:
+    """The drill's rule too: all traffic back to known-good is one absolute, repeatable request."""
+    world = serving_first_revision()
+    stable = world.status.stable_revision
+    assert stable is not None
+    world.roll_out(make_spec("1.1.0"))
+    world.run(lambda w: w.status.canary_weight == 10)
+    bad = world.spec.predictor.revision()
+    world.router_error = "httproutes fraud: 503 Service Unavailable"
+    world.metrics = lambda m, r: bad_error_rate(m, r, bad=bad)
+    world.run(lambda w: w.status.phase == "RolledBack")
+    assert SetWeights.of({stable: 100}) in world.decisions[-1].actions
+    assert world.route == {stable: 100}
+
+
 def test_failing_candidate_is_rolled_back_at_the_first_step_in_one_router_update() -> None:
     world = serving_first_revision()
     stable = world.status.stable_revision

@@ -135,6 +135,8 @@ class World:
     route: dict[str, int] | None = None
     router_lag: int = 0
     """Passes before a SetWeights shows in the read-back."""
+    router_error: str | None = None
+    """The router cannot be read (its weights are None); requests to it still land."""
     metrics: MetricSource = healthy_metrics
     samples: float | None = 1000.0
     counters: Counters | None = None
@@ -175,7 +177,11 @@ class World:
         }
         return Observations(
             revisions=revisions,
-            router=RouterObservation(weights=self._read_back()),
+            router=(
+                RouterObservation(weights=None, error=self.router_error)
+                if self.router_error
+                else RouterObservation(weights=self._read_back())
+            ),
             analysis=self._analysis(),
             action=action,
             drill=self.drill,
