@@ -119,12 +119,14 @@ def test_candidate_with_20_percent_errors_is_rolled_back_at_the_first_step(
     history = {e["outcome"] for e in status["history"]}
     assert history == {"Promoted", "RolledBack"}
     assert "failed vs stable" in status["message"]
-    # The operator says so in its own metrics ...
-    metrics = scenario.operator.metrics()
+    # The operator says so in its own metrics (recorded just after the status patch
+    # that the status check saw, so waited for) ...
     labels = f'name="{scenario.name}",namespace="{scenario.namespace}"'  # exposition sorts labels
-    assert f"modelcanary_rollbacks_total{{{labels}}} 1.0" in metrics, [
-        line for line in metrics.splitlines() if "rollbacks" in line or "phase{" in line
-    ]
+    counted = f"modelcanary_rollbacks_total{{{labels}}} 1.0"
+    wait_for(
+        lambda: counted in scenario.operator.metrics(), timeout=10, what="the rollback counted"
+    )
+    metrics = scenario.operator.metrics()
     assert f'modelcanary_phase{{{labels},phase="RolledBack"}} 1.0' in metrics
     assert "modelcanary_time_to_rollback_seconds_count" in metrics
     # ... and in Events on the ModelDeployment, one per transition.
