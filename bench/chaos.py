@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--canaries", type=int, default=20)
     parser.add_argument("--seed", type=int, default=20261127)
-    parser.add_argument("--log", type=Path, default=Path("chaos.jsonl"))
+    parser.add_argument(
+        "--log", type=Path, default=Path(tempfile.gettempdir()) / "modelcanary-chaos.jsonl"
+    )
     args = parser.parse_args(argv)
     args.log.unlink(missing_ok=True)
     began = time.monotonic()

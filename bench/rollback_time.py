@@ -27,7 +27,13 @@ What one run measures:
                    which ANY test valid at the errors metric's share of alpha can
                    reject (see :func:`errors_needed`); ``restored - floor`` is
                    what the operator, Prometheus and nginx add to what the
-                   traffic itself allows.
+                   traffic itself allows, split into the operator's part (until
+                   the route sync, polling every 0.1 s, reads the route back on
+                   stable) and nginx's reload.
+
+The model servers draw their faults from a generator seeded by the revision, so
+every run of one judge sees the same sequence of failed answers: the floor is
+the same in each run, and the spread is the pipeline's alone.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import math
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import kr8s
@@ -84,6 +91,17 @@ def count_metric_share(judge: str) -> float | None:
     return ALPHA / len(counted) if counted else None
 
 
+@dataclass(frozen=True)
+class Timing:
+    restored: float
+    """Fault start to nginx serving stable at 100%."""
+    route_read: float
+    """Fault start to the route sync reading the route back on stable (within 0.1 s of
+    the operator's write)."""
+    floor: float | None
+    """Fault start to the k-th failed answer (count judges)."""
+
+
 def one_run(
     plane: ControlPlane,
     api: kr8s.Api,
@@ -92,8 +110,8 @@ def one_run(
     index: int,
     *,
     judge: str,
-) -> tuple[float, float | None]:
-    """Seconds from fault start to restored, and to the evidence floor (count judges)."""
+) -> Timing:
+    """Seconds from fault start to restored, to the route on stable, and to the floor."""
     namespace = f"bench-rollback-{judge}-{index}"
     Namespace({"metadata": {"name": namespace}}, api=api).create()
     faults = {"2.0.0-errors": {"error_rate": 0.2}}
@@ -128,14 +146,18 @@ def one_run(
         fault_start = world.load.first_seen(candidate)
         if fault_start is None:
             raise RuntimeError("the candidate never answered a request")
-        seconds = restored.applied_at - fault_start
         share = count_metric_share(judge)
         floor = None
         if share is not None:
             kth = world.load.failure_at(candidate, errors_needed(share, FIRST_WEIGHT))
             floor = kth - fault_start if kth is not None else None
+        timing = Timing(
+            restored=restored.applied_at - fault_start,
+            route_read=restored.observed_at - fault_start,
+            floor=floor,
+        )
     Namespace.get(namespace, api=api).delete()
-    return seconds, floor
+    return timing
 
 
 def distribution(times: list[float]) -> dict[str, float]:
@@ -162,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     judges = list(JUDGES) if args.judge == "all" else [args.judge]
     times: dict[str, list[float]] = {judge: [] for judge in judges}
     floors: dict[str, list[float]] = {judge: [] for judge in judges}
+    operator_part: dict[str, list[float]] = {judge: [] for judge in judges}
+    reloads: dict[str, list[float]] = {judge: [] for judge in judges}
     with tempfile.TemporaryDirectory(prefix="modelcanary-bench-") as scratch:
         workdir = Path(scratch)
         plane = ControlPlane(find_toolchain(), workdir / "control-plane").start(Tier.FULL)
@@ -171,12 +195,15 @@ def main(argv: list[str] | None = None) -> int:
             # Interleaved, so a slow spell of the machine hits both judges alike.
             for index in range(args.runs):
                 for judge in judges:
-                    seconds, floor = one_run(plane, api, prometheus, workdir, index, judge=judge)
-                    times[judge].append(seconds)
+                    timing = one_run(plane, api, prometheus, workdir, index, judge=judge)
+                    times[judge].append(timing.restored)
+                    reloads[judge].append(timing.restored - timing.route_read)
+                    floor = timing.floor
                     at_floor = "" if floor is None else f" (evidence floor {floor:.2f} s)"
                     if floor is not None:
                         floors[judge].append(floor)
-                    print(f"run {index + 1} {judge}: {seconds:.2f} s{at_floor}", flush=True)
+                        operator_part[judge].append(timing.route_read - floor)
+                    print(f"run {index + 1} {judge}: {timing.restored:.2f} s{at_floor}", flush=True)
         finally:
             prometheus.stop()
             plane.stop()
@@ -190,12 +217,13 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": [round(t, 2) for t in found],
                 **distribution(found),
                 "floor_seconds": [round(t, 2) for t in floors[judge]],
+                "nginx_reload_seconds": [round(t, 2) for t in reloads[judge]],
             }
             for judge, found in times.items()
         },
     }
     print(json.dumps(result, indent=2))
-    header = f"{'judge':<26} {'min':>6} {'median':>7} {'p90':>6} {'p95':>6} {'max':>6}"
+    header = f"{'judge':<30} {'min':>6} {'median':>7} {'p90':>6} {'p95':>6} {'max':>6}"
     print(f"\n{header}  (seconds)")
     for judge, found in times.items():
         rows = [(judge, found)]
@@ -205,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"  floor: error {k} arrives", floors[judge]))
             overhead = [t - f for t, f in zip(found, floors[judge], strict=True)]
             rows.append(("  restored - floor", overhead))
+            rows.append(("    floor to route on stable", operator_part[judge]))
+        rows.append(("  nginx reload", reloads[judge]))
         for label, values in rows:
             row = distribution(values)
             print(
-                f"{label:<26} {row['min']:>6.2f} {row['median']:>7.2f} {row['p90']:>6.2f}"
+                f"{label:<30} {row['min']:>6.2f} {row['median']:>7.2f} {row['p90']:>6.2f}"
                 f" {row['p95']:>6.2f} {row['max']:>6.2f}"
             )
     print(f"reproduce: make bench-rollback RUNS={args.runs}")
