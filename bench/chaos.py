@@ -24,6 +24,7 @@ from pathlib import Path
 import kr8s
 from kr8s.objects import Namespace
 
+from bench.stats import nearest_rank
 from e2e.chaos import faults_for, run_chaos
 from e2e.dataplane.scenario import CanaryScenario
 from e2e.harness import ControlPlane, PrometheusServer, Tier, find_toolchain
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             prometheus.stop()
             plane.stop()
-    times = sorted(report.seconds_per_canary)
-    p95 = times[min(len(times) - 1, round(0.95 * len(times) + 0.5) - 1)]
+    times = report.seconds_per_canary
+    p95 = nearest_rank(times, 0.95)
     rows = [
         *report.rows(),
         ("seconds per canary (median / p95)", f"{statistics.median(times):.1f} / {p95:.1f}"),

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from pathlib import Path
 import kr8s
 from kr8s.objects import Namespace
 
+from bench.stats import distribution
 from e2e.dataplane.scenario import (
     THRESHOLD_PADDING,
     WINDOW,
@@ -158,21 +158,6 @@ def one_run(
         )
     Namespace.get(namespace, api=api).delete()
     return timing
-
-
-def distribution(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-
-    def rank(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))], 2)
-
-    return {
-        "min": round(ordered[0], 2),
-        "median": round(statistics.median(ordered), 2),
-        "p90": rank(0.9),
-        "p95": rank(0.95),
-        "max": round(ordered[-1], 2),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

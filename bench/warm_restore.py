@@ -35,6 +35,7 @@ from typing import Any
 import kr8s
 from kr8s.objects import Deployment, Namespace
 
+from bench.stats import nearest_rank
 from e2e.dataplane.scenario import CanaryScenario
 from e2e.harness import ControlPlane, PrometheusServer, Tier, find_toolchain
 from e2e.harness.kubernetes import list_objects, wait_for
@@ -109,12 +110,6 @@ def one_rollback(world: CanaryScenario, mode: str, version: str, run: int) -> di
     return {"restored": restored, "nginx_switched": switched.applied_at - asked}
 
 
-def p95(values: list[float]) -> float:
-    """Nearest rank: with few runs this is the slowest one."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, -(-95 * len(ordered) // 100) - 1))]
-
-
 def table(runs: dict[str, list[dict[str, float]]]) -> str:
     lines = [
         f"{'mode':<6} {'runs':>4}  "
@@ -124,7 +119,9 @@ def table(runs: dict[str, list[dict[str, float]]]) -> str:
         cells = []
         for name in FIGURES:
             values = [r[name] for r in results]
-            cells.append(f"{statistics.median(values):>20.2f} s {p95(values):>17.2f} s")
+            cells.append(
+                f"{statistics.median(values):>20.2f} s {nearest_rank(values, 0.95):>17.2f} s"
+            )
         lines.append(f"{mode:<6} {len(results):>4}  " + "  ".join(cells))
     return "\n".join(lines)
 
