@@ -210,15 +210,21 @@ def fetch_series(
     client = PrometheusConnect(url=address, retry=Retry(total=0, raise_on_status=False))
     match = selector(namespace, name)
 
+    start = window.grid_start(step)
+    # The client rounds start and end to whole seconds, which can drop the last
+    # scrape (a rollback's failing value); the exact ends go in as parameters,
+    # which the client sends in place of its own.
+    exact = {"start": f"{start.timestamp():.3f}", "end": f"{window.end.timestamp():.3f}"}
+
     def query(template: str) -> list[dict[str, Any]]:
         promql = template.replace("SELECTOR", match)
         try:
             data = client.custom_query_range(
                 promql,
-                start_time=window.start,
+                start_time=start,
                 end_time=window.end,
                 step=f"{step:g}s",
-                params={"timeout": f"{QUERY_TIMEOUT_SECONDS:g}s"},
+                params={"timeout": f"{QUERY_TIMEOUT_SECONDS:g}s", **exact},
                 timeout=QUERY_TIMEOUT_SECONDS,
             )
         except PrometheusApiClientException as error:

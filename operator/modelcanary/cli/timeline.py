@@ -74,6 +74,17 @@ class Window:
     def overlaps(self, start: datetime, end: datetime) -> bool:
         return start <= self.end and end >= self.start
 
+    def grid_start(self, step: float) -> datetime:
+        """Where a range query of ``step`` must begin to cover the window and end on it.
+
+        Prometheus evaluates a range at start, start + step, ... up to end. Counted
+        from the window's start, the last point can fall up to a step before its
+        end, and a sample scraped in that gap (the failing value of a rollback
+        that just happened) is never drawn. Counted back from the end, it is.
+        """
+        steps = math.ceil(self.seconds / step - 1e-9)
+        return self.end - timedelta(seconds=steps * step)
+
 
 class MarkerKind(enum.StrEnum):
     START = "start"

@@ -168,6 +168,23 @@ def test_bad_windows_say_why(since: str, until: str | None, message: str) -> Non
         choose_window(model_deployment(HISTORY), now=NOW, since=since, until=until)
 
 
+@pytest.mark.parametrize(
+    ("start", "end", "step", "grid"),
+    [
+        (0, 10, 1, 0),  # a whole number of steps: the window itself
+        (0.0, 10.4, 1, -0.6),  # counted back from the end, covering the start
+        (0.3, 10.4, 2, -1.6),  # 0.4 would leave the start out
+        (0, 0.5, 1, -0.5),  # a window shorter than a step is still one step long
+    ],
+)
+def test_the_query_grid_ends_on_the_window_end_and_covers_its_start(
+    start: float, end: float, step: float, grid: float
+) -> None:
+    # The last sample before the end (a rollback's failing value) must be on a
+    # point Prometheus evaluates; a grid counted from the start can miss it.
+    assert Window(at(start), at(end)).grid_start(step) == at(grid)
+
+
 def test_no_history_needs_since() -> None:
     with pytest.raises(WindowError, match="give --since"):
         choose_window(model_deployment([]), now=NOW)
