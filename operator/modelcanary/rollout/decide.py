@@ -260,7 +260,12 @@ def _restore(work: Pass) -> None:
 
 
 def _trim_history(work: Pass) -> None:
-    """Keep revisionHistoryLimit entries, never dropping one still in use."""
+    """Keep the revisionHistoryLimit most recently used entries, and any still in use.
+
+    Recency is the entry's last moment of use, not its place in the list: a
+    revision brought back by ``rollback --to`` keeps its old place, yet it is
+    what served until the latest promotion and the first thing to go back to.
+    """
     status = work.status
     keep = {
         status.stable_revision,
@@ -269,11 +274,16 @@ def _trim_history(work: Pass) -> None:
         status.previous_revision,
         status.last_known_good.revision if status.last_known_good else None,
     }
-    limit = work.spec.revision_history_limit
+    by_recency = sorted(status.history, key=_last_used, reverse=True)  # stable: ties keep order
+    recent = {entry.revision for entry in by_recency[: work.spec.revision_history_limit]}
     kept: list[HistoryEntry] = []
     for entry in status.history:
-        if len(kept) < limit or entry.revision in keep:
+        if entry.revision in recent or entry.revision in keep:
             kept.append(entry)
         elif entry.revision in work.observed.revisions:
             work.emit(DeleteRevision(entry.revision))
     status.history = kept
+
+
+def _last_used(entry: HistoryEntry) -> datetime:
+    return max(entry.created_at, entry.finished_at or entry.created_at)

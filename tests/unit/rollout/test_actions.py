@@ -12,7 +12,7 @@ from modelcanary.api.modeldeployment import (
 )
 from modelcanary.rollout.actions import parse_action
 from modelcanary.rollout.observations import ManualAction
-from tests.unit.rollout.world import World, make_spec, serving_first_revision
+from tests.unit.rollout.world import World, make_spec, serving_first_revision, strategy
 
 pytestmark = pytest.mark.unit
 
@@ -172,6 +172,38 @@ def test_rollback_to_an_older_revision_restores_it_and_pins_it() -> None:
     # The spec still names the newer revision, but it is not rolled out again by itself.
     assert world.status.canary_revision is None
     assert world.status.stable_revision == oldest
+
+
+def test_a_restored_revision_counts_as_recent_when_the_history_is_trimmed() -> None:
+    """rollback --to leaves the restored entry at its old place in the history; it is
+    still what served until the next promotion, so that promotion must not trim it
+    (nor delete its Deployment) in favour of entries used less recently."""
+    limited = {"revisionHistoryLimit": 3, "strategy": strategy(scaleDownDelay="0s")}
+
+    def promote(world: World, version: str) -> str:
+        world.roll_out(make_spec(version, **limited))
+        new = world.spec.predictor.revision()
+        world.run(lambda w: w.status.phase == "Healthy" and w.status.stable_revision == new)
+        return new
+
+    world = serving_first_revision(make_spec("1.0.0", **limited))
+    oldest = world.status.stable_revision
+    assert oldest is not None
+    middle = promote(world, "1.1.0")
+    promote(world, "1.2.0")
+    accepted, message = act(world, "rollback", "rb", oldest)
+    assert accepted, message
+    world.run(lambda w: w.status.stable_revision == oldest and w.status.restoring is None)
+    world.step(advance=timedelta(minutes=1))
+    newest = promote(world, "1.3.0")
+    world.step()
+    kept = [entry.revision for entry in world.status.history]
+    assert oldest in kept
+    assert middle not in kept  # the least recently used goes, as the limit says
+    assert len(kept) == 3
+    assert kept[0] == newest
+    assert oldest in world.replicas  # its Deployment is still there to go back to
+    assert middle not in world.replicas
 
 
 def test_rollback_to_mid_canary_aborts_the_candidate_first() -> None:
