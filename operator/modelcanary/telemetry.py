@@ -208,3 +208,27 @@ def forget(namespace: str, name: str) -> None:
         for labels in list(gauge._metrics):  # prometheus-client has no public iterator
             if labels[:2] == (namespace, name):
                 gauge.remove(*labels)
+
+
+API_REQUESTS = Counter(
+    "modelcanary_api_requests",
+    "Requests the operator's API client (kr8s) sent to the API server, by verb; a "
+    "watch counts once when it opens. kopf's own watches and patches are not counted.",
+    ["verb"],
+    registry=REGISTRY,
+)
+VIEW_OBJECTS = Gauge(
+    "modelcanary_view_objects",
+    "Objects held in the in-memory view the passes read (Deployments, HPAs, Services, "
+    "drills, routes).",
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    "modelcanary_view_watch_restarts",
+    "Watches of the view broken by an error and listed again.",
+    registry=REGISTRY,
+)
+
+
+def count_request(verb: str) -> None:
+    API_REQUESTS.labels(verb).inc()

@@ -1,0 +1,282 @@
+"""The view's I/O edge: LIST then WATCH each kind the passes read, and the readers over it.
+
+kr8s watches rather than kopf indices. kopf indices are built by kopf's own
+watches, but only for resources with handlers, and an index handler on
+Deployments, Services and HPAs would make kopf watch them with its own
+machinery: every event goes through kopf's per-object queues, with its
+progress storage and its ``kopf.zalando.org`` annotations on objects it
+considers "handled", and kopf cannot select by label (its filters run after
+every object has been received). A plain label-selected watch per kind is
+what an informer is: the API server sends only the operator's objects, and
+the store (``view.store``) is a plain dict. kr8s's own ``watch`` is not
+used: on 410 Gone it restarts at the same, expired resourceVersion (so it
+loops), and it hides the LIST's resourceVersion that a watch must start at.
+Here the HTTP goes through kr8s's client (``call_api``), like every other
+request of the operator.
+
+Each (kind, namespace) has one loop, which never ends before the operator:
+
+* LIST with the ``modelcanary.io/model`` selector, in pages; the list
+  replaces what the store held for that kind, and every owner whose objects
+  differ is woken (a change made while the watch was down is not lost);
+* WATCH from the list's resourceVersion, with bookmarks, for a few minutes
+  at a time, resuming from the last version seen;
+* 410 Gone (the version has been compacted away): LIST again;
+* any other failure (a refused connection while the API server restarts, a
+  5xx, a broken stream): LIST again after a backoff that doubles to 10 s
+  (a restarted API server is back within seconds; one LIST attempt per kind
+  every 10 s during an outage costs it nothing);
+* 404 on the LIST: the kind is not served (no Gateway API CRDs on a cluster
+  that routes by replicas). The view answers "none" for it and looks again
+  every minute, so CRDs installed later are picked up.
+
+A pass reads through :class:`View`: from the store once its kind is synced,
+from the API server before that (start-up, or a watch that never listed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+import httpx
+import kr8s
+import kr8s.asyncio
+
+from modelcanary import telemetry
+from modelcanary.api.names import LABEL_MODEL, model_label
+from modelcanary.apierrors import API_ERRORS
+from modelcanary.view.store import KINDS, Kind, Owner, Store
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS: Final = 300
+"""How long the API server keeps one watch open (the next resumes where it ended)."""
+BACKOFF_MAX_SECONDS: Final = 10.0
+MISSING_RETRY_SECONDS: Final = 60.0
+PAGE: Final = 500
+_NOT_FOUND: Final = 404
+_GONE: Final = 410
+
+OnChange = Callable[[set[Owner]], None]
+_BROKEN: Final[tuple[type[Exception], ...]] = (*API_ERRORS, httpx.HTTPError, ValueError, KeyError)
+"""What breaks a watch (a restart, a cut stream, a garbled line): list again after a backoff."""
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+def _status(error: Exception) -> int | None:
+    response = getattr(error, "response", None)
+    return response.status_code if response is not None else None
+
+
+class View:
+    """What a pass reads: the store when it can answer, the API server when it cannot.
+
+    ``remember`` takes the API server's answer to one of the operator's own
+    writes, so the next pass reads what was written even before the watch's
+    echo arrives.
+    """
+
+    def __init__(self, api: kr8s.asyncio.Api, store: Store | None = None) -> None:
+        self.api = api
+        self.store = store if store is not None else Store()
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        store = self.store
+        if store.synced(kind):
+            if store.missing(kind):
+                return None
+            found = store.get(kind, namespace, name)
+            if found is not None or kind.labelled:
+                return found
+        return await api_get(self.api, kind, namespace, name)
+
+    async def of_model(self, kind: Kind, namespace: str, md_name: str) -> list[dict[str, Any]]:
+        if self.store.synced(kind):
+            return self.store.of_model(kind, namespace, model_label(md_name))
+        return await api_list(self.api, kind, namespace, {LABEL_MODEL: model_label(md_name)})
+
+    def remember(self, kind: Kind, obj: dict[str, Any]) -> None:
+        if (obj.get("metadata") or {}).get("name"):
+            self.store.upsert(kind, obj)
+
+
+async def api_get(
+    api: kr8s.asyncio.Api, kind: Kind, namespace: str, name: str
+) -> dict[str, Any] | None:
+    """One GET; None when it does not exist (or its kind is not served)."""
+    try:
+        async with api.call_api(
+            "GET", version=kind.api_version, namespace=namespace, url=f"{kind.plural}/{name}"
+        ) as response:
+            body: dict[str, Any] = response.json()
+    except kr8s.ServerError as error:
+        if _status(error) == _NOT_FOUND:
+            return None
+        raise
+    return body
+
+
+async def api_list(
+    api: kr8s.asyncio.Api, kind: Kind, namespace: str | None, selector: dict[str, str]
+) -> list[dict[str, Any]]:
+    items, _ = await _list(api, kind, namespace, ",".join(f"{k}={v}" for k, v in selector.items()))
+    return items
+
+
+async def _list(
+    api: kr8s.asyncio.Api, kind: Kind, namespace: str | None, selector: str
+) -> tuple[list[dict[str, Any]], str | None]:
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"labelSelector": selector, "limit": PAGE}
+    version: str | None = None
+    while True:
+        async with api.call_api(
+            "GET", version=kind.api_version, namespace=namespace, url=kind.plural, params=params
+        ) as response:
+            page = response.json()
+        metadata = page.get("metadata") or {}
+        version = version or metadata.get("resourceVersion")
+        items.extend(page.get("items") or [])
+        if not metadata.get("continue"):
+            return items, version
+        params = {**params, "continue": metadata["continue"]}
+
+
+class Watcher:
+    """Keeps a :class:`Store` current for ``kinds`` in ``namespaces`` (None: all)."""
+
+    def __init__(
+        self,
+        api: kr8s.asyncio.Api,
+        store: Store,
+        on_change: OnChange,
+        *,
+        namespaces: Iterable[str] | None = None,
+        kinds: Iterable[Kind] = KINDS,
+        selector: str = LABEL_MODEL,
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.on_change = on_change
+        self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
+        self.kinds = list(kinds)
+        self.selector = selector
+        self.restarts = 0
+        """Watches broken by an error (not the server's timeout) since the start."""
+        self._pending = {(kind.kind, ns) for kind in self.kinds for ns in self.namespaces}
+        self.ready = asyncio.Event()
+        """Set once every kind in every namespace has been listed (or found missing)."""
+        if not self._pending:
+            self.ready.set()
+
+    async def run(self) -> None:
+        """Run every watch until cancelled."""
+        await asyncio.gather(*(self._loop(k, ns) for k in self.kinds for ns in self.namespaces))
+
+    def _synced(self, kind: Kind, namespace: str | None) -> None:
+        self._pending.discard((kind.kind, namespace))
+        if not self._pending:
+            self.ready.set()
+
+    def _tell(self, owners: set[Owner]) -> None:
+        telemetry.VIEW_OBJECTS.set(len(self.store))
+        if owners:
+            try:
+                self.on_change(owners)
+            except Exception:  # a waker's bug must not end the watch
+                log.exception("waking %s failed", sorted(owners))
+
+    async def _loop(self, kind: Kind, namespace: str | None) -> None:
+        backoff = 1.0
+        where = f"{kind.kind} in {namespace or 'all namespaces'}"
+        while True:
+            try:
+                items, version = await _list(self.api, kind, namespace, self.selector)
+                self._tell(self.store.replace(kind, items, namespace=namespace, listed_at=version))
+                self._synced(kind, namespace)
+                backoff = 1.0
+                while True:
+                    version = await self._watch(kind, namespace, version)
+            except asyncio.CancelledError:
+                raise
+            except _Expired:
+                log.info("%s: watch expired; listing again", where)
+                continue
+            except kr8s.ServerError as error:
+                if _status(error) == _GONE:
+                    continue  # answered as a status rather than an event: list again
+                if _status(error) == _NOT_FOUND:
+                    log.info("%s is not served (CRD not installed); looking again later", where)
+                    self._tell(self.store.mark_missing(kind))
+                    self._synced(kind, namespace)
+                    await asyncio.sleep(MISSING_RETRY_SECONDS)
+                    continue
+                delay = self._broken(where, error, backoff)
+            except _BROKEN as error:
+                delay = self._broken(where, error, backoff)
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+
+    def _broken(self, where: str, error: Exception, backoff: float) -> float:
+        self.restarts += 1
+        telemetry.WATCH_RESTARTS.inc()
+        log.warning("%s: watch failed (%s); listing again in %.0f s", where, error, backoff)
+        return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
+
+    async def _watch(self, kind: Kind, namespace: str | None, version: str | None) -> str | None:
+        """One watch request until the server ends it; the last resourceVersion seen."""
+        seconds = int(WATCH_SECONDS * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+        params: dict[str, Any] = {
+            "watch": "true",
+            "labelSelector": self.selector,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": seconds,
+        }
+        if version:
+            params["resourceVersion"] = version
+        async with self.api.call_api(
+            "GET",
+            version=kind.api_version,
+            namespace=namespace,
+            url=kind.plural,
+            params=params,
+            stream=True,
+            timeout=httpx.Timeout(10.0, read=seconds + 30.0),
+        ) as response:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                version = self._event(kind, event) or version
+        return version
+
+    def _event(self, kind: Kind, event: dict[str, Any]) -> str | None:
+        kind_of_event, obj = event.get("type"), event.get("object") or {}
+        if kind_of_event == "ERROR":
+            if obj.get("code") == _GONE:
+                raise _Expired
+            raise kr8s.ServerError(str(obj.get("message", obj)))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind_of_event in ("ADDED", "MODIFIED"):
+            self._tell(self.store.upsert(kind, obj))
+        elif kind_of_event == "DELETED":
+            self._tell(self.store.remove(kind, obj))
+        return str(version) if version else None
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel a watcher's task and wait for it to end."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,146 @@
+"""The view's watches against a real API server: create, update, delete, a kind that is
+not served, and a kube-apiserver restart in the middle.
+
+Deployments are used because the fast tier serves them without any
+controller; nothing here needs pods. Every wait is on a condition of the
+store, with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import kr8s.asyncio
+import pytest
+from kr8s.asyncio.objects import Deployment
+
+from e2e.harness import ControlPlane
+from modelcanary.view.store import DEPLOYMENT, Kind, Owner, Store
+from modelcanary.view.watch import Watcher
+
+pytestmark = pytest.mark.integration
+
+NOT_SERVED = Kind("Widget", "widgets.example.invalid", "v1", "widgets")
+
+
+def deployment(namespace: str, name: str, model: str | None) -> dict[str, Any]:
+    labels = {"app": name} | ({"modelcanary.io/model": model} if model else {})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "example.invalid/c:1"}]},
+            },
+        },
+    }
+
+
+async def until(check: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    """Wait for ``check`` to hold (the watcher runs meanwhile); fail after ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        if check():
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_the_watcher_follows_labelled_objects_and_survives_an_apiserver_restart(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    async def main() -> None:
+        api = await kr8s.asyncio.api(kubeconfig=str(control_plane.kubeconfig))
+        before = Deployment(deployment(namespace, "fraud-a", "fraud"), api=api)
+        await before.create()
+        store = Store()
+        woken: list[set[Owner]] = []
+        watcher = Watcher(
+            api, store, woken.append, namespaces=[namespace], kinds=[DEPLOYMENT, NOT_SERVED]
+        )
+        task = asyncio.create_task(watcher.run())
+        try:
+            await asyncio.wait_for(watcher.ready.wait(), timeout=30)
+            # The first LIST: what existed before the watch, for its owner.
+            assert store.get(DEPLOYMENT, namespace, "fraud-a") is not None
+            assert (namespace, "fraud") in set().union(*woken)
+            # A kind the API server does not serve is known to be empty, not an error.
+            assert store.missing(NOT_SERVED)
+            assert store.of_model(NOT_SERVED, namespace, "fraud") == []
+
+            woken.clear()
+            created = Deployment(deployment(namespace, "fraud-b", "fraud"), api=api)
+            await created.create()
+            await Deployment(deployment(namespace, "stranger", None), api=api).create()
+            await until(
+                lambda: store.get(DEPLOYMENT, namespace, "fraud-b") is not None, "the create"
+            )
+            assert [o for o in woken if (namespace, "fraud") in o]
+
+            await created.patch({"spec": {"replicas": 2}})
+            await until(
+                lambda: (
+                    (store.get(DEPLOYMENT, namespace, "fraud-b") or {})["spec"]["replicas"] == 2
+                ),
+                "the update",
+            )
+            await created.delete()
+            await until(lambda: store.get(DEPLOYMENT, namespace, "fraud-b") is None, "the delete")
+            # The selector kept the unlabelled Deployment out of the view.
+            assert store.get(DEPLOYMENT, namespace, "stranger") is None
+            names = [o["metadata"]["name"] for o in store.of_model(DEPLOYMENT, namespace, "fraud")]
+            assert names == ["fraud-a"]
+
+            # kube-apiserver goes away and comes back on the same port and data.
+            await asyncio.to_thread(control_plane.stop_component, "kube-apiserver")
+            try:
+                await until(lambda: watcher.restarts > 0, "the watch to notice the outage")
+            finally:
+                await asyncio.to_thread(control_plane.start_component, "kube-apiserver")
+            woken.clear()
+            after = Deployment(deployment(namespace, "fraud-c", "fraud"), api=api)
+            await until_created(after)
+            await before.patch({"metadata": {"labels": {"modelcanary.io/model": "other"}}})
+            await until(
+                lambda: store.get(DEPLOYMENT, namespace, "fraud-c") is not None,
+                "an object created after the restart",
+                within=60,
+            )
+            await until(
+                lambda: store.of_model(DEPLOYMENT, namespace, "other") != [],
+                "a relabelled object to move to its new model",
+                within=60,
+            )
+            assert [
+                o["metadata"]["name"] for o in store.of_model(DEPLOYMENT, namespace, "fraud")
+            ] == ["fraud-c"]
+            assert not task.done()  # the watcher never ends on its own
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+
+
+async def until_created(obj: Deployment, within: float = 60.0) -> None:
+    """Create ``obj`` once the API server answers again (it was just restarted)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            await obj.create()
+            return
+        except Exception:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
