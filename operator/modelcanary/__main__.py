@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         drill_image=args.drill_image,
         max_concurrent_passes=args.max_concurrent_passes,
+        namespaces=args.namespace or None,
     )
     settings = kopf.OperatorSettings()
     # How long a silent replica counts as alive: a standby takes over at most

@@ -48,10 +48,11 @@ from modelcanary.passes import (
     carry_out_in_order,
     write_status,
 )
-from modelcanary.reconcile import Reconciler, drills_of
+from modelcanary.reconcile import Reconciler
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.rollout.status_reading import read_status
 from modelcanary.traffic import Router
+from modelcanary.view.drills import drills_of
 from modelcanary.workloads import applier
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,12 @@ class DrillExecutor:
         md_status = md_reading.status
 
         router = self.reconciler.router_of(md_obj, md_spec)
+        view = self.reconciler.view
         revisions, weights, others = await asyncio.gather(
-            applier.observe_revisions(self.api, namespace, spec.model_deployment),
+            applier.observe_revisions(self.api, namespace, spec.model_deployment, view=view),
             _read_weights(router),
+            # Which drill goes first is settled on the API server's list, not
+            # the view: two drills created at once must both see each other.
             drills_of(self.api, namespace, spec.model_deployment),
         )
         observed = DrillObservations(

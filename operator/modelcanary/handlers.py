@@ -2,10 +2,17 @@
 
 One daemon per ModelDeployment runs passes (``reconcile.Reconciler``) in a
 loop: observe, decide, act, write status once, then sleep for as long as the
-decision asked (a pause's remainder, the next analysis, or an idle minute).
-A change of the spec or a manual-action annotation wakes it at once, so a new
-predictor or a ``promote`` is seen in well under a second, while the steady
-state costs two API calls per object per idle interval.
+decision asked (a pause's remainder, the next analysis, a deadline) or, with
+nothing due, until something changes. A pass reads the object from kopf's
+live body and everything else from the view (``view``): label-selected
+watches of the revisions' Deployments, HPAs and Services, the drills and the
+HTTPRoutes, started here at start-up. A watch event wakes the pass of the
+ModelDeployment that owns the object (a Deployment's pods becoming ready, a
+route edited by hand, a drill ending); a change of the spec or a
+manual-action annotation wakes it through kopf. So a new predictor or a
+``promote`` is seen in well under a second, and a Healthy object at rest
+costs no API request at all (a safety resync every few minutes reads only
+the view).
 
 A RollbackDrill gets a daemon of its own while it is not finished
 (``drill_executor``); when a drill ends, it wakes its ModelDeployment's daemon,
@@ -30,12 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
+import httpx
 import kopf
-import kr8s
 import kr8s.asyncio
 from prometheus_client import start_http_server
 
@@ -50,10 +58,13 @@ from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_ERRORS
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
 from modelcanary.drills.plan import FINISHED
-from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource
+from modelcanary.passes import RollbackDrillResource
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.rollout.decision import Action, Event
+from modelcanary.view.store import Owner, Store
+from modelcanary.view.wake import WakeRoutes, owner_for
+from modelcanary.view.watch import View, Watcher, stop
 from modelcanary.workloads.drill_schedule import (
     DrillScheduleConflict,
     apply_drill_schedule,
@@ -66,10 +77,47 @@ DEFAULT_IMAGE = f"ghcr.io/modelcanary/modelcanary:{__version__}"
 PREFIX = "modelcanary.io"
 ERROR_BACKOFF_SECONDS = 5.0
 DEFAULT_MAX_CONCURRENT_PASSES = 8
+VIEW_READY_SECONDS = 30.0
+"""How long a daemon's first pass waits for the view's first LISTs; after that it
+reads what is not listed yet from the API server."""
 
 log = logging.getLogger(__name__)
 _wakeups: dict[str, asyncio.Event] = {}
 _seen_generation: dict[str, int | None] = {}
+_routes = WakeRoutes()
+
+
+def _wake_owners(owners: set[Owner]) -> None:
+    """A watch event changed these owners' objects: wake their passes."""
+    for uid in _routes.targets(owners):
+        wake = _wakeups.get(uid)
+        if wake is not None:
+            wake.set()
+
+
+def _count_requests(api: kr8s.asyncio.Api) -> None:
+    """Count every request kr8s's client sends (``modelcanary_api_requests_total``).
+
+    kr8s makes its httpx client lazily and makes a new one when it
+    re-authenticates, so the hook goes on every client it makes.
+    """
+
+    async def on_request(request: httpx.Request) -> None:
+        watch = request.url.params.get("watch") == "true"
+        telemetry.count_request("WATCH" if watch else request.method)
+
+    def hook(session: httpx.AsyncClient | None) -> None:
+        if session is not None and on_request not in session.event_hooks["request"]:
+            session.event_hooks["request"].append(on_request)
+
+    create = api._create_session
+
+    async def create_counted() -> None:
+        await create()
+        hook(api._session)
+
+    api._create_session = create_counted  # type: ignore[method-assign]
+    hook(api._session)
 
 
 @kopf.on.startup()
@@ -82,7 +130,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
-    memo.reconciler = Reconciler(await kr8s.asyncio.api())
+    api = await kr8s.asyncio.api()
+    _count_requests(api)
+    store = Store()
+    memo.view = View(api, store)
+    memo.watcher = Watcher(
+        api, store, _wake_owners, namespaces=getattr(memo, "namespaces", None) or None
+    )
+    memo.watch_task = asyncio.create_task(memo.watcher.run(), name="modelcanary-view")
+    memo.reconciler = Reconciler(api, view=memo.view)
     slots = getattr(memo, "max_concurrent_passes", None) or DEFAULT_MAX_CONCURRENT_PASSES
     memo.pass_slots = asyncio.Semaphore(int(slots))
     memo.drills = DrillExecutor(memo.reconciler)
@@ -91,11 +147,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         start_http_server(int(port), registry=telemetry.REGISTRY)
 
 
+@kopf.on.cleanup()
+async def stop_watches(memo: kopf.Memo, **_: Any) -> None:
+    await stop(getattr(memo, "watch_task", None))
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
 async def rollout(
+    *,
     namespace: str | None,
     name: str,
     uid: str,
+    body: kopf.Body,
     stopped: kopf.DaemonStopped,
     memo: kopf.Memo,
     **_: Any,
@@ -103,36 +166,34 @@ async def rollout(
     """Run passes for one ModelDeployment until it is deleted or the operator stops."""
     assert namespace is not None  # the resource is namespaced
     wake = _wakeups.setdefault(uid, asyncio.Event())
+    owner = owner_for(namespace, name)
+    _routes.register(owner, uid)
     reconciler: Reconciler = memo.reconciler
     slots: asyncio.Semaphore = memo.pass_slots
+    watcher: Watcher = memo.watcher
     try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watcher.ready.wait(), timeout=VIEW_READY_SECONDS)
         while not stopped:
             wake.clear()
             async with slots:
-                delay = await _one_pass(reconciler, namespace, name)
-            if delay is None:
-                return
+                delay = await _one_pass(reconciler, body)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=delay)
     finally:
+        _routes.unregister(owner, uid)
         _wakeups.pop(uid, None)
         _seen_generation.pop(uid, None)
+        reconciler.forget(uid)
 
 
-async def _one_pass(reconciler: Reconciler, namespace: str, name: str) -> float | None:
-    """One pass on a fresh read of the object; returns seconds to sleep (None: it is gone)."""
+async def _one_pass(reconciler: Reconciler, body: kopf.Body) -> float:
+    """One pass on kopf's live body of the object; returns seconds to sleep."""
+    # kopf keeps the body current from its own watch; the pass takes a copy so
+    # an event arriving mid-pass cannot change what it decides on.
+    obj = copy.deepcopy(dict(body))
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     with telemetry.RECONCILE_SECONDS.time():
-        try:
-            resource = await ModelDeploymentResource.get(
-                name, namespace=namespace, api=reconciler.api
-            )
-        except kr8s.NotFoundError:
-            return None
-        except API_ERRORS as error:
-            telemetry.RECONCILE_ERRORS.labels(namespace, name, "read").inc()
-            log.warning("%s/%s: cannot read: %s", namespace, name, error)
-            return ERROR_BACKOFF_SECONDS
-        obj = resource.raw
         try:
             result = await reconciler.run_pass(obj)
         except API_ERRORS as error:

@@ -21,6 +21,15 @@ read by ``rollout.status_reading`` before step 1: what can be salvaged is
 used, and when that is not sound the pass changes nothing and says why.
 The router and Prometheus come from factories given to the ``Reconciler``,
 so the skeleton is tested over a fake API without a router or Prometheus.
+
+With a ``view`` (the operator always has one), step 2 reads the watches'
+in-memory view instead of the API server, so a pass with nothing to do asks
+the API server nothing; only writes, and Prometheus, leave the process. The
+object itself comes from the caller (kopf's body, kept current by kopf's own
+watch). The operator's own status writes must be seen by the next pass even
+if kopf's watch has not delivered them yet, or that pass would decide again
+from the status before: the API server's answer to each write is kept, and a
+pass uses it while it is newer than the object it was given.
 """
 
 from __future__ import annotations
@@ -46,11 +55,8 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentStatus,
     Traffic,
 )
-from modelcanary.api.names import LABEL_MODEL, model_label
-from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_OR_MISSING
-from modelcanary.drills.plan import FINISHED, summary_of
 from modelcanary.metrics.batching import QueryBatcher
 from modelcanary.metrics.connection import ConnectionConfigError, provider_for
 from modelcanary.metrics.prometheus import PrometheusProvider
@@ -77,14 +83,15 @@ from modelcanary.rollout.decision import (
     SetWeights,
 )
 from modelcanary.rollout.observations import (
-    ActiveDrill,
-    FinishedDrill,
     Observations,
     RouterObservation,
 )
 from modelcanary.rollout.status_reading import decide_unsound, keep_memory, read_status
 from modelcanary.rollout.status_reading import note as note_status
 from modelcanary.traffic import Router, router_for
+from modelcanary.view.drills import observe_drills
+from modelcanary.view.store import known_newer
+from modelcanary.view.watch import View
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
     OwnerRef,
@@ -109,6 +116,7 @@ class RouterFactory(Protocol):
         traffic: Traffic,
         owner: OwnerRef,
         replicas_total: int,
+        view: View | None = None,
     ) -> Router: ...
 
 
@@ -140,11 +148,29 @@ class Reconciler:
         *,
         routers: RouterFactory = router_for,
         prometheus: ProviderFactory = provider_for,
+        view: View | None = None,
     ) -> None:
         self.api = api
+        self.view = view
+        """Where passes read what they observe; None: the API server, every time."""
         self._routers = routers
         self._prometheus = prometheus
         self._batchers: dict[int, QueryBatcher] = {}
+        self._written: dict[str, dict[str, Any]] = {}
+        """uid -> the API server's answer to the last write of that ModelDeployment."""
+
+    def freshest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``obj``, or the answer to our own last write of it if that is certainly newer."""
+        uid = obj["metadata"].get("uid", "")
+        written = self._written.get(uid)
+        if written is not None and known_newer(written, obj):
+            return written
+        self._written.pop(uid, None)
+        return obj
+
+    def forget(self, uid: str) -> None:
+        """The ModelDeployment is gone (or no longer ours): drop what was kept for it."""
+        self._written.pop(uid, None)
 
     def _batcher(self, provider: PrometheusProvider) -> QueryBatcher:
         # Providers are cached per Prometheus, so one batcher per provider lets
@@ -156,6 +182,7 @@ class Reconciler:
 
     async def run_pass(self, obj: Mapping[str, Any], *, now: datetime | None = None) -> PassResult:
         now = now or datetime.now(UTC)
+        obj = self.freshest(obj)
         metadata = obj["metadata"]
         generation = metadata.get("generation")
         reading = read_status(obj.get("status"))
@@ -193,7 +220,9 @@ class Reconciler:
         result.status_written = await self._write_status(obj, status, decision.status)
         handled = decision.status.last_action
         if observed.action is not None and handled is not None and handled.id == observed.action.id:
-            await clear_action(self._resource(obj), metadata.get("annotations") or {})
+            resource = self._resource(obj)
+            if await clear_action(resource, metadata.get("annotations") or {}):
+                self._keep(resource)
         return result
 
     def router_of(self, obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> Router:
@@ -205,6 +234,7 @@ class Reconciler:
             traffic=spec.traffic,
             owner=owner_of(obj),
             replicas_total=spec.predictor.replicas,
+            view=self.view,
         )
 
     # -- observing -----------------------------------------------------------------
@@ -220,9 +250,9 @@ class Reconciler:
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         annotations = obj["metadata"].get("annotations") or {}
         revisions, weights, (drill, finished) = await asyncio.gather(
-            applier.observe_revisions(self.api, namespace, name),
+            applier.observe_revisions(self.api, namespace, name, view=self.view),
             self._read_router(router),
-            observe_drills(self.api, namespace, name),
+            observe_drills(self.api, namespace, name, view=self.view),
         )
         analysis = None
         if analysis_due(spec, status, now):
@@ -352,50 +382,19 @@ class Reconciler:
         return await self._write_raw_status(obj, after.to_dict())
 
     async def _write_raw_status(self, obj: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-        return await write_status(self._resource(obj), obj.get("status") or {}, wanted)
+        resource = self._resource(obj)
+        written = await write_status(resource, obj.get("status") or {}, wanted)
+        if written:
+            self._keep(resource)
+        return written
+
+    def _keep(self, resource: APIObject) -> None:
+        answer = applier.plain(resource)
+        if (answer.get("metadata") or {}).get("uid"):
+            self._written[answer["metadata"]["uid"]] = answer
 
     def _resource(self, obj: Mapping[str, Any]) -> APIObject:
         return ModelDeploymentResource(dict(obj), api=self.api)
-
-
-async def drills_of(api: kr8s.asyncio.Api, namespace: str, md_name: str) -> list[dict[str, Any]]:
-    """The RollbackDrills of one ModelDeployment, by label: one small LIST per pass.
-
-    The drill executor labels a drill made by hand on its first pass, before
-    it can run, so a running or finished drill always carries the label.
-    """
-    found = []
-    selector = {LABEL_MODEL: model_label(md_name)}
-    async for drill in api.get(RollbackDrillResource, namespace=namespace, label_selector=selector):
-        raw = drill.raw if not isinstance(drill, dict) else drill
-        if raw.get("spec", {}).get("modelDeployment") == md_name:
-            found.append(dict(raw))
-    return found
-
-
-async def observe_drills(
-    api: kr8s.asyncio.Api, namespace: str, md_name: str
-) -> tuple[ActiveDrill | None, tuple[FinishedDrill, ...]]:
-    """The running drill of one ModelDeployment, if any, and those that have ended."""
-    try:
-        drills = await drills_of(api, namespace, md_name)
-    except kr8s.NotFoundError:
-        return None, ()  # the RollbackDrill CRD is not installed: no drill can run
-    running: ActiveDrill | None = None
-    finished: list[FinishedDrill] = []
-    for raw in drills:
-        name = raw["metadata"]["name"]
-        try:
-            spec = RollbackDrillSpec.model_validate(raw.get("spec") or {})
-            status = RollbackDrillStatus.model_validate(raw.get("status") or {})
-        except ValueError:
-            continue  # admission keeps these out; an unreadable drill is not ours to judge
-        if status.phase is DrillPhase.RUNNING:
-            target = status.revisions.last_known_good if status.revisions else None
-            running = ActiveDrill(name=name, target=target)
-        elif status.phase in FINISHED:
-            finished.append(FinishedDrill(name, summary_of(name, spec, status), status.finished_at))
-    return running, tuple(finished)
 
 
 def _values(

@@ -186,12 +186,16 @@ def test_a_users_route_keeps_everything_but_its_first_backends_and_gets_them_bac
         # create: true must not take over a route that already exists.
         routing = router(api, namespace, owner, create=True, route="user-route")
         await routing.ensure()
-        assert (await route_body(api, namespace, "user-route")) == original
+        # It only gains the model label, so the operator's label-selected watch sees it.
+        labelled = await route_body(api, namespace, "user-route")
+        assert labelled["metadata"]["labels"] == {"team": "risk", "modelcanary.io/model": MD}
+        assert labelled["spec"] == original["spec"]
+        assert "ownerReferences" not in labelled["metadata"]
 
         await routing.set_weight({A: 90, B: 10})
         changed = await route_body(api, namespace, "user-route")
         assert "ownerReferences" not in changed["metadata"]
-        assert changed["metadata"]["labels"] == {"team": "risk"}
+        assert changed["metadata"]["labels"] == {"team": "risk", "modelcanary.io/model": MD}
         saved = json.loads(changed["metadata"]["annotations"][ANNOTATION_ORIGINAL])
         assert saved == original["spec"]["rules"][0]["backendRefs"]
         first, second = changed["spec"]["rules"]
@@ -213,6 +217,7 @@ def test_a_users_route_keeps_everything_but_its_first_backends_and_gets_them_bac
         await routing.finalize()
         restored = await route_body(api, namespace, "user-route")
         assert restored["spec"] == original["spec"]
+        assert restored["metadata"]["labels"] == original["metadata"]["labels"]
         assert ANNOTATION_ORIGINAL not in (restored["metadata"].get("annotations") or {})
         # Finalizing twice changes nothing more.
         await routing.finalize()

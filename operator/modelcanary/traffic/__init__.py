@@ -24,6 +24,7 @@ from modelcanary.api.modeldeployment import (
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic.gatewayapi import HTTPRouteRouter
 from modelcanary.traffic.replicas import ReplicasRouter
+from modelcanary.view.watch import View
 from modelcanary.workloads.builders import OwnerRef
 
 __all__ = ["HTTPRouteRouter", "ReplicasRouter", "Router", "router_for"]
@@ -54,11 +55,13 @@ def router_for(
     traffic: Traffic,
     owner: OwnerRef,
     replicas_total: int,
+    view: View | None = None,
 ) -> Router:
     """The router a ModelDeployment's ``spec.traffic`` asks for.
 
     ``replicas_total`` is ``spec.predictor.replicas``: the pods the replicas
     router shares out between revisions (a Gateway API route ignores it).
+    ``view``: where the router reads what it observes (None: the API server).
     """
     if traffic.gateway_api is not None:
         return HTTPRouteRouter(
@@ -68,6 +71,7 @@ def router_for(
             config=traffic.gateway_api,
             port=traffic.port,
             owner=owner,
+            view=view,
         )
     if traffic.replicas is not None:
         return ReplicasRouter(
@@ -78,5 +82,6 @@ def router_for(
             port=traffic.port,
             owner=owner,
             total=replicas_total,
+            view=view,
         )
     raise ValueError("spec.traffic sets no router: set gatewayAPI or replicas")

@@ -29,6 +29,15 @@ the resourceVersion it was computed from, so an edit made in between is never
 overwritten blindly: the API server answers 409 Conflict, and the router reads
 again and retries a few times. A weight a person edits later is simply read back by
 ``get_weight``, and the rollout sees the drift.
+
+The route carries the ``modelcanary.io/model`` label, a user's route too
+(``ensure`` adds it; ``finalize`` takes it off again), so the operator's
+label-selected watch sees it: ``ensure`` and ``get_weight`` read the route
+from the view (``view.watch.View``) and a hand-edited weight wakes the pass.
+The writes read the route from the API server, since a guarded patch needs
+the current resourceVersion, and the API server's answer to every write goes
+into the view: a weight is confirmed by what the API server answered or its
+watch sent, never by what the operator meant to write.
 """
 
 from __future__ import annotations
@@ -48,7 +57,9 @@ from modelcanary.api.modeldeployment import (
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic.weights import check_weights, percentages
-from modelcanary.workloads.applier import read
+from modelcanary.view.store import ROUTE
+from modelcanary.view.watch import View
+from modelcanary.workloads.applier import plain, read
 from modelcanary.workloads.builders import (
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -98,6 +109,7 @@ class HTTPRouteRouter:
         config: GatewayAPIRouter,
         port: int,
         owner: OwnerRef,
+        view: View | None = None,
     ) -> None:
         self.api = api
         self.namespace = namespace
@@ -105,6 +117,7 @@ class HTTPRouteRouter:
         self.config = config
         self.port = port
         self.owner = owner
+        self.view = view
 
     @property
     def route_name(self) -> str:
@@ -154,7 +167,18 @@ class HTTPRouteRouter:
     # -- reading ---------------------------------------------------------------------
 
     async def _read(self) -> dict[str, Any] | None:
+        """The route as the API server has it now (before a guarded write)."""
         return await read(HTTPRoute, self.api, self.namespace, self.route_name)
+
+    async def _observe(self) -> dict[str, Any] | None:
+        """The route as the view has it (the API server's, when there is no view)."""
+        if self.view is None:
+            return await self._read()
+        return await self.view.get(ROUTE, self.namespace, self.route_name)
+
+    def _remember(self, route: Any) -> None:
+        if self.view is not None:
+            self.view.remember(ROUTE, plain(route))
 
     def is_ours(self, route: Mapping[str, Any]) -> bool:
         """Created by the operator for this ModelDeployment (it owns the route)."""
@@ -181,12 +205,14 @@ class HTTPRouteRouter:
 
     async def _create(self, backend_refs: list[dict[str, Any]]) -> bool:
         """Create our route; False if someone else created it first."""
+        route = HTTPRoute(self.manifest(backend_refs), api=self.api)
         try:
-            await HTTPRoute(self.manifest(backend_refs), api=self.api).create()
+            await route.create()
         except kr8s.ServerError as error:
             if error.response is not None and error.response.status_code == 409:
                 return False
             raise
+        self._remember(route)
         return True
 
     async def _patch(self, route: Mapping[str, Any], ops: list[dict[str, Any]]) -> None:
@@ -206,6 +232,7 @@ class HTTPRouteRouter:
             {"metadata": {"name": self.route_name, "namespace": self.namespace}}, api=self.api
         )
         await obj.patch(guarded, type="json")
+        self._remember(obj)
 
     def _weight_ops(
         self, route: Mapping[str, Any], backend_refs: list[dict[str, Any]]
@@ -272,13 +299,18 @@ class HTTPRouteRouter:
     async def ensure(self) -> None:
         """Create the route if ``create`` is set and it is missing; keep ours attached.
 
-        A route the operator does not own is never changed here.
+        A route the operator does not own gets the model label (so the watch
+        sees it) and is otherwise not changed here.
         """
-        route = await self._read()
+        route = await self._observe()
         if route is None:
             if self.config.create:
                 # No backends until the first set_weight: the rollout decides them.
                 await self._create([])
+            return
+        labels = route["metadata"].get("labels") or {}
+        if labels.get(LABEL_MODEL) != model_label(self.md_name):
+            await self._patch(route, self._label_ops(route))
             return
         if not self.is_ours(route):
             return
@@ -304,7 +336,7 @@ class HTTPRouteRouter:
         Backends that are not revisions of this model count in the total but are
         not reported, so their share shows up as revisions summing to less than 100.
         """
-        route = await self._read()
+        route = await self._observe()
         if route is None:
             return RouterObservation(weights=None, error=f"{self._where()} not found")
         try:
@@ -318,10 +350,21 @@ class HTTPRouteRouter:
         shares = percentages(amounts)
         return RouterObservation(weights={k: v for k, v in shares.items() if k != _FOREIGN})
 
+    def _label_ops(self, route: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if route["metadata"].get("labels") is None:
+            value = {LABEL_MODEL: model_label(self.md_name)}
+            return [{"op": "add", "path": "/metadata/labels", "value": value}]
+        path = _pointer("metadata", "labels", LABEL_MODEL)
+        return [{"op": "add", "path": path, "value": model_label(self.md_name)}]
+
     def _restore_ops(self, route: Mapping[str, Any]) -> list[dict[str, Any]]:
-        annotations = route["metadata"].get("annotations") or {}
-        if self.is_ours(route) or ANNOTATION_ORIGINAL not in annotations:
+        if self.is_ours(route):
             return []
+        annotations = route["metadata"].get("annotations") or {}
+        labelled = LABEL_MODEL in (route["metadata"].get("labels") or {})
+        unlabel = [{"op": "remove", "path": _pointer("metadata", "labels", LABEL_MODEL)}]
+        if ANNOTATION_ORIGINAL not in annotations:
+            return unlabel if labelled else []
         original = json.loads(annotations[ANNOTATION_ORIGINAL])
         ops: list[dict[str, Any]] = []
         rules = (route.get("spec") or {}).get("rules") or []
@@ -332,7 +375,7 @@ class HTTPRouteRouter:
         ops.append(
             {"op": "remove", "path": _pointer("metadata", "annotations", ANNOTATION_ORIGINAL)}
         )
-        return ops
+        return ops + (unlabel if labelled else [])
 
     async def finalize(self) -> None:
         """Put a user's backendRefs back as they were; our own route goes with its owner."""

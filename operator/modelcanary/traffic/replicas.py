@@ -23,6 +23,12 @@ so the router and the core can never disagree.
 ``get_weight`` reads the *ready* replicas of each revision, not the desired
 ones: traffic reaches only ready pods, so the rollout confirms a weight only
 once the pods that carry it can serve.
+
+``ensure`` and ``get_weight`` read the shared Service and the Deployments
+from the view (``view.watch.View``) when the pass has one, so a pass at rest
+asks the API server nothing; the ready counts come from the Deployment
+controller through the watch. ``set_weight`` reads the Deployments from the
+API server, since it writes from what it reads.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from kr8s.asyncio.objects import Service
 from modelcanary.rollout.granularity import effective_weight, replica_split
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.traffic.weights import check_weights, percentages
+from modelcanary.view.store import SERVICE
+from modelcanary.view.watch import View
 from modelcanary.workloads.applier import apply_service, list_revisions, read, scale_revision
 from modelcanary.workloads.builders import (
     LABEL_REVISION,
@@ -113,7 +121,9 @@ class ReplicasRouter:
         port: int,
         owner: OwnerRef,
         total: int,
+        view: View | None = None,
     ) -> None:
+        self.view = view
         self.api = api
         self.namespace = namespace
         self.md_name = md_name
@@ -141,9 +151,14 @@ class ReplicasRouter:
         A Service of that name that the ModelDeployment does not own is a user's,
         and is left exactly as it is.
         """
-        existing = await read(Service, self.api, self.namespace, self.service_name)
+        existing = await self._service()
         if existing is None or self._is_ours(existing):
             await apply_service(self.api, self.manifest(), existing=existing)
+
+    async def _service(self) -> dict[str, Any] | None:
+        if self.view is not None:
+            return await self.view.get(SERVICE, self.namespace, self.service_name)
+        return await read(Service, self.api, self.namespace, self.service_name)
 
     async def set_weight(self, weights: Mapping[str, int]) -> None:
         """Scale each revision to its share of the replicas (one patch per changed count).
@@ -180,8 +195,8 @@ class ReplicasRouter:
     async def get_weight(self) -> RouterObservation:
         """revision -> percent of the ready pods behind the shared Service."""
         service, deployments = await asyncio.gather(
-            read(Service, self.api, self.namespace, self.service_name),
-            list_revisions(self.api, self.namespace, self.md_name),
+            self._service(),
+            list_revisions(self.api, self.namespace, self.md_name, view=self.view),
         )
         if service is None:
             return RouterObservation(

@@ -43,6 +43,8 @@ from kr8s.asyncio.objects import APIObject, Deployment, HorizontalPodAutoscaler,
 
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RevisionObservation
+from modelcanary.view.store import AUTOSCALER, DEPLOYMENT
+from modelcanary.view.watch import View
 from modelcanary.workloads.builders import LABEL_REVISION
 from modelcanary.workloads.patches import (
     JsonPatch,
@@ -105,16 +107,20 @@ async def _list_of_model(
 
 
 async def list_revisions(
-    api: kr8s.asyncio.Api, namespace: str, md_name: str
+    api: kr8s.asyncio.Api, namespace: str, md_name: str, *, view: View | None = None
 ) -> list[dict[str, Any]]:
-    """Every Deployment of one ModelDeployment, in one LIST call."""
+    """Every Deployment of one ModelDeployment: from ``view``, or in one LIST call."""
+    if view is not None:
+        return await view.of_model(DEPLOYMENT, namespace, md_name)
     return await _list_of_model(Deployment, api, namespace, md_name)
 
 
 async def list_autoscalers(
-    api: kr8s.asyncio.Api, namespace: str, md_name: str
+    api: kr8s.asyncio.Api, namespace: str, md_name: str, *, view: View | None = None
 ) -> list[dict[str, Any]]:
-    """Every HorizontalPodAutoscaler of one ModelDeployment, in one LIST call."""
+    """Every HorizontalPodAutoscaler of one ModelDeployment: from ``view``, or in one LIST."""
+    if view is not None:
+        return await view.of_model(AUTOSCALER, namespace, md_name)
     return await _list_of_model(HorizontalPodAutoscaler, api, namespace, md_name)
 
 
@@ -174,12 +180,14 @@ def deployment_problem(deployment: Mapping[str, Any]) -> str | None:
 
 
 async def observe_revisions(
-    api: kr8s.asyncio.Api, namespace: str, md_name: str
+    api: kr8s.asyncio.Api, namespace: str, md_name: str, *, view: View | None = None
 ) -> dict[str, RevisionObservation]:
     """revision -> what its Deployment (and HPA) report, for every revision of one
-    ModelDeployment. An HPA whose Deployment is gone is not a revision."""
+    ModelDeployment (read from ``view`` when given). An HPA whose Deployment is gone
+    is not a revision."""
     deployments, autoscalers = await asyncio.gather(
-        list_revisions(api, namespace, md_name), list_autoscalers(api, namespace, md_name)
+        list_revisions(api, namespace, md_name, view=view),
+        list_autoscalers(api, namespace, md_name, view=view),
     )
     by_revision = {_revision_label(hpa): hpa for hpa in autoscalers}
     observed: dict[str, RevisionObservation] = {}
