@@ -134,9 +134,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     _count_requests(api)
     store = Store()
     memo.view = View(api, store)
-    memo.watcher = Watcher(
-        api, store, _wake_owners, namespaces=getattr(memo, "namespaces", None) or None
-    )
+    memo.watcher = Watcher(api, store, _wake_owners, namespaces=_watched(memo))
     memo.watch_task = asyncio.create_task(memo.watcher.run(), name="modelcanary-view")
     memo.reconciler = Reconciler(api, view=memo.view)
     slots = getattr(memo, "max_concurrent_passes", None) or DEFAULT_MAX_CONCURRENT_PASSES
@@ -145,6 +143,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     port = getattr(memo, "metrics_port", None)
     if port:
         start_http_server(int(port), registry=telemetry.REGISTRY)
+
+
+def _watched(memo: kopf.Memo) -> list[str] | None:
+    """The namespaces the view watches: kopf's, or all when kopf's are patterns
+    (``ml-*``), which a watch cannot take; the passes select their own anyway."""
+    namespaces = list(getattr(memo, "namespaces", None) or [])
+    if not namespaces or any(set(ns) & set("*?[!") for ns in namespaces):
+        return None
+    return namespaces
 
 
 @kopf.on.cleanup()
