@@ -15,6 +15,9 @@ calls it opaque, but an etcd-backed API server issues it from one counter
 that only grows; the store compares it only when both sides are integers,
 and otherwise takes what came last (the watch's own order).
 
+What is kept is the object without ``metadata.managedFields``: no pass reads
+them, and they are often the largest part of a Deployment.
+
 Nothing here does I/O or knows kr8s; the watch loops (``view.watch``) and the
 readers (routers, applier, reconcile) are the edges.
 """
@@ -93,6 +96,12 @@ def known_newer(candidate: Mapping[str, Any], than: Mapping[str, Any]) -> bool:
     return mine is not None and theirs is not None and mine > theirs
 
 
+def _kept(obj: Mapping[str, Any]) -> dict[str, Any]:
+    kept = copy.deepcopy(dict(obj))
+    (kept.get("metadata") or {}).pop("managedFields", None)
+    return kept
+
+
 def _key(kind: Kind, obj: Mapping[str, Any]) -> Key:
     metadata = obj["metadata"]
     return kind.kind, str(metadata.get("namespace") or ""), str(metadata["name"])
@@ -123,7 +132,7 @@ class Store:
         if old is None and tombstone is not None and version is not None and version <= tombstone:
             return set()
         self._gone.pop(key, None)
-        return self._put(kind, key, copy.deepcopy(dict(obj)), old)
+        return self._put(kind, key, _kept(obj), old)
 
     def remove(self, kind: Kind, obj: Mapping[str, Any]) -> set[Owner]:
         """A DELETED event: forget the object (unless the store holds a newer one)."""
@@ -158,7 +167,7 @@ class Store:
                 continue
             if old is not None and not is_newer(obj, old):
                 continue
-            touched |= self._put(kind, key, copy.deepcopy(dict(obj)), old)
+            touched |= self._put(kind, key, _kept(obj), old)
         mark = {"metadata": {"resourceVersion": listed_at}}
         for key in [k for k in self._objects if k[0] == kind.kind]:
             if key in seen or (namespace is not None and key[1] != namespace):

@@ -162,3 +162,14 @@ def test_a_long_name_routes_by_the_label_value_its_objects_carry() -> None:
     routes.register(owner, "uid-long")
     touched = store.upsert(DEPLOYMENT, obj("d", 1, model=owner[1]))
     assert routes.targets(touched) == {"uid-long"}
+
+
+def test_managed_fields_are_not_kept() -> None:
+    store = Store()
+    with_fields = obj("d", 1)
+    with_fields["metadata"]["managedFields"] = [{"manager": "kube-controller-manager"}]
+    store.upsert(DEPLOYMENT, with_fields)
+    kept = store.get(DEPLOYMENT, "ns", "d")
+    assert kept is not None
+    assert "managedFields" not in kept["metadata"]
+    assert with_fields["metadata"]["managedFields"]  # the caller's object is untouched
