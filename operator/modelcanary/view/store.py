@@ -195,6 +195,12 @@ class Store:
         self._synced.add(kind.kind)
         return touched
 
+    def mark_stale(self, kind: Kind) -> None:
+        """Its watch broke: events may be missed until it lists again, so the view no
+        longer answers for the kind (readers ask the API server meanwhile)."""
+        self._synced.discard(kind.kind)
+        self._missing.discard(kind.kind)
+
     # -- what a pass reads ---------------------------------------------------------
 
     def synced(self, kind: Kind) -> bool:

@@ -23,7 +23,9 @@ Each (kind, namespace) has one loop, which never ends before the operator:
   at a time, resuming from the last version seen;
 * 410 Gone (the version has been compacted away): LIST again;
 * any other failure (a refused connection while the API server restarts, a
-  5xx, a broken stream): LIST again after a backoff that doubles to 10 s
+  5xx, a broken stream, even a bug): the view stops answering for the kind,
+  so passes read the API server rather than a view that may miss events, and
+  the loop LISTs again after a backoff that doubles to 10 s
   (a restarted API server is back within seconds; one LIST attempt per kind
   every 10 s during an outage costs it nothing);
 * 404 on the LIST: the kind is not served (no Gateway API CRDs on a cluster
@@ -220,16 +222,20 @@ class Watcher:
                     self._synced(kind, namespace)
                     await asyncio.sleep(MISSING_RETRY_SECONDS)
                     continue
-                delay = self._broken(where, error, backoff)
-            except _BROKEN as error:
-                delay = self._broken(where, error, backoff)
+                delay = self._broken(kind, where, error, backoff)
+            except Exception as error:  # a watch must outlive any failure, a bug included
+                delay = self._broken(kind, where, error, backoff)
             await asyncio.sleep(delay)
             backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
 
-    def _broken(self, where: str, error: Exception, backoff: float) -> float:
+    def _broken(self, kind: Kind, where: str, error: Exception, backoff: float) -> float:
         self.restarts += 1
         telemetry.WATCH_RESTARTS.inc()
-        log.warning("%s: watch failed (%s); listing again in %.0f s", where, error, backoff)
+        self.store.mark_stale(kind)
+        if isinstance(error, _BROKEN):
+            log.warning("%s: watch failed (%s); listing again in %.0f s", where, error, backoff)
+        else:
+            log.exception("%s: watch failed; listing again in %.0f s", where, backoff)
         return backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
     async def _watch(self, kind: Kind, namespace: str | None, version: str | None) -> str | None:

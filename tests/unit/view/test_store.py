@@ -173,3 +173,12 @@ def test_managed_fields_are_not_kept() -> None:
     assert kept is not None
     assert "managedFields" not in kept["metadata"]
     assert with_fields["metadata"]["managedFields"]  # the caller's object is untouched
+
+
+def test_a_kind_whose_watch_broke_is_not_answered_for_until_listed_again() -> None:
+    store = Store()
+    store.replace(DEPLOYMENT, [obj("d", 1)], listed_at="1")
+    store.mark_stale(DEPLOYMENT)
+    assert not store.synced(DEPLOYMENT)
+    store.replace(DEPLOYMENT, [obj("d", 2)], listed_at="2")
+    assert store.synced(DEPLOYMENT)
