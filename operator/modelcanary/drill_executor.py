@@ -117,8 +117,9 @@ class DrillExecutor:
             )
         md_status = md_reading.status
 
-        router = self.reconciler.router_of(md_obj, md_spec)
-        view = self.reconciler.view
+        # A drill acts on every pass: it reads the API server, not the view.
+        view = self.reconciler.view.direct if self.reconciler.view is not None else None
+        router = self.reconciler.router_of(md_obj, md_spec, view=view)
         revisions, weights, others = await asyncio.gather(
             applier.observe_revisions(self.api, namespace, spec.model_deployment, view=view),
             _read_weights(router),

@@ -66,6 +66,7 @@ from modelcanary.passes import (
     RollbackDrillResource,
     carry_out_in_order,
     clear_action,
+    merge_patch,
     write_status,
 )
 from modelcanary.promql.templates import TemplateValues
@@ -202,8 +203,18 @@ class Reconciler:
             return result
 
         router = self.router_of(obj, spec)
-        observed = await self._observe(obj, spec, status, router, now)
+        observed = await self._observe(obj, spec, status, router, now, view=self.view)
         decision = decide(spec, status, observed, now, generation=generation)
+        if self.view is not None and _changes(obj, status, decision):
+            # The view said there is something to do. Watches of different kinds
+            # are not ordered with each other (a drill's Running and the
+            # Deployment it then made may arrive either way round), so what is
+            # done is decided on the API server's answers, read now.
+            router = self.router_of(obj, spec, view=self.view.direct)
+            observed = await self._observe(
+                obj, spec, status, router, now, view=self.view.direct, analysis=observed.analysis
+            )
+            decision = decide(spec, status, observed, now, generation=generation)
         decision = replace(decision, events=noted + decision.events)
         result = PassResult(decision=decision)
         started = time.monotonic()
@@ -225,7 +236,10 @@ class Reconciler:
                 self._keep(resource)
         return result
 
-    def router_of(self, obj: Mapping[str, Any], spec: ModelDeploymentSpec) -> Router:
+    def router_of(
+        self, obj: Mapping[str, Any], spec: ModelDeploymentSpec, *, view: View | None = None
+    ) -> Router:
+        """The router for ``spec.traffic``, reading through ``view`` (default: the pass's)."""
         metadata = obj["metadata"]
         return self._routers(
             self.api,
@@ -234,7 +248,7 @@ class Reconciler:
             traffic=spec.traffic,
             owner=owner_of(obj),
             replicas_total=spec.predictor.replicas,
-            view=self.view,
+            view=view if view is not None else self.view,
         )
 
     # -- observing -----------------------------------------------------------------
@@ -246,16 +260,19 @@ class Reconciler:
         status: ModelDeploymentStatus,
         router: Router,
         now: datetime,
+        *,
+        view: View | None,
+        analysis: AnalysisObservation | None = None,
     ) -> Observations:
+        """What the pass decides on; ``analysis`` already queried, if it was due."""
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         annotations = obj["metadata"].get("annotations") or {}
         revisions, weights, (drill, finished) = await asyncio.gather(
-            applier.observe_revisions(self.api, namespace, name, view=self.view),
+            applier.observe_revisions(self.api, namespace, name, view=view),
             self._read_router(router),
-            observe_drills(self.api, namespace, name, view=self.view),
+            observe_drills(self.api, namespace, name, view=view),
         )
-        analysis = None
-        if analysis_due(spec, status, now):
+        if analysis is None and analysis_due(spec, status, now):
             assert status.canary_revision is not None
             analysis = await self.observe_analysis(
                 namespace,
@@ -395,6 +412,15 @@ class Reconciler:
 
     def _resource(self, obj: Mapping[str, Any]) -> APIObject:
         return ModelDeploymentResource(dict(obj), api=self.api)
+
+
+def _changes(obj: Mapping[str, Any], status: ModelDeploymentStatus, decision: Decision) -> bool:
+    """Whether the pass would act or write its status (the write's own test)."""
+    if decision.actions:
+        return True
+    if decision.status == status and decision.status.to_dict() == (obj.get("status") or {}):
+        return False
+    return bool(merge_patch(obj.get("status") or {}, decision.status.to_dict()))
 
 
 def _values(

@@ -84,16 +84,25 @@ class View:
 
     ``remember`` takes the API server's answer to one of the operator's own
     writes, so the next pass reads what was written even before the watch's
-    echo arrives.
+    echo arrives. :attr:`direct` is the same view reading the API server
+    every time (its writes' answers still go into the store): what a pass
+    that is about to act reads.
     """
 
-    def __init__(self, api: kr8s.asyncio.Api, store: Store | None = None) -> None:
+    def __init__(
+        self, api: kr8s.asyncio.Api, store: Store | None = None, *, direct: bool = False
+    ) -> None:
         self.api = api
         self.store = store if store is not None else Store()
+        self.is_direct = direct
+
+    @property
+    def direct(self) -> View:
+        return self if self.is_direct else View(self.api, self.store, direct=True)
 
     async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         store = self.store
-        if store.synced(kind):
+        if store.synced(kind) and not self.is_direct:
             if store.missing(kind):
                 return None
             found = store.get(kind, namespace, name)
@@ -102,7 +111,7 @@ class View:
         return await api_get(self.api, kind, namespace, name)
 
     async def of_model(self, kind: Kind, namespace: str, md_name: str) -> list[dict[str, Any]]:
-        if self.store.synced(kind):
+        if self.store.synced(kind) and not self.is_direct:
             return self.store.of_model(kind, namespace, model_label(md_name))
         return await api_list(self.api, kind, namespace, {LABEL_MODEL: model_label(md_name)})
 

@@ -48,6 +48,7 @@ def run(reconciler: Reconciler, obj: dict[str, Any]) -> Any:
 def test_a_healthy_model_at_rest_sends_no_request() -> None:
     cluster = Cluster(router=FakeRouter({A: 100}))
     cluster.model_deployment(OLD, serving(A, OLD))
+    cluster.deployment(A)
     reconciler = with_view(cluster, [available_deployment(A)])
     stale = cluster.kube.get(MD_PATH)
     first = run(reconciler, stale)
@@ -64,18 +65,23 @@ def test_a_healthy_model_at_rest_sends_no_request() -> None:
     assert cluster.kube.requests == []
 
 
-def test_the_pass_observes_the_revisions_from_the_view() -> None:
-    """The API server has no Deployment; the view has a ready one: the pass believes the view."""
+def test_a_pass_that_would_act_on_the_view_decides_again_on_the_api_servers_answers() -> None:
+    """The view misses the ready Deployment (its watch event is late); the API server has
+    it. Deciding on the view alone would make it again; the pass reads the API server
+    before it acts, and does nothing the API server's answers do not call for."""
     cluster = Cluster(router=FakeRouter({A: 100}))
     cluster.model_deployment(OLD, serving(A, OLD))
-    reconciler = with_view(cluster, [available_deployment(A)])
-    result = run(reconciler, cluster.kube.get(MD_PATH))
-    assert not any(isinstance(action, EnsureRevision) for action in result.decision.actions)
-    assert not [r for r in cluster.kube.requests if "/deployments" in r.path]
+    cluster.deployment(A)
+    settled = with_view(cluster, [available_deployment(A)])
+    run(settled, cluster.kube.get(MD_PATH))  # records what it observed once
+    cluster.kube.requests.clear()
 
-    empty = with_view(cluster, [])
-    result = run(empty, cluster.kube.get(MD_PATH))
-    assert any(isinstance(action, EnsureRevision) for action in result.decision.actions)
+    late = with_view(cluster, [])
+    result = run(late, cluster.kube.get(MD_PATH))
+    assert not any(isinstance(action, EnsureRevision) for action in result.decision.actions)
+    assert not result.status_written
+    assert [r.method for r in cluster.kube.requests if "/deployments" in r.path] == ["GET"]
+    assert not cluster.kube.writes()
 
 
 def test_an_older_copy_from_kopf_never_wins_over_a_newer_one() -> None:
