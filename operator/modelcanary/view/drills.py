@@ -41,7 +41,14 @@ async def drills_of(
 async def observe_drills(
     api: kr8s.asyncio.Api, namespace: str, md_name: str, *, view: View | None = None
 ) -> tuple[ActiveDrill | None, tuple[FinishedDrill, ...]]:
-    """The running drill of one ModelDeployment, if any, and those that have ended."""
+    """The running drill of one ModelDeployment, if any, and those that have ended.
+
+    A drill still Pending counts as running, with no target yet: its first pass
+    starts the target's Deployment before it writes Running, and a pass of
+    the ModelDeployment in between (now woken by that Deployment's watch
+    event, no longer once in 30 s) would otherwise scale it straight back to
+    zero. The drill's pass moves it on, or refuses it, within a second.
+    """
     try:
         drills = await drills_of(api, namespace, md_name, view=view)
     except kr8s.ServerError as error:
@@ -61,6 +68,8 @@ async def observe_drills(
         if status.phase is DrillPhase.RUNNING:
             target = status.revisions.last_known_good if status.revisions else None
             running = ActiveDrill(name=name, target=target)
+        elif status.phase is DrillPhase.PENDING and running is None:
+            running = ActiveDrill(name=name, target=None)
         elif status.phase in FINISHED:
             finished.append(FinishedDrill(name, summary_of(name, spec, status), status.finished_at))
     return running, tuple(finished)
