@@ -24,7 +24,10 @@ so the skeleton is tested over a fake API without a router or Prometheus.
 
 With a ``view`` (the operator always has one), step 2 reads the watches'
 in-memory view instead of the API server, so a pass with nothing to do asks
-the API server nothing; only writes, and Prometheus, leave the process. The
+the API server nothing. When the view's decision would act or write, steps 2
+and 3 run again on the API server's answers (Prometheus is not asked twice):
+watches of different kinds are not ordered with each other, and what a pass
+does must not rest on one that is behind another. The
 object itself comes from the caller (kopf's body, kept current by kopf's own
 watch). The operator's own status writes must be seen by the next pass even
 if kopf's watch has not delivered them yet, or that pass would decide again
