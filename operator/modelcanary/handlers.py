@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -50,7 +51,7 @@ from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_ERRORS
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
 from modelcanary.drills.plan import FINISHED
-from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource
+from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource, remaining
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.rollout.decision import Action, Event
@@ -133,6 +134,7 @@ async def _one_pass(reconciler: Reconciler, namespace: str, name: str) -> float 
             log.warning("%s/%s: cannot read: %s", namespace, name, error)
             return ERROR_BACKOFF_SECONDS
         obj = resource.raw
+        started = time.monotonic()
         try:
             result = await reconciler.run_pass(obj)
         except API_ERRORS as error:
@@ -143,7 +145,7 @@ async def _one_pass(reconciler: Reconciler, namespace: str, name: str) -> float 
     if result.failed is not None:
         telemetry.RECONCILE_ERRORS.labels(namespace, name, "act").inc()
         return min(result.decision.requeue_after, ERROR_BACKOFF_SECONDS)
-    return result.decision.requeue_after
+    return remaining(result.decision.requeue_after, since=started)
 
 
 def _reference(obj: Mapping[str, Any]) -> kopf.Body:
@@ -247,6 +249,7 @@ async def rehearse(
     while not stopped:
         try:
             resource = await RollbackDrillResource.get(name, namespace=namespace, api=executor.api)
+            started = time.monotonic()
             result = await executor.run_pass(resource.raw)
         except kr8s.NotFoundError:
             return
@@ -257,7 +260,7 @@ async def rehearse(
         _report_drill(resource.raw, result)
         if result.finished:
             return
-        await stopped.wait(result.decision.requeue_after)
+        await stopped.wait(remaining(result.decision.requeue_after, since=started))
 
 
 def _report_drill(obj: Mapping[str, Any], result: DrillPassResult) -> None:
