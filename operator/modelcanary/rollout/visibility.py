@@ -14,7 +14,9 @@ a model server that exports its counters at zero from the start is visible
 before it serves. One whose counters appear only with its first request can
 never be seen that way; after :data:`WAIT` the first step goes ahead, once,
 with a warning that says how to avoid the wait. Threshold metrics are not
-affected: a rate over a window has no value before traffic anyway.
+affected: a rate over a window has no value before traffic anyway. Nor is
+the replicas router: there the candidate's pods are its weight, and at 0% it
+has none.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def may_send_traffic(work: Pass) -> bool:
     state = work.status.analysis
     if analysis is None or not analysis.count_metrics or state is None:
         return True
+    if work.router_owns_replicas:
+        return True  # its pods are its weight: at 0% it has none to be seen
     if state.candidate_seen_at is not None or state.visibility_wait == "GaveUp":
         return True
     since = state.visibility_wait_since or work.now

@@ -83,3 +83,16 @@ def test_threshold_metrics_alone_do_not_wait() -> None:
     world.run(lambda w: w.status.canary_weight == 10, advance=timedelta(seconds=1))
     assert world.status.analysis is not None
     assert world.status.analysis.visibility_wait is None
+
+
+def test_the_replicas_router_does_not_wait_for_pods_it_has_not_started() -> None:
+    spec = counted("1.0.0")
+    raw = spec.to_dict()
+    raw["traffic"] = {"replicas": {}}
+    world = serving_first_revision(type(spec).model_validate(raw))
+    world.counters = Counters(lambda revision: 0.001, lazy=True)
+    raw["predictor"]["model"]["version"] = "2.0.0"
+    world.roll_out(type(spec).model_validate(raw))
+    world.run(lambda w: w.status.canary_weight > 0, advance=timedelta(seconds=1))
+    assert world.status.analysis is not None
+    assert world.status.analysis.visibility_wait is None
