@@ -1,5 +1,5 @@
 """The client-side API rate limit: a token bucket (driven by a fake clock), its
-asyncio waiter and its httpx hook."""
+asyncio waiter, its httpx hook, and the ``run`` flags that set it."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ import asyncio
 import itertools
 import math
 import time
+from typing import Any
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelcanary.ratelimit import RateLimiter, TokenBucket, limit_api
+from modelcanary import __main__ as cli_main
+from modelcanary.ratelimit import (
+    DEFAULT_BURST,
+    DEFAULT_QPS,
+    RateLimiter,
+    TokenBucket,
+    limit_api,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -239,3 +247,64 @@ def test_limit_api_on_an_api_without_a_client_yet_hooks_the_first_one() -> None:
 
     asyncio.run(main())
     assert clock.slept == pytest.approx([1.0])
+
+
+# --------------------------------------------------------------------------- the flags
+
+
+def run_args(monkeypatch: pytest.MonkeyPatch, *argv: str) -> dict[str, Any]:
+    """The kopf.Memo ``modelcanary run`` would start kopf with."""
+    import kopf  # noqa: PLC0415
+
+    seen: dict[str, Any] = {}
+
+    def fake_run(**kwargs: Any) -> None:
+        seen.update(kwargs["memo"])
+
+    monkeypatch.setattr(kopf, "run", fake_run)
+    assert cli_main.main(["run", *argv]) == 0
+    return seen
+
+
+def test_the_limit_is_on_by_default_with_the_documented_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run_args(monkeypatch)["api_rate_limit"] == (DEFAULT_QPS, DEFAULT_BURST)
+    assert (DEFAULT_QPS, DEFAULT_BURST) == (100.0, 200)
+
+
+def test_the_flags_set_the_limit_and_one_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    memo = run_args(monkeypatch, "--api-qps", "2.5", "--api-burst", "7")
+    assert memo["api_rate_limit"] == (2.5, 7)
+    assert run_args(monkeypatch, "--no-api-rate-limit")["api_rate_limit"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--api-qps", "0"], "--api-qps: must be a number above 0, got 0; --no-api-rate-limit"),
+        (["--api-qps=-5"], "--api-qps: must be a number above 0, got -5"),
+        (["--api-qps", "nan"], "--api-qps: must be a number above 0"),
+        (["--api-qps", "inf"], "--api-qps: must be a number above 0"),
+        (["--api-qps", "fast"], "--api-qps: not a number: 'fast'"),
+        (["--api-burst", "0"], "--api-burst: must be a number above 0, got 0"),
+        (["--api-burst", "1.5"], "--api-burst: not a whole number: '1.5'"),
+    ],
+)
+def test_a_rate_or_burst_that_is_not_positive_is_refused_with_a_clear_message(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["run", *argv])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_run_help_names_the_flags_and_how_to_turn_the_limit_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli_main.main(["run", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--api-qps", "--api-burst", "--no-api-rate-limit"):
+        assert flag in out
