@@ -40,7 +40,7 @@ import kr8s
 import kr8s.asyncio
 from prometheus_client import start_http_server
 
-from modelcanary import __version__, telemetry
+from modelcanary import __version__, ratelimit, telemetry
 from modelcanary.api.modeldeployment import (
     GROUP,
     VERSION,
@@ -83,7 +83,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
-    memo.reconciler = Reconciler(await kr8s.asyncio.api())
+    api = await kr8s.asyncio.api()
+    # (qps, burst) from `run`; None when turned off; the defaults when unset.
+    limit = getattr(memo, "api_rate_limit", (ratelimit.DEFAULT_QPS, ratelimit.DEFAULT_BURST))
+    if limit is not None:
+        qps, burst = limit
+        ratelimit.limit_api(
+            api, ratelimit.RateLimiter(qps, burst), on_wait=telemetry.API_RATE_LIMIT_WAIT.observe
+        )
+        telemetry.API_RATE_LIMIT_QPS.set(qps)
+    memo.reconciler = Reconciler(api)
     slots = getattr(memo, "max_concurrent_passes", None) or DEFAULT_MAX_CONCURRENT_PASSES
     memo.pass_slots = asyncio.Semaphore(int(slots))
     memo.drills = DrillExecutor(memo.reconciler)
