@@ -127,6 +127,10 @@ bench-warm: deps ## rollback right after a promotion: warm previous revision (sc
 bench-scale: deps ## operator process with N (1000) ModelDeployments: to Healthy, RSS, idle CPU, reaction
 	$(PY) -m bench.operator_scale --objects $(or $(N),1000)
 
+.PHONY: argo-rollouts
+argo-rollouts: ## Argo Rollouts' controller v1.10.2 and CRDs from the Go module proxy, for the scale bench only (cached)
+	e2e/toolchain/build.sh argo-rollouts
+
 # ---- a local cluster for people ---------------------------------------------
 
 .PHONY: cluster-up
