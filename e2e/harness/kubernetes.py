@@ -447,6 +447,16 @@ class ControlPlane:
                 f"--service-account-private-key-file={material.service_account_key}",
                 f"--root-ca-file={material.ca.cert}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # KEP-5647 (beta, on by default in 1.36): the ReplicaSet controller
+                # waits until its informer has seen its own writes. After the chaos
+                # run restarts kube-apiserver, this quiet cluster may send that
+                # informer nothing newer for minutes, and the ReplicaSet is not
+                # synced meanwhile: a CI run saw "read version: 3175 is not as new
+                # as written version: 3194 for group resource pods" and a candidate
+                # whose pods came 3 min late, so its canary could not start in the
+                # 300 s the chaos test gives it. That stall is the controller
+                # manager's, not what the tests measure.
+                "--feature-gates=StaleControllerConsistencyReplicaSet=false",
                 *self._controller_manager_client_flags(),
             ],
         )
