@@ -19,9 +19,10 @@ import pytest
 from kr8s.objects import Namespace
 
 from e2e.chaos import faults_for, run_chaos
-from e2e.dataplane.scenario import CRD_DIR, CanaryScenario
-from e2e.harness import ControlPlane, PrometheusServer, Tier
+from e2e.dataplane.scenario import CanaryScenario
+from e2e.harness import ControlPlane, PrometheusServer
 from e2e.harness.binaries import Toolchain
+from tests.chart import audited_full_tier
 
 pytestmark = pytest.mark.e2e
 
@@ -29,14 +30,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def own_plane(toolchain: Toolchain, tmp_path: Path) -> Iterator[ControlPlane]:
     """A full tier of its own: the chaos restarts its kube-apiserver."""
-    plane = ControlPlane(toolchain, tmp_path / "plane")
-    try:
-        plane.start(Tier.FULL)
-        plane.install_gateway_api()
-        plane.install_crds(sorted(CRD_DIR.glob("*.yaml")))
+    with audited_full_tier(toolchain, tmp_path / "plane", audit=False) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture

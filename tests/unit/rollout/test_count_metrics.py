@@ -97,18 +97,24 @@ def test_a_new_weight_brings_the_next_look_forward() -> None:
     assert world.status.analysis.weight == 10
 
 
-@pytest.mark.parametrize(
-    ("e_value", "next_look"), [(None, 5.0), (0.4, 5.0), (1.0, 5.0), (3.0, 1.25)]
-)
-def test_evidence_leaning_against_the_candidate_brings_looks_to_every_quarter_interval(
-    e_value: float | None, next_look: float
-) -> None:
+def looked_at_ten_percent() -> World:
+    """A healthy candidate whose first look at 10% has been taken."""
     world, spec = world_with(set())
     world.roll_out(spec)
     world.run(
         lambda w: w.status.analysis is not None and w.status.analysis.weight == 10,
         advance=timedelta(seconds=1),
     )
+    return world
+
+
+@pytest.mark.parametrize(
+    ("e_value", "next_look"), [(None, 5.0), (0.4, 5.0), (1.0, 5.0), (3.0, 1.25)]
+)
+def test_evidence_leaning_against_the_candidate_brings_looks_to_every_quarter_interval(
+    e_value: float | None, next_look: float
+) -> None:
+    world = looked_at_ten_percent()
     analysis = world.status.analysis
     assert analysis is not None
     assert analysis.last_run_at is not None
@@ -119,12 +125,7 @@ def test_evidence_leaning_against_the_candidate_brings_looks_to_every_quarter_in
 
 def test_a_hurried_look_is_scheduled_to_the_instant() -> None:
     """The daemon sleeps what the decision says: a quarter interval, not a rounded-up floor."""
-    world, spec = world_with(set())
-    world.roll_out(spec)
-    world.run(
-        lambda w: w.status.analysis is not None and w.status.analysis.weight == 10,
-        advance=timedelta(seconds=1),
-    )
+    world = looked_at_ten_percent()
     analysis = world.status.analysis
     assert analysis is not None
     for result in analysis.results:
