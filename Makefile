@@ -127,6 +127,14 @@ bench-warm: deps ## rollback right after a promotion: warm previous revision (sc
 bench-scale: deps ## operator process with N (1000) ModelDeployments: to Healthy, RSS, idle CPU, reaction
 	$(PY) -m bench.operator_scale --objects $(or $(N),1000)
 
+.PHONY: argo-rollouts
+argo-rollouts: ## Argo Rollouts' controller v1.10.2 and CRDs from the Go module proxy, for the scale bench only (cached)
+	e2e/toolchain/build.sh argo-rollouts
+
+.PHONY: bench-argo-smoke
+bench-argo-smoke: deps argo-rollouts ## Argo Rollouts' controller with N (10) Rollouts on the full tier: to Healthy, RSS, idle, reaction
+	$(PY) -m bench.argo_smoke --rollouts $(or $(N),10)
+
 # ---- a local cluster for people ---------------------------------------------
 
 .PHONY: cluster-up

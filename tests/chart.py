@@ -42,9 +42,12 @@ def run_helm(helm: Path, *args: str, timeout: float = 60) -> subprocess.Complete
 
 
 @contextmanager
-def audited_full_tier(toolchain: Toolchain, workdir: Path) -> Iterator[ControlPlane]:
-    """A full tier of its own, with an audit log (a cluster-wide operator sees it all)."""
-    audited = ControlPlane(toolchain, workdir, audit=True)
+def audited_full_tier(
+    toolchain: Toolchain, workdir: Path, *, audit: bool = True
+) -> Iterator[ControlPlane]:
+    """A full tier of its own with the Gateway API and our CRDs, by default with an
+    audit log (a cluster-wide operator sees it all)."""
+    audited = ControlPlane(toolchain, workdir, audit=audit)
     try:
         audited.start(Tier.FULL)
         audited.install_gateway_api()

@@ -55,6 +55,12 @@ STRESS: tuple[Variant, ...] = (
         "none of it: no stalls, hiccups, scrape offsets or load changes",
         Realism(stalls=False, hiccups=False, scrape_offsets=False, varying_load=False),
     ),
+    # Last, so that adding it left the other variants' seeds (by position) as they were.
+    Variant(
+        "looks-0.25s",
+        "looks every 0.25 s (as while the evidence leans against the candidate)",
+        interval=0.25,
+    ),
 )
 VARIANTS = {v.name: v for v in (MAIN, *STRESS)}
 

@@ -105,3 +105,35 @@ def find_toolchain(*, build: bool = True) -> Toolchain:
             + ", ".join(str(path) for path in missing)
         )
     return toolchain
+
+
+@dataclass(frozen=True)
+class ArgoRolloutsBinaries:
+    """Argo Rollouts' controller and its CRDs, for the scale bench's side-by-side.
+
+    Kept apart from :class:`Toolchain` on purpose: no test needs it, so
+    ``make test`` neither builds it nor waits for it (``make argo-rollouts``).
+    """
+
+    controller: Path
+    crds: Path
+    version: str
+
+    def missing(self) -> list[Path]:
+        missing = [] if os.access(self.controller, os.X_OK) else [self.controller]
+        return missing + ([] if self.crds.is_dir() else [self.crds])
+
+
+def find_argo_rollouts(*, build: bool = True) -> ArgoRolloutsBinaries:
+    """Locate the Argo Rollouts build, running ``build.sh argo-rollouts`` when missing."""
+    version = read_versions()["ARGO_ROLLOUTS_VERSION"]
+    folder = cache_root() / f"argo-rollouts-{version}"
+    found = ArgoRolloutsBinaries(folder / "rollouts-controller", folder / "crds", version)
+    if found.missing() and build:
+        subprocess.run([str(BUILD_SCRIPT), "argo-rollouts"], check=True)
+    if missing := found.missing():
+        raise FileNotFoundError(
+            "Argo Rollouts is not built (run `make argo-rollouts`): "
+            + ", ".join(str(path) for path in missing)
+        )
+    return found

@@ -146,9 +146,15 @@ class ControlPlane:
         fake_nodes: int = 3,
         detached: bool = False,
         audit: bool = False,
+        controller_manager_qps: tuple[float, int] | None = None,
     ) -> None:
+        """``controller_manager_qps`` is kube-controller-manager's client
+        (--kube-api-qps, --kube-api-burst) for every controller; its default,
+        20/30, is what its ReplicaSet controller then creates pods at, which
+        bounds how fast hundreds of workloads can become ready (benchmarks)."""
         self.toolchain = toolchain
         self.audit = audit
+        self.controller_manager_qps = controller_manager_qps
         self.workdir = workdir
         self.fake_nodes = fake_nodes
         self.detached = detached
@@ -441,8 +447,25 @@ class ControlPlane:
                 f"--service-account-private-key-file={material.service_account_key}",
                 f"--root-ca-file={material.ca.cert}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # KEP-5647 (beta, on by default in 1.36): the ReplicaSet controller
+                # waits until its informer has seen its own writes. After the chaos
+                # run restarts kube-apiserver, this quiet cluster may send that
+                # informer nothing newer for minutes, and the ReplicaSet is not
+                # synced meanwhile: a CI run saw "read version: 3175 is not as new
+                # as written version: 3194 for group resource pods" and a candidate
+                # whose pods came 3 min late, so its canary could not start in the
+                # 300 s the chaos test gives it. That stall is the controller
+                # manager's, not what the tests measure.
+                "--feature-gates=StaleControllerConsistencyReplicaSet=false",
+                *self._controller_manager_client_flags(),
             ],
         )
+
+    def _controller_manager_client_flags(self) -> list[str]:
+        if self.controller_manager_qps is None:
+            return []
+        qps, burst = self.controller_manager_qps
+        return [f"--kube-api-qps={qps:g}", f"--kube-api-burst={burst}"]
 
     def _start_scheduler(self) -> None:
         self._start_secure_component(

@@ -16,7 +16,8 @@ source "$here/versions.env"
 cache="${MODELCANARY_CACHE:-$HOME/.cache/modelcanary}"
 # The wrapper modules need Go 1.26. An older local Go (1.21+) fetches that
 # toolchain through the module proxy by itself (GOTOOLCHAIN=auto).
-export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false"
+# GOFLAGS from the caller (say -p=1 on a busy machine) are kept.
+export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}" CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false${GOFLAGS:+ $GOFLAGS}"
 command -v go >/dev/null || { echo "Go 1.21+ is needed for the first build of the test control plane" >&2; exit 1; }
 
 log() { printf '[toolchain] %s\n' "$*" >&2; }
@@ -84,6 +85,25 @@ build_helm() {
     "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
 }
 
+build_argo_rollouts() {
+  # Only for bench/ (`make argo-rollouts`): `all` leaves it out, so `make test`
+  # never pays for it. The ldflags are upstream Makefile's, so `--version` and
+  # the build_info metric name the release.
+  local pkg=github.com/argoproj/argo-rollouts/utils/version
+  local date; date="$(cd "$here/argo-rollouts" && module_time "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION")"
+  local ldflags="-s -w -X $pkg.version=${ARGO_ROLLOUTS_VERSION#v} -X $pkg.gitTag=$ARGO_ROLLOUTS_VERSION"
+  ldflags+=" -X $pkg.buildDate=$date -X $pkg.gitTreeState=clean"
+  (cd "$here/argo-rollouts" && go build -trimpath -ldflags "$ldflags" -o "$out/rollouts-controller" \
+    github.com/argoproj/argo-rollouts/cmd/rollouts-controller)
+  # The CRDs ship as YAML in the same module: Rollout, AnalysisRun,
+  # AnalysisTemplate, ClusterAnalysisTemplate and Experiment (the controller
+  # watches all five, so all five are installed).
+  local dir; dir="$(cd "$here/argo-rollouts" && go mod download -json "github.com/argoproj/argo-rollouts@$ARGO_ROLLOUTS_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+  mkdir -p "$out/crds"
+  cp "$dir"/manifests/crds/*-crd.yaml "$out/crds/"
+  chmod 0755 "$out/crds"; chmod 0644 "$out/crds/"*.yaml
+}
+
 fetch_gateway_api() {
   # The standard channel's CRDs ship as YAML inside the Go module.
   local dir; dir="$(cd "$here/kubernetes" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
@@ -118,6 +138,9 @@ case "$what" in
     build_component gateway-api "$GATEWAY_API_VERSION" fetch_gateway_api ;;&
   all|prometheus-operator-crds)
     build_component prometheus-operator-crds "$PROMETHEUS_OPERATOR_VERSION" fetch_prometheus_operator ;;
+  argo-rollouts)
+    # Not part of `all`: only the scale bench runs it.
+    build_component argo-rollouts "$ARGO_ROLLOUTS_VERSION" build_argo_rollouts ;;
   kubernetes|etcd|kwok|helm|gateway-api) ;;
-  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|gateway-api|prometheus-operator-crds]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|kubernetes|etcd|kwok|helm|gateway-api|prometheus-operator-crds|argo-rollouts]" >&2; exit 2 ;;
 esac

@@ -17,14 +17,34 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import secrets
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from modelcanary import __version__
 from modelcanary.cli import actions, drill, history, lint, report, status
 from modelcanary.cli.common import EXIT_CODES
+from modelcanary.ratelimit import DEFAULT_BURST, DEFAULT_QPS
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type: a number above 0, or a message that says how to turn the limit off."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            whole = "whole " if kind is int else ""
+            raise argparse.ArgumentTypeError(f"not a {whole}number: {text!r}") from None
+        if not 0 < value < math.inf:  # also refuses nan
+            raise argparse.ArgumentTypeError(
+                f"must be a number above 0, got {text}; --no-api-rate-limit turns the limit off"
+            )
+        return value
+
+    return parse
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -42,6 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         drill_image=args.drill_image,
         max_concurrent_passes=args.max_concurrent_passes,
         namespaces=args.namespace or None,
+        api_rate_limit=None if args.no_api_rate_limit else (args.api_qps, args.api_burst),
     )
     settings = kopf.OperatorSettings()
     # How long a silent replica counts as alive: a standby takes over at most
@@ -105,6 +126,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=None,
         help="ModelDeployment passes in flight at once (default 8; bounds the API client's queue)",
+    )
+    limit = run.add_argument_group(
+        "API rate limit",
+        "a token bucket on the operator's Kubernetes API requests (docs/operator.md)",
+    )
+    limit.add_argument(
+        "--api-qps",
+        type=_positive(float),
+        default=DEFAULT_QPS,
+        metavar="QPS",
+        help=f"requests per second once the burst is spent (default {DEFAULT_QPS:g})",
+    )
+    limit.add_argument(
+        "--api-burst",
+        type=_positive(int),
+        default=DEFAULT_BURST,
+        metavar="N",
+        help=f"requests that may go at once (default {DEFAULT_BURST})",
+    )
+    limit.add_argument(
+        "--no-api-rate-limit",
+        action="store_true",
+        help="send API requests as fast as they come (--api-qps and --api-burst are ignored)",
     )
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(handler=_run)

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -47,7 +48,7 @@ import kopf
 import kr8s.asyncio
 from prometheus_client import start_http_server
 
-from modelcanary import __version__, telemetry
+from modelcanary import __version__, ratelimit, telemetry
 from modelcanary.api.modeldeployment import (
     GROUP,
     VERSION,
@@ -58,7 +59,7 @@ from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_ERRORS
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
 from modelcanary.drills.plan import FINISHED
-from modelcanary.passes import RollbackDrillResource
+from modelcanary.passes import RollbackDrillResource, remaining
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.rollout.decision import Action, Event
@@ -96,28 +97,13 @@ def _wake_owners(owners: set[Owner]) -> None:
 
 
 def _count_requests(api: kr8s.asyncio.Api) -> None:
-    """Count every request kr8s's client sends (``modelcanary_api_requests_total``).
-
-    kr8s makes its httpx client lazily and makes a new one when it
-    re-authenticates, so the hook goes on every client it makes.
-    """
+    """Count every request kr8s's client sends (``modelcanary_api_requests_total``)."""
 
     async def on_request(request: httpx.Request) -> None:
         watch = request.url.params.get("watch") == "true"
         telemetry.count_request("WATCH" if watch else request.method)
 
-    def hook(session: httpx.AsyncClient | None) -> None:
-        if session is not None and on_request not in session.event_hooks["request"]:
-            session.event_hooks["request"].append(on_request)
-
-    create = api._create_session
-
-    async def create_counted() -> None:
-        await create()
-        hook(api._session)
-
-    api._create_session = create_counted  # type: ignore[method-assign]
-    hook(api._session)
+    ratelimit.on_every_request(api, on_request)
 
 
 @kopf.on.startup()
@@ -131,6 +117,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     api = await kr8s.asyncio.api()
+    # (qps, burst) from `run`; None when turned off; the defaults when unset.
+    limit = getattr(memo, "api_rate_limit", (ratelimit.DEFAULT_QPS, ratelimit.DEFAULT_BURST))
+    if limit is not None:
+        qps, burst = limit
+        ratelimit.limit_api(
+            api, ratelimit.RateLimiter(qps, burst), on_wait=telemetry.API_RATE_LIMIT_WAIT.observe
+        )
+        telemetry.API_RATE_LIMIT_QPS.set(qps)
     _count_requests(api)
     store = Store()
     memo.view = View(api, store)
@@ -202,6 +196,7 @@ async def _one_pass(reconciler: Reconciler, body: kopf.Body) -> float:
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     with telemetry.RECONCILE_SECONDS.time():
         try:
+            started = time.monotonic()
             result = await reconciler.run_pass(obj)
         except API_ERRORS as error:
             telemetry.RECONCILE_ERRORS.labels(namespace, name, "pass").inc()
@@ -211,7 +206,7 @@ async def _one_pass(reconciler: Reconciler, body: kopf.Body) -> float:
     if result.failed is not None:
         telemetry.RECONCILE_ERRORS.labels(namespace, name, "act").inc()
         return min(result.decision.requeue_after, ERROR_BACKOFF_SECONDS)
-    return result.decision.requeue_after
+    return remaining(result.decision.requeue_after, since=started)
 
 
 def _reference(obj: Mapping[str, Any]) -> kopf.Body:
@@ -315,6 +310,7 @@ async def rehearse(
     while not stopped:
         try:
             resource = await RollbackDrillResource.get(name, namespace=namespace, api=executor.api)
+            started = time.monotonic()
             result = await executor.run_pass(resource.raw)
         except kr8s.NotFoundError:
             return
@@ -325,7 +321,7 @@ async def rehearse(
         _report_drill(resource.raw, result)
         if result.finished:
             return
-        await stopped.wait(result.decision.requeue_after)
+        await stopped.wait(remaining(result.decision.requeue_after, since=started))
 
 
 def _report_drill(obj: Mapping[str, Any], result: DrillPassResult) -> None:

@@ -23,6 +23,7 @@ the status was written) is :class:`PassState`; each pass adds its decision.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,3 +129,13 @@ def merge_patch(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str
         elif value != old:
             patch[key] = value
     return patch
+
+
+def remaining(requeue_after: float, *, since: float) -> float:
+    """What is left of a decision's wait, counted from the start of its pass.
+
+    ``decide`` counts ``requeue_after`` from the pass's own ``now``; sleeping it in
+    full after the pass made every timer late by the pass's length, so one look
+    per second came every 1.2 s and drifted against Prometheus's scrapes.
+    """
+    return max(0.0, requeue_after - (time.monotonic() - since))

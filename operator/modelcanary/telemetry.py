@@ -138,6 +138,19 @@ RECONCILE_ERRORS = Counter(
     registry=REGISTRY,
 )
 
+API_RATE_LIMIT_WAIT = Histogram(
+    "modelcanary_api_rate_limit_wait_seconds",
+    "Time each Kubernetes API request of the operator's client waited for the client-side "
+    "rate limit (--api-qps, --api-burst); 0 when it did not wait. Its count is the requests.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+API_RATE_LIMIT_QPS = Gauge(
+    "modelcanary_api_rate_limit_qps",
+    "The client-side limit on the operator's API requests per second; 0 when it is off.",
+    registry=REGISTRY,
+)
+
 
 def record_status(namespace: str, name: str, status: ModelDeploymentStatus) -> None:
     # From the recorded history, so the figure survives an operator restart.

@@ -204,6 +204,50 @@ def test_metrics_service_is_on_by_default_and_can_be_turned_off(helm: Path, tmp_
     assert not [o for o in off if o["kind"] == "Service"]
 
 
+def _operator_memo(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """What the operator's own ``run`` parser makes of the rendered args (kopf not started)."""
+    import kopf  # noqa: PLC0415
+
+    from modelcanary.__main__ import main  # noqa: PLC0415
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs["memo"]))
+    assert main(args) == 0
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param({}, (["--api-qps=100", "--api-burst=200"], (100.0, 200)), id="default"),
+        pytest.param(
+            {"apiRateLimit": {"qps": 2.5, "burst": 7}},
+            (["--api-qps=2.5", "--api-burst=7"], (2.5, 7)),
+            id="set",
+        ),
+        pytest.param(
+            {"apiRateLimit": {"qps": 1000000, "burst": 5000}},
+            (["--api-qps=1e+06", "--api-burst=5000"], (1e6, 5000)),
+            id="large",
+        ),
+        pytest.param(
+            {"apiRateLimit": {"enabled": False}}, (["--no-api-rate-limit"], None), id="off"
+        ),
+    ],
+)
+def test_api_rate_limit_values_reach_the_operator_as_flags(
+    helm: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    values: dict[str, Any],
+    expected: tuple[list[str], tuple[float, int] | None],
+) -> None:
+    flags, limit = expected
+    args = _container(_render(helm, values, tmp_path))["args"]
+    assert [a for a in args if "api-" in a] == flags
+    assert _operator_memo(args, monkeypatch)["api_rate_limit"] == limit
+
+
 def test_monitoring_is_off_by_default(helm: Path, tmp_path: Path) -> None:
     kinds = {o["kind"] for o in _render(helm, {}, tmp_path)}
     assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
@@ -273,6 +317,9 @@ BAD_VALUES = [
     pytest.param({"mode": "namespaced"}, "/watchNamespaces", id="namespaced-without-namespaces"),
     pytest.param({"watchNamespaces": ["Not_A_Label"]}, "/watchNamespaces/0", id="bad-namespace"),
     pytest.param({"ha": {"enabled": True, "replicas": 1}}, "/ha/replicas", id="ha-one-replica"),
+    pytest.param({"apiRateLimit": {"qps": 0}}, "/apiRateLimit/qps", id="zero-qps"),
+    pytest.param({"apiRateLimit": {"burst": 0}}, "/apiRateLimit/burst", id="zero-burst"),
+    pytest.param({"apiRateLimit": {"burst": 1.5}}, "/apiRateLimit/burst", id="fractional-burst"),
     pytest.param({"replicas": 2}, "replicas", id="unknown-key"),
     pytest.param({"replicaCount": 2}, "replicaCount", id="two-replicas-without-peering"),
 ]

@@ -11,12 +11,19 @@ same skeleton is in test_drill_pass.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from modelcanary.passes import ModelDeploymentResource as MDResource
-from modelcanary.passes import PassState, carry_out_in_order, clear_action, write_status
+from modelcanary.passes import (
+    PassState,
+    carry_out_in_order,
+    clear_action,
+    remaining,
+    write_status,
+)
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID
 from modelcanary.rollout.decision import Action, ScaleRevision, SetWeights
 from tests.unit.fake_kube import Failure
@@ -250,3 +257,10 @@ def test_no_step_is_asked_of_a_router_that_cannot_be_read() -> None:
         cluster.deployment(B)  # the candidate is up: only the router holds the step back
     assert cluster.router.asked == []
     assert "waiting for the router" in cluster.status()["message"]
+
+
+def test_a_decisions_wait_counts_from_the_start_of_its_pass() -> None:
+    """A pass that took 0.3 s of a 1 s interval sleeps 0.7 s, so looks stay 1 s apart."""
+    started = time.monotonic() - 0.3
+    assert remaining(1.0, since=started) == pytest.approx(0.7, abs=0.05)
+    assert remaining(0.2, since=started) == 0.0  # overdue: the next pass at once

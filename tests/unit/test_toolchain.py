@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from e2e.harness.binaries import (
+    BUILD_SCRIPT,
     ENVTEST_BINARIES,
     TOOLCHAIN_DIR,
     Toolchain,
     cache_root,
+    find_argo_rollouts,
     find_toolchain,
     read_versions,
 )
@@ -52,6 +54,47 @@ def test_etcd_wrapper_requires_the_pinned_release() -> None:
     assert f"go.etcd.io/etcd/server/v3 {versions['ETCD_VERSION']}" in go_mod
     assert "=> ../" not in go_mod
     assert (TOOLCHAIN_DIR / "etcd" / "go.sum").stat().st_size > 0
+
+
+def test_argo_rollouts_wrapper_repeats_upstreams_replace_block() -> None:
+    # A dependency's replace directives are ignored, so the wrapper must carry
+    # upstream's: every k8s.io staging module pinned to one published twin.
+    versions = read_versions()
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", versions["ARGO_ROLLOUTS_VERSION"])
+    go_mod = (TOOLCHAIN_DIR / "argo-rollouts" / "go.mod").read_text()
+    assert f"github.com/argoproj/argo-rollouts {versions['ARGO_ROLLOUTS_VERSION']}" in go_mod
+    replaced = re.findall(r"^\s+(k8s\.io/[\w.-]+) => (k8s\.io/[\w.-]+) (v\S+)$", go_mod, re.M)
+    assert len(replaced) >= 25
+    assert all(source == target for source, target, _ in replaced)
+    pinned = {source: version for source, _, version in replaced}
+    twin = pinned["k8s.io/client-go"]
+    for core in ("k8s.io/api", "k8s.io/apimachinery", "k8s.io/kubectl", "k8s.io/kubelet"):
+        assert pinned[core] == twin, core
+    assert "=> ../" not in go_mod
+    assert "=> ./" not in go_mod
+    assert (TOOLCHAIN_DIR / "argo-rollouts" / "go.sum").stat().st_size > 0
+
+
+def test_argo_rollouts_is_never_built_by_all() -> None:
+    # `make test` runs `build.sh all`; only the bench needs Argo Rollouts.
+    script = BUILD_SCRIPT.read_text()
+    patterns = re.findall(r"^\s+([\w|-]+)\)$", script, re.M)
+    assert any(p == "argo-rollouts" for p in patterns)
+    assert not any("all" in p.split("|") and "argo-rollouts" in p.split("|") for p in patterns)
+
+
+def test_argo_rollouts_lookup(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MODELCANARY_CACHE", str(tmp_path))
+    version = read_versions()["ARGO_ROLLOUTS_VERSION"]
+    with pytest.raises(FileNotFoundError, match="make argo-rollouts"):
+        find_argo_rollouts(build=False)
+    folder = tmp_path / f"argo-rollouts-{version}"
+    _executable(folder / "rollouts-controller")
+    (folder / "crds").mkdir()
+    found = find_argo_rollouts(build=False)
+    assert found.controller == folder / "rollouts-controller"
+    assert found.crds == folder / "crds"
+    assert found.version == version
 
 
 def test_cache_is_keyed_by_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

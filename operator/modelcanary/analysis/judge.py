@@ -289,6 +289,15 @@ def _block(
         return  # the interval compared spans at least `shortest`, or ends at a new weight
     requests_c = candidate[0] - current.candidate_total
     requests_s = stable[0] - current.stable_total
+    if not close and (requests_c == 0 or requests_s == 0):
+        # Gather until both revisions have answered since the base: each revision's
+        # counters reach Prometheus with its own scrape, so a look between the two
+        # scrapes sees one side move alone. Judged then, such an interval carries no
+        # information (its margins fix the split) and would use up the side that
+        # moved: with looks more frequent than scrapes, every interval did, and a
+        # failing candidate's evidence froze. The rule reads only the request
+        # totals, which the test conditions on, so it keeps the test valid.
+        return
     moved = [requests_c, requests_s]
     for evidence in current.events:
         moved.append(candidate[1].get(evidence.event, 0.0) - evidence.candidate_count)

@@ -198,6 +198,18 @@ class AnalysisStatus(ApiModel):
     error_since: datetime | None = None
     """Since when a query has been failing in a way waiting will not fix, while it still is."""
 
+    candidate_seen_at: datetime | None = None
+    """When Prometheus first answered with the candidate's series for every count
+    metric. With count metrics, the candidate gets no traffic before this (or before
+    the wait for it runs out): what the judge cannot see yet, it cannot catch."""
+
+    visibility_wait: Literal["Waiting", "GaveUp"] | None = None
+    """While the first step waits for the candidate to show in Prometheus, and after
+    that wait ran out (the first step then went ahead without it)."""
+
+    visibility_wait_since: datetime | None = None
+    """When the first step began to wait for the candidate to show in Prometheus."""
+
     outcome: Literal["Pass", "Fail", "NoData", "Error", "Outage"] | None = None
     """The latest evaluation as a whole: Pass, Fail, NoData (held), Error (held under
     queryError) or Outage (held under outage)."""

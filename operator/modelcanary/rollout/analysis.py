@@ -32,6 +32,7 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
     ModelDeploymentStatus,
 )
+from modelcanary.rollout import visibility
 from modelcanary.rollout.state import Pass
 
 
@@ -67,17 +68,41 @@ def seconds_until_due(
         return 0.0
     if weight > 0 and state.weight != weight:
         return 0.0
+    if weight > 0 and leaning_against_candidate(state):
+        return seconds_until_next_look(last, analysis.interval, now, hurried=True)
     return seconds_until_next_look(last, analysis.interval, now)
 
 
-def seconds_until_next_look(last: datetime | None, interval: str, now: datetime) -> float:
-    """Once per ``interval`` since the ``last`` look (at once if there was none).
+HURRIED_LOOKS_PER_INTERVAL = 4
+"""How much more often a candidate is looked at while its evidence leans against it."""
+
+
+def leaning_against_candidate(state: AnalysisStatus) -> bool:
+    """Whether a count metric's evidence that the candidate is worse is above 1.
+
+    An e-value of 1 is where the evidence started; above it the data so far favour
+    "worse". Looking sooner then is what a fast rollback needs: with a look per
+    interval, a fault that reaches Prometheus just after a look waits a whole
+    interval, and the time to roll back is bimodal by that interval (bench-rollback
+    measured 2.2 s or 3.4 s). The sequential test is anytime-valid, so a looking
+    schedule that depends on the data so far keeps its false-rollback rate; a
+    healthy candidate only pays some extra queries while its evidence is above 1.
+    """
+    return any(result.e_value is not None and result.e_value > 1 for result in state.results)
+
+
+def seconds_until_next_look(
+    last: datetime | None, interval: str, now: datetime, *, hurried: bool = False
+) -> float:
+    """Once per ``interval`` since the ``last`` look (at once if there was none), or
+    :data:`HURRIED_LOOKS_PER_INTERVAL` times per interval when ``hurried``.
 
     The one clock of every analysis, a canary's and a rollback drill's.
     """
     if last is None:
         return 0.0
-    return max(0.0, (last + parse_duration(interval) - now).total_seconds())
+    period = parse_duration(interval) / (HURRIED_LOOKS_PER_INTERVAL if hurried else 1)
+    return max(0.0, (last + period - now).total_seconds())
 
 
 def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
@@ -107,6 +132,7 @@ def _look(work: Pass, analysis: Analysis, state: AnalysisStatus) -> str | None:
     observation = work.observed.analysis
     if observation is None:
         return None
+    visibility.note_look(state, observation)
     if work.status.canary_weight <= 0:
         evaluation = _move_baseline(analysis, state, observation)
         if evaluation.definitive:

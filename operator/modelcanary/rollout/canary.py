@@ -19,7 +19,7 @@ from modelcanary.api.modeldeployment import (
     Phase,
     RevisionOutcome,
 )
-from modelcanary.rollout import deadline, warm
+from modelcanary.rollout import deadline, visibility, warm
 from modelcanary.rollout.analysis import (
     Gate,
     apply_evaluation,
@@ -82,7 +82,10 @@ def progress(work: Pass) -> None:
         return
     due = seconds_until_due(work.spec, status, work.now)
     if due is not None:
-        work.requeue(max(due, 0.5))
+        # A look due now did not run this pass (the weight moved): the next pass
+        # runs it; 0.5 s lets the router settle. A later look is kept to the
+        # instant: hurried looks come every quarter interval.
+        work.requeue(due if due > 0 else 0.5)
 
     late = deadline.overdue(work, canary)
     if late is not None:
@@ -131,6 +134,15 @@ def _walk(work: Pass) -> None:
             return
         step = steps[index]
         if step.set_weight is not None:
+            if (
+                status.canary_weight == 0
+                and step.set_weight > 0
+                and not work.confirmed_canary_weight(
+                    status.canary_revision or "", status.stable_revision, step.set_weight
+                )
+                and not visibility.may_send_traffic(work)
+            ):
+                return
             if step.set_weight >= 100 and not _may_take_all(work):
                 return
             if not _set_weight(work, step.set_weight):

@@ -303,3 +303,46 @@ def test_latency_gathers_intervals_of_ten_seconds_unless_the_weight_changes() ->
     assert blocks[:10] == [0] * 10
     assert blocks[10] == 1
     assert blocks[11] == 2
+
+
+def test_looks_between_the_two_revisions_scrapes_gather_instead_of_losing_evidence() -> None:
+    """Looks four times per scrape, with the revisions scraped half a scrape apart: most
+    looks see one side move alone. Judging those would use up the side that moved
+    with nothing to compare it with, and a failing candidate would never fail."""
+    world = ErrorWorld()
+    scraped = {role: [0.0, 0.0] for role in ("candidate", "stable")}
+    scraped["stable"] = list(world.counts["stable"][""])
+
+    def arms() -> Arms:
+        return Arms(
+            errors({"": scraped["candidate"][0]}, {"": scraped["candidate"][1]}),
+            errors({"": scraped["stable"][0]}, {"": scraped["stable"][1]}),
+        )
+
+    state = judge.judge(ERRORS, ALPHA, None, arms()).state
+    verdicts = []
+    for look in range(1, 41):
+        world.serve("candidate", "", 3, 0.2)  # a quarter second of 10% of 100 rps
+        world.serve("stable", "", 22, 0.001)
+        if look % 4 == 0:
+            scraped["candidate"] = list(world.counts["candidate"][""])
+        if look % 4 == 2:
+            scraped["stable"] = list(world.counts["stable"][""])
+        judged = judge.judge(ERRORS, ALPHA, state, arms())
+        state = judged.state
+        verdicts.append(judged.result.verdict)
+        if judged.result.verdict is Verdict.FAIL:
+            break
+    assert verdicts[-1] is Verdict.FAIL, verdicts
+    assert len(verdicts) <= 24  # within six scrapes
+
+
+def test_a_weight_change_closes_the_interval_even_when_one_side_did_not_move() -> None:
+    """No interval spans two weights, even at the cost of an uninformative one."""
+    world = ErrorWorld()
+    state = judge.judge(ERRORS, ALPHA, None, world.arms()).state
+    world.serve("candidate", "", 10, 0.2)
+    state = judge.judge(ERRORS, ALPHA, state, world.arms()).state
+    assert state.slices[0].candidate_total == 0  # stable did not move: gathered
+    state = judge.judge(ERRORS, ALPHA, state, world.arms(), close=True).state
+    assert state.slices[0].candidate_total == 10  # closed at the new weight

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from modelcanary.api.judging import Verdict
+from modelcanary.rollout.analysis import seconds_until_due
 from tests.unit.rollout.world import Counters, World, make_spec, serving_first_revision
 
 pytestmark = pytest.mark.unit
@@ -94,6 +95,47 @@ def test_a_new_weight_brings_the_next_look_forward() -> None:
     world.step(advance=timedelta(seconds=1))  # interval 5s: only the new weight makes it due
     assert world.status.analysis is not None
     assert world.status.analysis.weight == 10
+
+
+def looked_at_ten_percent() -> World:
+    """A healthy candidate whose first look at 10% has been taken."""
+    world, spec = world_with(set())
+    world.roll_out(spec)
+    world.run(
+        lambda w: w.status.analysis is not None and w.status.analysis.weight == 10,
+        advance=timedelta(seconds=1),
+    )
+    return world
+
+
+@pytest.mark.parametrize(
+    ("e_value", "next_look"), [(None, 5.0), (0.4, 5.0), (1.0, 5.0), (3.0, 1.25)]
+)
+def test_evidence_leaning_against_the_candidate_brings_looks_to_every_quarter_interval(
+    e_value: float | None, next_look: float
+) -> None:
+    world = looked_at_ten_percent()
+    analysis = world.status.analysis
+    assert analysis is not None
+    assert analysis.last_run_at is not None
+    for result in analysis.results:
+        result.e_value = e_value
+    assert seconds_until_due(world.spec, world.status, analysis.last_run_at) == next_look
+
+
+def test_a_hurried_look_is_scheduled_to_the_instant() -> None:
+    """The daemon sleeps what the decision says: a quarter interval, not a rounded-up floor."""
+    world = looked_at_ten_percent()
+    analysis = world.status.analysis
+    assert analysis is not None
+    for result in analysis.results:
+        result.e_value = 3.0
+    last = analysis.last_run_at
+    assert last is not None
+    decision = world.step(advance=timedelta(seconds=1))  # 1 s after the look: not due yet
+    assert world.status.analysis is not None
+    assert world.status.analysis.last_run_at == last
+    assert decision.requeue_after == pytest.approx(0.25)
 
 
 def test_a_failure_seen_before_the_weight_is_read_back_still_rolls_back() -> None:

@@ -58,6 +58,9 @@ class Counters:
     rps: float = 100.0
     served: dict[str, float] = field(default_factory=dict)
     failed: dict[str, float] = field(default_factory=dict)
+    lazy: bool = False
+    """Whether a revision's counters appear only with its first request; by default
+    they are exported at zero from the start, as a model server should."""
 
     def serve(self, weights: dict[str, int], seconds: float) -> None:
         for revision, weight in weights.items():
@@ -66,8 +69,10 @@ class Counters:
             self.failed[revision] = float(int(total * self.error_rate(revision)))
 
     def answers(self, revision: str) -> dict[str, Answer]:
-        if revision not in self.served:
+        if revision not in self.served and self.lazy:
             return {"failed": Answer(), "total": Answer()}
+        if revision not in self.served:
+            return {"failed": Answer(), "total": Answer((Series({}, 0.0),))}
         return {
             "failed": Answer((Series({}, self.failed[revision]),)),
             "total": Answer((Series({}, self.served[revision]),)),

@@ -1,0 +1,71 @@
+"""The Argo Rollouts side of the scale bench: its objects, its predicates and its flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from bench.argo_smoke import (
+    STEPS,
+    canary_paused_at_weight,
+    canary_started,
+    namespace_of,
+    rollout,
+)
+from bench.operator_scale import model_deployment
+from e2e.harness.argo_rollouts import ARGO_USER, ArgoRolloutsController
+from e2e.harness.binaries import ArgoRolloutsBinaries
+from e2e.harness.kubernetes import ControlPlane
+from modelcanary.ratelimit import DEFAULT_BURST, DEFAULT_QPS
+
+pytestmark = pytest.mark.unit
+
+
+def test_rollouts_match_the_scale_bench_model_deployments() -> None:
+    argo = rollout("rollout-0001")
+    ours = model_deployment("model-0001", "1.0.0", "replicas")["spec"]
+    assert argo["spec"]["strategy"]["canary"]["steps"] == ours["strategy"]["steps"] == STEPS
+    # No traffic router: the weight is a replica ratio, as with our replicas router.
+    assert set(argo["spec"]["strategy"]["canary"]) == {"steps"}
+    assert argo["spec"]["replicas"] == ours["predictor"]["replicas"] == 1
+    assert argo["spec"]["template"]["spec"] == ours["predictor"]["template"]["spec"]
+    labels = argo["spec"]["template"]["metadata"]["labels"]
+    assert argo["spec"]["selector"]["matchLabels"] == labels
+    # Both benches can share one cluster.
+    assert namespace_of(3, 2) == "argo-1"
+
+
+def _rollout(generation: int, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"generation": generation}, "status": status}
+
+
+def test_canary_started_needs_the_new_generation_and_a_new_pod_hash() -> None:
+    healthy = {"observedGeneration": "2", "currentPodHash": "a", "stableRS": "a"}
+    assert not canary_started(_rollout(2, phase="Healthy", **healthy))
+    # The controller has not seen the change yet.
+    stale = {"observedGeneration": "1", "currentPodHash": "b", "stableRS": "a"}
+    assert not canary_started(_rollout(2, phase="Progressing", **stale))
+    moving = {"observedGeneration": "2", "currentPodHash": "b", "stableRS": "a"}
+    assert canary_started(_rollout(2, phase="Progressing", **moving))
+    assert not canary_paused_at_weight(_rollout(2, phase="Progressing", **moving))
+    paused = _rollout(2, phase="Paused", currentStepIndex=1, **moving)
+    assert canary_paused_at_weight(paused)
+
+
+def test_controller_flags_make_the_comparison_fair(tmp_path: Path) -> None:
+    binaries = ArgoRolloutsBinaries(tmp_path / "rollouts-controller", tmp_path / "crds", "v1")
+    plane = ControlPlane(cast(Any, None), tmp_path / "plane")
+    controller = ArgoRolloutsController(binaries, plane, tmp_path)
+    controller.metrics_port, controller.healthz_port = 18090, 18080
+    argv = controller.argv(tmp_path / "argo.kubeconfig")
+    assert controller.user == ARGO_USER
+    assert f"--qps={DEFAULT_QPS:g}" in argv
+    assert f"--burst={DEFAULT_BURST}" in argv
+    assert "--leader-elect=false" in argv
+    assert "--metricsPort=18090" in argv
+    assert "--healthzPort=18080" in argv
+    assert not any(flag.startswith("--namespaced") for flag in argv)
+    with_election = ArgoRolloutsController(binaries, plane, tmp_path, leader_elect=True)
+    assert "--leader-elect=true" in with_election.argv(tmp_path / "k")
