@@ -12,6 +12,7 @@ what they say and nothing falls between them.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -99,6 +100,28 @@ def namespace(request: pytest.FixtureRequest, k8s: kr8s.Api) -> Iterator[str]:
     finally:
         # Deletion finishes in the background; the next test has its own name.
         ns.delete()
+        _release_finalized(k8s, name)
+
+
+# What the operator finalizes. By teardown the test's operator has stopped, so
+# nothing would ever remove its finalizer: the namespace would stay
+# Terminating, and kube-controller-manager would keep retrying its deletion
+# for the rest of the run (it did, for 10+ minutes a namespace, and slowed the
+# controllers later tests rely on). The namespace goes anyway, with all that
+# the operator would have cleaned up in it.
+_FINALIZED = ("modeldeployments.modelcanary.io", "rollbackdrills.modelcanary.io")
+
+
+def _release_finalized(k8s: kr8s.Api, namespace: str) -> None:
+    for kind in _FINALIZED:
+        try:
+            leftovers = list(k8s.get(kind, namespace=namespace))
+        except (kr8s.NotFoundError, kr8s.ServerError, ValueError):
+            continue  # no such CRD on this plane, or the namespace is already gone
+        for obj in leftovers:
+            if not isinstance(obj, dict) and obj.raw["metadata"].get("finalizers"):
+                with contextlib.suppress(kr8s.NotFoundError, kr8s.ServerError):  # already gone
+                    obj.patch({"metadata": {"finalizers": None}})
 
 
 @pytest.fixture(scope="session")

@@ -94,7 +94,7 @@ from modelcanary.rollout.status_reading import decide_unsound, keep_memory, read
 from modelcanary.rollout.status_reading import note as note_status
 from modelcanary.traffic import Router, router_for
 from modelcanary.view.drills import observe_drills
-from modelcanary.view.store import known_newer
+from modelcanary.view.store import OwnWrites
 from modelcanary.view.watch import View
 from modelcanary.workloads import applier
 from modelcanary.workloads.builders import (
@@ -160,21 +160,14 @@ class Reconciler:
         self._routers = routers
         self._prometheus = prometheus
         self._batchers: dict[int, QueryBatcher] = {}
-        self._written: dict[str, dict[str, Any]] = {}
-        """uid -> the API server's answer to the last write of that ModelDeployment."""
+        self.own_writes = OwnWrites()
 
     def freshest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``obj``, or the answer to our own last write of it if that is certainly newer."""
-        uid = obj["metadata"].get("uid", "")
-        written = self._written.get(uid)
-        if written is not None and known_newer(written, obj):
-            return written
-        self._written.pop(uid, None)
-        return obj
+        return self.own_writes.freshest(obj)
 
     def forget(self, uid: str) -> None:
         """The ModelDeployment is gone (or no longer ours): drop what was kept for it."""
-        self._written.pop(uid, None)
+        self.own_writes.forget(uid)
 
     def _batcher(self, provider: PrometheusProvider) -> QueryBatcher:
         # Providers are cached per Prometheus, so one batcher per provider lets
@@ -409,9 +402,7 @@ class Reconciler:
         return written
 
     def _keep(self, resource: APIObject) -> None:
-        answer = applier.plain(resource)
-        if (answer.get("metadata") or {}).get("uid"):
-            self._written[answer["metadata"]["uid"]] = answer
+        self.own_writes.keep(applier.plain(resource))
 
     def _resource(self, obj: Mapping[str, Any]) -> APIObject:
         return ModelDeploymentResource(dict(obj), api=self.api)

@@ -253,3 +253,33 @@ class Store:
             if not keys:
                 del self._by_owner[index]
         return {owner}
+
+
+class OwnWrites:
+    """The API server's answer to the operator's last write of each object, by uid.
+
+    A pass is given the object as kopf's watch last delivered it, which may be
+    older than the operator's own status write of a moment ago; deciding on
+    it would decide again from the status before. So each answer is kept, and
+    used while it is certainly newer than what the pass was given.
+    """
+
+    def __init__(self) -> None:
+        self._answers: dict[str, dict[str, Any]] = {}
+
+    def keep(self, answer: Mapping[str, Any]) -> None:
+        uid = (answer.get("metadata") or {}).get("uid")
+        if uid:
+            self._answers[str(uid)] = dict(answer)
+
+    def freshest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``obj``, or the answer to our own last write of it if that is certainly newer."""
+        uid = str(obj["metadata"].get("uid", ""))
+        answer = self._answers.get(uid)
+        if answer is not None and known_newer(answer, obj):
+            return answer
+        self._answers.pop(uid, None)  # the watch has caught up: keep nothing
+        return obj
+
+    def forget(self, uid: str) -> None:
+        self._answers.pop(uid, None)
