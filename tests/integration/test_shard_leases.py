@@ -1,7 +1,7 @@
 """Shard Leases against the real API server: three ShardManagers split the shards, one
 killed (its task cancelled, nothing released) loses them to the others within the
 bound, a graceful stop hands them over at once, and no shard has two owners at any
-sampled moment.
+sampled moment. Last, the chart's sharding Role is exactly what a manager needs.
 
 Short timings (lease 3 s, renew deadline 2 s, retry 0.5 s) keep the test short; the
 managers share one event loop, so they share one clock. Every wait is on a
@@ -11,20 +11,25 @@ condition with a timeout.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import kr8s.asyncio
 import pytest
+import yaml
 
 from e2e.harness import ControlPlane
 from modelcanary.shards.leases import (
     LEASE_API,
+    LEASE_VERBS,
     ShardManager,
     replica_lease_name,
     shard_lease_name,
 )
 from modelcanary.shards.ownership import Timing
+from tests.chart import CHART, run_helm, token_kubeconfig, write_values
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +223,52 @@ async def _leases(api: kr8s.asyncio.Api, namespace: str) -> dict[str, dict[str, 
         "GET", version=LEASE_API, base="/apis", namespace=namespace, url="leases"
     ) as response:
         return {item["metadata"]["name"]: item for item in response.json()["items"]}
+
+
+def test_the_charts_sharding_role_is_what_a_manager_needs(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """The chart's Role, bound to a ServiceAccount in the release namespace, lets a
+    manager claim and release every shard under that account's own token."""
+    values = write_values({"sharding": {"enabled": True}}, tmp_path)
+    rendered = run_helm(
+        control_plane.toolchain.helm,
+        *("template", "rel", str(CHART), "--namespace", namespace, "-f", str(values)),
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    rbac = [
+        doc
+        for doc in yaml.safe_load_all(rendered.stdout)
+        if doc
+        and doc["kind"] in ("Role", "RoleBinding")
+        and doc["metadata"]["name"] == "rel-modelcanary-shards"
+    ]
+    assert [doc["kind"] for doc in rbac] == ["Role", "RoleBinding"]
+    assert rbac[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": [*LEASE_VERBS]}
+    ]
+    account = rbac[1]["subjects"][0]["name"]
+    code, body = control_plane.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}},
+    )
+    assert code == 201, body
+    for doc, plural in zip(rbac, ("roles", "rolebindings"), strict=True):
+        path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/{plural}"
+        code, body = control_plane.request("POST", path, json.loads(json.dumps(doc)))
+        assert code == 201, body
+    kubeconfig = token_kubeconfig(control_plane, namespace, account, tmp_path / "sa.kubeconfig")
+
+    async def main() -> None:
+        api = await kr8s.asyncio.api(kubeconfig=str(kubeconfig))
+        manager = ShardManager(api, namespace, "op-rbac", SHARDS, timing=TIMING)
+        await manager.round()  # creates the presence and shard Leases
+        await manager.round()  # updates them (renew)
+        assert manager.owned() == frozenset(range(SHARDS))
+        await manager.release()
+        assert manager.owned() == frozenset()
+        leases = await _leases(api, namespace)
+        assert {lease["spec"].get("holderIdentity") for lease in leases.values()} == {None}
+
+    asyncio.run(main())
