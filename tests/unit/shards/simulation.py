@@ -42,6 +42,7 @@ class Replica:
     presence_sightings: dict[str, Sighting] = field(default_factory=dict)
     pause_next: float = 0.0
     """Extra delay before the next round (a GC pause, a slow API server)."""
+    next_read_at: float = 0.0
 
 
 @dataclass
@@ -67,7 +68,6 @@ class Cluster:
         self._queue: list[tuple[float, int, str, Replica, PendingRound | None]] = []
         self._order = itertools.count()
         self.max_owners_seen = 0
-        self.writes_applied_after_death = 0
 
     # ------------------------------------------------------------------ population
 
@@ -116,9 +116,19 @@ class Cluster:
             self._check()
         self.time = end
 
+    def run_until_unpaused(self) -> None:
+        """Until every pause asked for has been taken and is over."""
+        while any(
+            r.pause_next > 0 or r.next_read_at > self.time + self.timing.retry_period
+            for r in self.alive()
+        ):
+            self.run_until(self.time + 0.1)
+
     def _schedule(
         self, when: float, kind: str, replica: Replica, pending: PendingRound | None
     ) -> None:
+        if kind == "read":
+            replica.next_read_at = when
         heapq.heappush(self._queue, (when, next(self._order), kind, replica, pending))
 
     def _check(self) -> None:
@@ -154,9 +164,7 @@ class Cluster:
         replica = pending.replica
         sent = self.time + replica.offset
         duration = self.timing.lease_duration
-        if not replica.alive:
-            # Killed after sending: the server still applies what was sent.
-            self.writes_applied_after_death += 1
+        # A replica killed after sending: the server still applies what was sent.
         me = replica.name
         _cas(
             self.presence_leases,
