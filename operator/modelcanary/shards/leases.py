@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +60,8 @@ with the wiring: a watch in place of the LIST per round, and removing a
 departed replica's presence Lease.
 """
 
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_MAX_NAME = 253
 _CONFLICT = 409
 _NOT_FOUND = 404
 
@@ -71,7 +74,15 @@ def shard_lease_name(shard: int) -> str:
 
 
 def replica_lease_name(identity: str) -> str:
-    return f"{REPLICA_PREFIX}{identity}"
+    """The presence Lease of the replica ``identity`` (its pod's name, in the chart).
+
+    Refused unless it makes a valid object name: otherwise every round would
+    fail at the API server, and the replica would never own anything.
+    """
+    name = f"{REPLICA_PREFIX}{identity}"
+    if len(name) > _MAX_NAME or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ValueError(f"replica identity {identity!r} does not make a valid Lease name")
+    return name
 
 
 def _status(error: Exception) -> int | None:
@@ -83,7 +94,8 @@ def _micro_time() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _record(body: dict[str, Any]) -> LeaseRecord:
+def lease_record(body: dict[str, Any]) -> LeaseRecord:
+    """What the planner needs of a Lease: its holder, version and duration."""
     spec = body.get("spec") or {}
     return LeaseRecord(
         holder=spec.get("holderIdentity") or None,
@@ -181,6 +193,7 @@ class ShardManager:
         on_change: OwnershipChanged | None = None,
     ) -> None:
         self.store = LeaseStore(api, namespace)
+        replica_lease_name(identity)  # refuses an identity that makes no Lease name
         self.identity = identity
         self.shards = shards
         self.timing = timing or Timing()
@@ -227,11 +240,11 @@ class ShardManager:
         presence: dict[str, LeaseRecord] = {}
         for name, body in leases.items():
             if name.startswith(REPLICA_PREFIX):
-                presence[name.removeprefix(REPLICA_PREFIX)] = _record(body)
+                presence[name.removeprefix(REPLICA_PREFIX)] = lease_record(body)
             elif name.startswith(SHARD_PREFIX) and name.removeprefix(SHARD_PREFIX).isdigit():
                 k = int(name.removeprefix(SHARD_PREFIX))
                 if k < self.shards:  # a Lease left by a larger shard count is ignored
-                    shard_records[k] = _record(body)
+                    shard_records[k] = lease_record(body)
         self._shard_sightings = observe(self._shard_sightings, shard_records, read_at)
         self._presence_sightings = observe(self._presence_sightings, presence, read_at)
         live = live_replicas(self.identity, presence, self._presence_sightings, read_at)
