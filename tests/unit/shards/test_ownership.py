@@ -251,11 +251,7 @@ def test_default_timing_hands_a_dead_replicas_shards_over_within_21_seconds() ->
     cluster = Cluster(16, DEFAULT, latency=0.0)
     replicas = [cluster.join(name, offset) for name, offset in (("a", 0), ("b", 7e5), ("c", -3))]
     cluster.run_until(60)
-    assert cluster.counts() == {"a": 6, "b": 5, "c": 5} or sorted(cluster.counts().values()) == [
-        5,
-        5,
-        6,
-    ]
+    assert sorted(cluster.counts().values()) == [5, 5, 6]
     cluster.kill(replicas[0])
     killed_at = cluster.time
     while not cluster.all_owned():
