@@ -1,0 +1,315 @@
+"""Shard and presence Leases in the API server, and the loop that claims them.
+
+The I/O edge of :mod:`modelcanary.shards.ownership`: every decision is made
+there; this module reads and writes ``coordination.k8s.io/v1`` Leases in the
+operator's namespace and keeps the time.
+
+* ``modelcanary-shard-<k>``: held by the replica that owns shard ``k``.
+* ``modelcanary-replica-<identity>``: each replica's presence, renewed every
+  round, so the others can count the live replicas (and so their fair share).
+
+All of them are read with one LIST per round (a consistent snapshot: a shard
+holder's presence is never missing from the same read) and written with a PUT
+that carries the resourceVersion the round read, or a POST for a Lease that
+does not exist yet. A 409 means another replica wrote first: the write is lost
+and the next round reads again. Writes go through kr8s's client (``call_api``)
+because kr8s has no Lease class and its objects have no PUT.
+
+Times: decisions use the event loop's monotonic clock (``loop.time()``), never
+the wall clock; ``renewTime`` and ``acquireTime`` are written for people
+(``kubectl get lease``) and for tools that expect them, and are not read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import kr8s
+import kr8s.asyncio
+
+from modelcanary.apierrors import API_ERRORS
+from modelcanary.shards.ownership import (
+    Holdings,
+    LeaseRecord,
+    Sighting,
+    Timing,
+    live_replicas,
+    observe,
+    plan_claims,
+    shard_of,
+)
+
+log = logging.getLogger(__name__)
+
+LEASE_API = "coordination.k8s.io/v1"
+LABEL_LEASE = "modelcanary.io/lease"
+"""``shard`` or ``replica``: what a Lease is for; the round's LIST selects on it."""
+SHARD_PREFIX = "modelcanary-shard-"
+REPLICA_PREFIX = "modelcanary-replica-"
+LEASE_VERBS = ("get", "list", "watch", "create", "update", "delete")
+"""The rights on Leases in the operator's namespace that sharding needs.
+
+Used here: list, create, update. get, watch and delete are for what comes
+with the wiring: a watch in place of the LIST per round, and removing a
+departed replica's presence Lease.
+"""
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+_MAX_NAME = 253
+_CONFLICT = 409
+_NOT_FOUND = 404
+
+OwnershipChanged = Callable[[frozenset[int], frozenset[int]], Awaitable[None]]
+"""Called with (gained, lost) shards; awaited before a released shard is written free."""
+
+
+def shard_lease_name(shard: int) -> str:
+    return f"{SHARD_PREFIX}{shard}"
+
+
+def replica_lease_name(identity: str) -> str:
+    """The presence Lease of the replica ``identity`` (its pod's name, in the chart).
+
+    Refused unless it makes a valid object name: otherwise every round would
+    fail at the API server, and the replica would never own anything.
+    """
+    name = f"{REPLICA_PREFIX}{identity}"
+    if len(name) > _MAX_NAME or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ValueError(f"replica identity {identity!r} does not make a valid Lease name")
+    return name
+
+
+def _status(error: Exception) -> int | None:
+    response = getattr(error, "response", None)
+    return response.status_code if response is not None else None
+
+
+def _micro_time() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease_record(body: dict[str, Any]) -> LeaseRecord:
+    """What the planner needs of a Lease: its holder, version and duration."""
+    spec = body.get("spec") or {}
+    return LeaseRecord(
+        holder=spec.get("holderIdentity") or None,
+        version=body["metadata"]["resourceVersion"],
+        duration=float(spec.get("leaseDurationSeconds") or 0),
+    )
+
+
+class LeaseStore:
+    """The Leases of one operator namespace: one LIST, and writes that lose on a 409."""
+
+    def __init__(self, api: kr8s.asyncio.Api, namespace: str) -> None:
+        self.api = api
+        self.namespace = namespace
+
+    async def list(self) -> dict[str, dict[str, Any]]:
+        """Every shard and presence Lease, by name."""
+        async with self.api.call_api(
+            "GET",
+            version=LEASE_API,
+            base="/apis",
+            namespace=self.namespace,
+            url="leases",
+            params={"labelSelector": LABEL_LEASE},
+        ) as response:
+            items: list[dict[str, Any]] = response.json().get("items") or []
+        return {item["metadata"]["name"]: item for item in items}
+
+    async def write(
+        self,
+        name: str,
+        read: dict[str, Any] | None,
+        *,
+        holder: str | None,
+        duration_seconds: int,
+        purpose: str,
+    ) -> bool:
+        """Set ``name``'s holder, if the Lease is still what was ``read`` (None: absent).
+
+        False when another writer got there first (409 Conflict or AlreadyExists,
+        or 404: deleted since the read). Other API errors are raised.
+        """
+        spec = dict((read or {}).get("spec") or {})
+        now = _micro_time()
+        if spec.get("holderIdentity") != holder:
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if read else 0)
+            spec["acquireTime"] = now if holder else None
+        spec.update(holderIdentity=holder, leaseDurationSeconds=duration_seconds, renewTime=now)
+        if read is None:
+            kind = "shard" if name.startswith(SHARD_PREFIX) else "replica"
+            metadata: dict[str, Any] = {"name": name, "labels": {LABEL_LEASE: kind}}
+            method, url = "POST", "leases"
+        else:
+            # resourceVersion stays in: the API server refuses the PUT if it moved.
+            metadata = read["metadata"]
+            method, url = "PUT", f"leases/{name}"
+        body = {"apiVersion": LEASE_API, "kind": "Lease", "metadata": metadata, "spec": spec}
+        try:
+            async with self.api.call_api(
+                method,
+                version=LEASE_API,
+                base="/apis",
+                namespace=self.namespace,
+                url=url,
+                json=body,
+            ):
+                pass
+        except kr8s.ServerError as error:
+            if _status(error) in (_CONFLICT, _NOT_FOUND):
+                log.debug("lease %s: lost the write to %s (%s)", name, purpose, _status(error))
+                return False
+            raise
+        return True
+
+
+class ShardManager:
+    """Claims this replica's share of the shard Leases, round after round.
+
+    :meth:`run` until cancelled. Cancelling it releases nothing, as a SIGKILL
+    would: the others take the shards once the Leases expire. A graceful stop
+    cancels :meth:`run`, then awaits :meth:`release`, which frees everything
+    at once. Before acting on an object, ask :meth:`owns`; ``on_change`` hears
+    of shards gained and lost (lapsed shards are reported at the next round,
+    but :meth:`owns` says no the moment the deadline passes).
+    """
+
+    def __init__(
+        self,
+        api: kr8s.asyncio.Api,
+        namespace: str,
+        identity: str,
+        shards: int,
+        *,
+        timing: Timing | None = None,
+        on_change: OwnershipChanged | None = None,
+    ) -> None:
+        self.store = LeaseStore(api, namespace)
+        replica_lease_name(identity)  # refuses an identity that makes no Lease name
+        self.identity = identity
+        self.shards = shards
+        self.timing = timing or Timing()
+        if self.timing.lease_duration != int(self.timing.lease_duration):
+            raise ValueError("lease_duration must be whole seconds: a Lease says it in seconds")
+        self.on_change = on_change
+        self.holdings = Holdings()
+        self._shard_sightings: dict[int, Sighting] = {}
+        self._presence_sightings: dict[str, Sighting] = {}
+        self._announced: frozenset[int] = frozenset()
+        self.rounds = 0
+        self.slowest_round = 0.0
+        """Seconds the slowest round so far took: the latency in the takeover bound."""
+
+    # ------------------------------------------------------------------ queries
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def owned(self) -> frozenset[int]:
+        """The shards this replica may act on right now."""
+        return self.holdings.owned(self.now(), self.timing)
+
+    def owns(self, namespace: str, name: str) -> bool:
+        """Whether this replica may act on the object ``namespace/name`` right now."""
+        return shard_of(namespace, name, self.shards) in self.owned()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """One round every ``retry_period``; an API failure skips to the next round."""
+        while True:
+            try:
+                await self.round()
+            except API_ERRORS as error:
+                log.warning("shard leases: round failed, retrying: %s", error)
+            await asyncio.sleep(self.timing.retry_period)
+
+    async def round(self) -> None:
+        """Read every Lease, plan, stop acting on what is going, then write."""
+        read_at = self.now()
+        leases = await self.store.list()
+        shard_records: dict[int, LeaseRecord] = {}
+        presence: dict[str, LeaseRecord] = {}
+        for name, body in leases.items():
+            if name.startswith(REPLICA_PREFIX):
+                presence[name.removeprefix(REPLICA_PREFIX)] = lease_record(body)
+            elif name.startswith(SHARD_PREFIX) and name.removeprefix(SHARD_PREFIX).isdigit():
+                k = int(name.removeprefix(SHARD_PREFIX))
+                if k < self.shards:  # a Lease left by a larger shard count is ignored
+                    shard_records[k] = lease_record(body)
+        self._shard_sightings = observe(self._shard_sightings, shard_records, read_at)
+        self._presence_sightings = observe(self._presence_sightings, presence, read_at)
+        live = live_replicas(self.identity, presence, self._presence_sightings, read_at)
+        plan = plan_claims(
+            self.identity,
+            self.shards,
+            records=shard_records,
+            sightings=self._shard_sightings,
+            live=live,
+            now=read_at,
+        )
+        taken = {k for k, record in shard_records.items() if record.holder != self.identity}
+        self.holdings = self.holdings.without(set(plan.release) | taken)
+        await self._announce()
+
+        duration = int(self.timing.lease_duration)
+        await self.store.write(
+            replica_lease_name(self.identity),
+            leases.get(replica_lease_name(self.identity)),
+            holder=self.identity,
+            duration_seconds=duration,
+            purpose="presence",
+        )
+        for k in sorted(plan.acquire | plan.renew):
+            name = shard_lease_name(k)
+            sent_at = self.now()
+            if await self.store.write(
+                name,
+                leases.get(name),
+                holder=self.identity,
+                duration_seconds=duration,
+                purpose="claim",
+            ):
+                self.holdings = self.holdings.renewed(k, sent_at)
+            else:
+                self.holdings = self.holdings.without({k})
+        for k in sorted(plan.release):
+            name = shard_lease_name(k)
+            await self.store.write(
+                name, leases.get(name), holder=None, duration_seconds=1, purpose="release"
+            )
+        self.rounds += 1
+        self.slowest_round = max(self.slowest_round, self.now() - read_at)
+        await self._announce()
+
+    async def release(self) -> None:
+        """Graceful stop: act on nothing from now on, then free every Lease this replica holds.
+
+        Call after :meth:`run` is cancelled. Best effort: a Lease whose write
+        fails expires like a dead replica's.
+        """
+        self.holdings = Holdings()
+        await self._announce()
+        with contextlib.suppress(*API_ERRORS):
+            leases = await self.store.list()
+            for name, body in sorted(leases.items()):
+                if (body.get("spec") or {}).get("holderIdentity") == self.identity:
+                    with contextlib.suppress(*API_ERRORS):
+                        await self.store.write(
+                            name, body, holder=None, duration_seconds=1, purpose="release"
+                        )
+
+    async def _announce(self) -> None:
+        owned = self.owned()
+        gained, lost = owned - self._announced, self._announced - owned
+        self._announced = owned
+        if (gained or lost) and self.on_change is not None:
+            await self.on_change(frozenset(gained), frozenset(lost))
