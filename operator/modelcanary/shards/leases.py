@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,12 +37,11 @@ from modelcanary.apierrors import API_ERRORS
 from modelcanary.shards.ownership import (
     Holdings,
     LeaseRecord,
+    Memory,
     Sighting,
     Timing,
-    live_replicas,
-    observe,
-    plan_claims,
     shard_of,
+    start_round,
 )
 
 log = logging.getLogger(__name__)
@@ -201,8 +200,8 @@ class ShardManager:
             raise ValueError("lease_duration must be whole seconds: a Lease says it in seconds")
         self.on_change = on_change
         self.holdings = Holdings()
-        self._shard_sightings: dict[int, Sighting] = {}
-        self._presence_sightings: dict[str, Sighting] = {}
+        self._shard_sightings: Mapping[int, Sighting] = {}
+        self._presence_sightings: Mapping[str, Sighting] = {}
         self._announced: frozenset[int] = frozenset()
         self.rounds = 0
         self.slowest_round = 0.0
@@ -245,19 +244,19 @@ class ShardManager:
                 k = int(name.removeprefix(SHARD_PREFIX))
                 if k < self.shards:  # a Lease left by a larger shard count is ignored
                     shard_records[k] = lease_record(body)
-        self._shard_sightings = observe(self._shard_sightings, shard_records, read_at)
-        self._presence_sightings = observe(self._presence_sightings, presence, read_at)
-        live = live_replicas(self.identity, presence, self._presence_sightings, read_at)
-        plan = plan_claims(
+        memory, plan = start_round(
             self.identity,
             self.shards,
-            records=shard_records,
-            sightings=self._shard_sightings,
-            live=live,
+            Memory(self.holdings, self._shard_sightings, self._presence_sightings),
+            shard_records=shard_records,
+            presence=presence,
             now=read_at,
         )
-        taken = {k for k, record in shard_records.items() if record.holder != self.identity}
-        self.holdings = self.holdings.without(set(plan.release) | taken)
+        self.holdings = memory.holdings
+        self._shard_sightings, self._presence_sightings = (
+            memory.shard_sightings,
+            memory.presence_sightings,
+        )
         await self._announce()
 
         duration = int(self.timing.lease_duration)

@@ -277,3 +277,37 @@ class Holdings:
     def owns(self, namespace: str, name: str, shards: int, now: float, timing: Timing) -> bool:
         """Whether this replica may act on the object ``namespace/name`` at ``now``."""
         return shard_of(namespace, name, shards) in self.owned(now, timing)
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What one replica carries from round to round: its holdings and its sightings."""
+
+    holdings: Holdings = field(default_factory=Holdings)
+    shard_sightings: Mapping[int, Sighting] = field(default_factory=dict)
+    presence_sightings: Mapping[str, Sighting] = field(default_factory=dict)
+
+
+def start_round(
+    me: str,
+    shards: int,
+    memory: Memory,
+    *,
+    shard_records: Mapping[int, LeaseRecord],
+    presence: Mapping[str, LeaseRecord],
+    now: float,
+) -> tuple[Memory, Plan]:
+    """A round's plan from the Leases read at ``now``, and the memory to carry on.
+
+    The holdings already drop what the plan releases and what another replica
+    now holds: the replica stops acting on those before any write is sent.
+    """
+    shard_sightings = observe(memory.shard_sightings, shard_records, now)
+    presence_sightings = observe(memory.presence_sightings, presence, now)
+    live = live_replicas(me, presence, presence_sightings, now)
+    plan = plan_claims(
+        me, shards, records=shard_records, sightings=shard_sightings, live=live, now=now
+    )
+    taken = {k for k, record in shard_records.items() if record.holder != me}
+    holdings = memory.holdings.without(set(plan.release) | taken)
+    return Memory(holdings, shard_sightings, presence_sightings), plan

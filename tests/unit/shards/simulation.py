@@ -21,12 +21,11 @@ from typing import TypeVar
 from modelcanary.shards.ownership import (
     Holdings,
     LeaseRecord,
+    Memory,
     Plan,
     Sighting,
     Timing,
-    live_replicas,
-    observe,
-    plan_claims,
+    start_round,
 )
 
 K = TypeVar("K")
@@ -142,21 +141,19 @@ class Cluster:
         now = self.time + replica.offset
         shard_records = dict(self.shard_leases)
         presence = dict(self.presence_leases)
-        replica.shard_sightings = observe(replica.shard_sightings, shard_records, now)
-        replica.presence_sightings = observe(replica.presence_sightings, presence, now)
-        live = live_replicas(replica.name, presence, replica.presence_sightings, now)
-        plan = plan_claims(
+        memory, plan = start_round(
             replica.name,
             self.shards,
-            records=shard_records,
-            sightings=replica.shard_sightings,
-            live=live,
+            Memory(replica.holdings, replica.shard_sightings, replica.presence_sightings),
+            shard_records=shard_records,
+            presence=presence,
             now=now,
         )
-        # Stop acting on what is released, and on what another replica now holds,
-        # before any write is sent.
-        taken = {k for k, r in shard_records.items() if r.holder != replica.name}
-        replica.holdings = replica.holdings.without(set(plan.release) | taken)
+        # The holdings have dropped what is released and what another replica
+        # now holds: it stops acting on those before any write is sent.
+        replica.holdings = memory.holdings
+        replica.shard_sightings = dict(memory.shard_sightings)
+        replica.presence_sightings = dict(memory.presence_sightings)
         pending = PendingRound(replica, shard_records, presence, plan)
         self._schedule(self.time + self.latency, "write", replica, pending)
 
