@@ -151,8 +151,10 @@ def _first_revision(work: Pass) -> None:
     )
     work.record(revision, RevisionOutcome.PROMOTED, FIRST_REVISION_NOTE, finished_at=work.now)
     status.phase = Phase.HEALTHY
-    status.message = f"revision {revision} serves 100% ({FIRST_REVISION_NOTE})"
-    work.event("Promoted", status.message)
+    # The message a later pass at rest writes too: a different one here cost
+    # every new object one more status write (and its re-reads) at its next pass.
+    status.message = f"revision {revision} serves 100%"
+    work.event("Promoted", f"{status.message} ({FIRST_REVISION_NOTE})")
 
 
 def _start_or_refuse(work: Pass) -> None:
