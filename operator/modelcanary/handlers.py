@@ -11,7 +11,7 @@ ModelDeployment that owns the object (a Deployment's pods becoming ready, a
 route edited by hand, a drill ending); a change of the spec or a
 manual-action annotation wakes it through kopf. So a new predictor or a
 ``promote`` is seen in well under a second, and a Healthy object at rest
-costs no API request at all (a safety resync every few minutes reads only
+costs no API request at all (a safety resync every half hour reads only
 the view).
 
 A RollbackDrill gets a daemon of its own while it is not finished

@@ -2,7 +2,7 @@
 
 * A person edits the HTTPRoute's weights by hand: the route's watch event
   wakes the ModelDeployment's pass, which puts 100% back on stable within a
-  few seconds. With nothing due, a pass otherwise waits IDLE_SECONDS (300 s)
+  few seconds. With nothing due, a pass otherwise waits IDLE_SECONDS (30 min)
   for its safety resync, so a repair this quick can only come from the event.
 * A Healthy ModelDeployment at rest makes no API request: the operator's own
   ``modelcanary_api_requests_total`` (every request of its kr8s client) does
