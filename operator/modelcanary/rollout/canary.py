@@ -61,7 +61,23 @@ def _model(work: Pass) -> str:
 
 
 def progress(work: Pass) -> None:
-    """One pass over a running canary."""
+    """One pass over a running canary, and when the next look at Prometheus is due."""
+    _progress(work)
+    # Asked of the status this pass leaves, not the one it found: a pass that
+    # confirms a new weight and enters a pause in one go owes the candidate its
+    # first look at once. Asked before the walk, the weight was still 0, a
+    # threshold-only analysis had nothing due, and the pause slept the safety
+    # resync (minutes) with the candidate taking traffic unjudged (bench-scale
+    # found canaries that never looked).
+    due = seconds_until_due(work.spec, work.status, work.now)
+    if due is not None:
+        # A look due now did not run this pass (the weight moved): the next pass
+        # runs it; 0.5 s lets the router settle. A later look is kept to the
+        # instant: hurried looks come every quarter interval.
+        work.requeue(due if due > 0 else 0.5)
+
+
+def _progress(work: Pass) -> None:
     status = work.status
     canary = status.canary_revision
     stable = status.stable_revision
@@ -80,13 +96,6 @@ def progress(work: Pass) -> None:
                 f"analysis failed: {reason}; automatic rollback is off (abort or promote)"
             )
         return
-    due = seconds_until_due(work.spec, status, work.now)
-    if due is not None:
-        # A look due now did not run this pass (the weight moved): the next pass
-        # runs it; 0.5 s lets the router settle. A later look is kept to the
-        # instant: hurried looks come every quarter interval.
-        work.requeue(due if due > 0 else 0.5)
-
     late = deadline.overdue(work, canary)
     if late is not None:
         _deadline_passed(work, canary, late)

@@ -17,7 +17,14 @@ from modelcanary.api.validation import FieldError
 from modelcanary.rollout.decide import FIRST_REVISION_NOTE, decide, decide_invalid
 from modelcanary.rollout.decision import ScaleRevision, SetWeights
 from modelcanary.rollout.observations import ActiveDrill, ManualAction, Observations
-from tests.unit.rollout.world import T0, World, healthy_metrics, make_spec, serving_first_revision
+from tests.unit.rollout.world import (
+    T0,
+    World,
+    healthy_metrics,
+    make_spec,
+    serving_first_revision,
+    strategy,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -537,3 +544,21 @@ def test_rollback_ready_follows_the_last_drill() -> None:
     ready = next(c for c in world.status.conditions if c.type == "RollbackReady")
     assert (ready.status, ready.reason) == ("False", "DrillFailed")
     assert "never Ready" in ready.message
+
+
+@pytest.mark.parametrize("pause", [{}, {"duration": "1h"}], ids=["until-promoted", "timed"])
+def test_the_pass_that_enters_a_pause_at_a_new_weight_wakes_for_the_first_look(
+    pause: dict[str, str],
+) -> None:
+    # Found by bench-scale: threshold-only canaries that never looked. The pass
+    # that confirmed 10% and entered the pause asked whether a look was due of
+    # the status it found (weight 0: nothing due) and slept the safety resync.
+    steps = [{"setWeight": 10}, {"pause": pause}, {"setWeight": 100}]
+    world = serving_first_revision(make_spec("1.0.0", strategy=strategy(steps=steps)))
+    world.roll_out(make_spec("2.0.0", strategy=strategy(steps=steps)))
+    world.run(lambda w: w.status.canary_weight == 10)
+    entered = world.decisions[-1]
+    assert entered.status.current_step == 1  # the same pass is in the pause (step 1)
+    assert "paus" in entered.status.message
+    assert entered.status.analysis is None or entered.status.analysis.last_run_at is None
+    assert entered.requeue_after <= 0.5

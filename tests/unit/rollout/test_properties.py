@@ -19,6 +19,7 @@ from modelcanary.analysis.samples import Sample
 from modelcanary.api.modeldeployment import (
     ModelDeploymentSpec,
 )
+from modelcanary.rollout.analysis import seconds_until_due
 from modelcanary.rollout.decision import (
     DeleteAutoscaler,
     EnsureRevision,
@@ -135,8 +136,14 @@ def test_invariants_hold_on_every_pass(data: st.DataObject, events: list[tuple[A
         before = world.status
         running = {rev for rev, count in world.replicas.items() if count > 0}
         autoscaled = set(world.autoscalers)
+        decided_at = world.now
         decision = world.step(action=manual, advance=timedelta(seconds=seconds))
         status = decision.status
+        # The operator sleeps what the pass asks and nothing else wakes it on
+        # time: a pass never sleeps past the candidate's next look.
+        due = seconds_until_due(world.spec, status, decided_at)
+        if due is not None:
+            assert decision.requeue_after <= max(due, 0.5), (due, decision.requeue_after)
         history = {entry.revision for entry in status.history}
         _assert_hpa_keeps_its_count(decision.actions, running, autoscaled)
 
