@@ -43,6 +43,7 @@ from typing import Any
 from bench import phases, promtext
 from bench.audit import AuditTail
 from bench.kube import Client, cpu_seconds, mib, rss_kib, spread
+from bench.phases import NotHealthyError
 from e2e.harness import ControlPlane
 from e2e.harness.argo_rollouts import ROLLOUTS_PATH, ArgoRolloutsController
 
@@ -274,7 +275,13 @@ class ArgoBench:
             create_rollouts(self.client, args.rollouts, args.namespaces), 1
         )
         timeout = args.healthy_timeout or max(120.0, args.rollouts * 0.6)
-        healthy = wait_all_healthy(self.client, args.rollouts, timeout=timeout, alive=self.alive)
+        try:
+            healthy = wait_all_healthy(
+                self.client, args.rollouts, timeout=timeout, alive=self.alive
+            )
+        except TimeoutError as error:
+            print(f"  {error}", flush=True)
+            raise NotHealthyError(str(error)) from None
         result["healthy_all_seconds"] = round(healthy - started, 1)
         result["ramp_cpu_seconds"] = round(cpu_seconds(pid) - cpu_before, 1)
         rss = rss_kib(pid)["VmRSS"]

@@ -46,6 +46,7 @@ from typing import Any
 from bench import phases, promtext
 from bench.audit import AuditTail
 from bench.kube import Client, cpu_seconds, mib, rss_kib, spread, wait_until
+from bench.phases import NotHealthyError
 from e2e.dataplane.operator import OperatorProcess
 from e2e.harness import ControlPlane
 
@@ -114,10 +115,6 @@ def reaction_indices(args: argparse.Namespace) -> list[int]:
 
 
 # --------------------------------------------------------------------------- phases
-
-
-class NotHealthyError(RuntimeError):
-    """Not every ModelDeployment became Healthy in time; the figures so far are reported."""
 
 
 class Bench:

@@ -16,6 +16,10 @@ from bench.kube import cpu_seconds, mib, rss_kib
 from bench.stats import nearest_rank
 
 
+class NotHealthyError(RuntimeError):
+    """Not every object became Healthy in time; the figures so far are reported."""
+
+
 def rest(
     pid: int,
     audit: AuditTail,

@@ -18,7 +18,8 @@ nothing on it. Each has namespaces of its own. The phases are described in
 
 The table is printed at the end (markdown), with every figure's detail as
 JSON (``--json`` writes it to a file too). Exit status 1 if a controller
-did not get every object Healthy (its later figures then read n/a).
+did not get every object Healthy or a phase failed (its later figures then
+read n/a; the error is in the JSON).
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ import json
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench import scale_canaries
 from bench.argo_scale import ArgoBench
 from bench.kube import workspace
-from bench.operator_scale import Bench, NotHealthyError
+from bench.operator_scale import Bench
+from bench.phases import NotHealthyError
 from bench.scale_table import table, verdicts
 from e2e.dataplane.scenario import CRD_DIR
 from e2e.harness import ControlPlane, Tier, find_toolchain
@@ -89,25 +93,33 @@ def commit() -> str:
     return git("rev-parse", "--short", "HEAD") + dirty
 
 
+def _phases(result: dict[str, Any], steps: list[Callable[[], object]]) -> None:
+    """Run ``steps`` in order; a failure is recorded in ``result`` and ends the run of
+    this controller, keeping the figures measured before it."""
+    for step in steps:
+        try:
+            step()
+        except NotHealthyError as error:
+            result.setdefault("not_healthy", str(error))
+            return
+        except Exception as error:  # the figures so far, and the other controller's, count
+            traceback.print_exc()
+            result["error"] = f"{getattr(step, '__name__', step)}: {type(error).__name__}: {error}"
+            return
+
+
 def run_argo(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> dict[str, Any]:
     controller = ArgoRolloutsController(
         find_argo_rollouts(), plane, workdir / "argo-rollouts", user=ARGO_USER
     )
     argo_args = argparse.Namespace(**vars(args), rollouts=args.objects)
     bench = ArgoBench(argo_args, plane, controller)
+    steps: list[Callable[[], object]] = [bench.startup, bench.to_healthy, bench.rest]
+    if args.reactions:
+        steps.append(bench.reactions)
+    steps += [bench.restart, bench.finish]
     try:
-        bench.startup()
-        try:
-            bench.to_healthy()
-        except TimeoutError as error:
-            print(f"  {error}", flush=True)
-            bench.result["not_healthy"] = str(error)
-            return bench.result
-        bench.rest()
-        if args.reactions:
-            bench.reactions()
-        bench.restart()
-        bench.finish()
+        _phases(bench.result, steps)
     finally:
         controller.stop()
     return bench.result
@@ -118,19 +130,19 @@ def run_ours(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> di
     if args.max_concurrent_passes:
         extra = ["--max-concurrent-passes", str(args.max_concurrent_passes)]
     bench = Bench(args, plane, workdir / "operator", extra_args=extra)
+
+    def canaries() -> None:
+        bench.result["canaries"] = scale_canaries.run(bench, workdir)
+
+    steps: list[Callable[[], object]] = [bench.startup, bench.create_all, bench.rest]
+    if args.reactions:
+        steps.append(bench.reactions)
+    steps.append(bench.restart)
+    if args.canaries:
+        steps.append(canaries)
+    steps.append(bench.finish)
     try:
-        bench.startup()
-        try:
-            bench.create_all()
-        except NotHealthyError:
-            return bench.result
-        bench.rest()
-        if args.reactions:
-            bench.reactions()
-        bench.restart()
-        if args.canaries:
-            bench.result["canaries"] = scale_canaries.run(bench, workdir)
-        bench.finish()
+        _phases(bench.result, steps)
     finally:
         bench.operator.stop()
     return bench.result
@@ -157,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"control plane up in {time.monotonic() - wall:.1f} s", flush=True)
             for name in order:
                 runner = run_argo if name == "argo" else run_ours
-                results[name] = runner(args, plane, workdir)
+                try:
+                    results[name] = runner(args, plane, workdir)
+                except Exception as error:  # the other controller's figures still count
+                    traceback.print_exc()
+                    results[name] = {"error": f"{type(error).__name__}: {error}"}
+                if args.json:  # so far, in case a later phase takes the run down
+                    args.json.write_text(json.dumps(results, indent=2))
         finally:
             plane.stop()
     ours, argo = results.get("modelcanary"), results.get("argo")
@@ -187,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {label}: {'met' if met else 'not measured' if met is None else 'MISSED'} ({how})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-    healthy = all("not_healthy" not in result for result in results.values())
+    healthy = all(
+        "not_healthy" not in result and "error" not in result for result in results.values()
+    )
     return 0 if healthy else 1
 
 
