@@ -124,16 +124,16 @@ bench-warm: deps ## rollback right after a promotion: warm previous revision (sc
 	$(PY) -m bench.warm_restore --runs $(or $(RUNS),10)
 
 .PHONY: bench-scale
-bench-scale: deps ## operator process with N (1000) ModelDeployments: to Healthy, RSS, idle CPU, reaction
-	$(PY) -m bench.operator_scale --objects $(or $(N),1000)
+bench-scale: deps argo-rollouts ## the scale report (docs/scale.md): our operator and Argo Rollouts with N (1000) objects each, one cluster, one table; BENCH_ARGS=--rest 60 for a shorter rest window
+	$(PY) -m bench.scale_report --objects $(or $(N),1000) $(BENCH_ARGS)
 
 .PHONY: argo-rollouts
 argo-rollouts: ## Argo Rollouts' controller v1.10.2 and CRDs from the Go module proxy, for the scale bench only (cached)
 	e2e/toolchain/build.sh argo-rollouts
 
 .PHONY: bench-argo-smoke
-bench-argo-smoke: deps argo-rollouts ## Argo Rollouts' controller with N (10) Rollouts on the full tier: to Healthy, RSS, idle, reaction
-	$(PY) -m bench.argo_smoke --rollouts $(or $(N),10)
+bench-argo-smoke: deps argo-rollouts ## the scale report's Argo Rollouts side alone, N (10) Rollouts, short windows
+	$(PY) -m bench.scale_report --controllers argo --objects $(or $(N),10) --namespaces 2 --rest 30 --settle 10 --reactions 1 --kcm-qps 0
 
 # ---- a local cluster for people ---------------------------------------------
 

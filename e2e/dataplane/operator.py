@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from e2e.harness.processes import ManagedProcess, free_port
@@ -31,12 +31,14 @@ class OperatorProcess:
         peering: str | None = None,
         peering_lifetime: int | None = None,
         env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """``namespace=None`` watches the whole cluster, as the chart's cluster mode does.
 
         ``peering`` names the (Cluster)KopfPeering to elect the active replica
         through (standalone without it); ``env`` adds to the process's
-        environment, e.g. ``POD_ID``, the replica's name in the peering status.
+        environment, e.g. ``POD_ID``, the replica's name in the peering status;
+        ``extra_args`` go after ``run``'s own (e.g. ``--max-concurrent-passes``).
         """
         self.kubeconfig = kubeconfig
         self.namespace = namespace
@@ -44,6 +46,7 @@ class OperatorProcess:
         self.peering = peering
         self.peering_lifetime = peering_lifetime
         self.env = dict(env or {})
+        self.extra_args = list(extra_args)
         self.process: ManagedProcess | None = None
         self.metrics_port = 0
         self.starts = 0
@@ -83,6 +86,7 @@ class OperatorProcess:
                 "--liveness",
                 f"http://127.0.0.1:{liveness}/healthz",
                 *peering,
+                *self.extra_args,
             ],
             self.workdir / "logs" / f"operator-{self.starts}.log",
             env=env,

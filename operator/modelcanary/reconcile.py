@@ -49,6 +49,7 @@ from typing import Any, Protocol
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject
 
+from modelcanary import telemetry
 from modelcanary.analysis import queries
 from modelcanary.analysis.samples import AnalysisObservation
 from modelcanary.api.analysis import PrometheusConnection
@@ -74,7 +75,7 @@ from modelcanary.passes import (
 )
 from modelcanary.promql.templates import TemplateValues
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
-from modelcanary.rollout.analysis import analysis_due
+from modelcanary.rollout.analysis import analysis_due, look_lateness
 from modelcanary.rollout.decide import decide, decide_invalid
 from modelcanary.rollout.decision import (
     Action,
@@ -270,6 +271,9 @@ class Reconciler:
         )
         if analysis is None and analysis_due(spec, status, now):
             assert status.canary_revision is not None
+            late = look_lateness(spec, status, now)
+            if late is not None:
+                telemetry.ANALYSIS_TICK_LAG.observe(max(0.0, late))
             analysis = await self.observe_analysis(
                 namespace,
                 name,

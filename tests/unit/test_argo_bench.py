@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from bench.argo_smoke import (
+from bench.argo_scale import (
     STEPS,
     canary_paused_at_weight,
     canary_started,

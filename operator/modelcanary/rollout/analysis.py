@@ -105,6 +105,31 @@ def seconds_until_next_look(
     return max(0.0, (last + period - now).total_seconds())
 
 
+def look_lateness(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
+) -> float | None:
+    """Seconds by which a look at ``now`` comes after the time it was due, on the clock
+    of :func:`seconds_until_due`; None for a look not on that clock (the first, and
+    one at a weight change, are due at once, at a moment no status records).
+
+    Negative while the look is not due yet. This is the analysis tick lag: the
+    time a canary's pass waited past its look (a slot, the event loop, a sleep).
+    """
+    analysis = spec.analysis
+    state = status.analysis
+    if analysis is None or status.canary_revision is None or state is None:
+        return None
+    weight = status.canary_weight
+    last = state.last_run_at
+    if last is None or (weight <= 0 and not analysis.count_metrics):
+        return None
+    if weight > 0 and state.weight != weight:
+        return None
+    hurried = weight > 0 and leaning_against_candidate(state)
+    period = parse_duration(analysis.interval) / (HURRIED_LOOKS_PER_INTERVAL if hurried else 1)
+    return (now - last - period).total_seconds()
+
+
 def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:
     """Whether the handler should run the queries this pass."""
     due = seconds_until_due(spec, status, now)

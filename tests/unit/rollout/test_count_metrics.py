@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modelcanary.api.judging import Verdict
-from modelcanary.rollout.analysis import seconds_until_due
+from modelcanary.rollout.analysis import look_lateness, seconds_until_due
 from tests.unit.rollout.world import Counters, World, make_spec, serving_first_revision
 
 pytestmark = pytest.mark.unit
@@ -182,3 +182,34 @@ def test_quick_steps_wait_below_100_until_the_count_metrics_have_compared() -> N
     assert any("until the count metrics have compared" in d.status.message for d in world.decisions)
     evidence = {r.metric: r for r in world.status.last_known_good.evidence}  # type: ignore[union-attr]
     assert evidence["errors"].verdict is Verdict.PASS
+
+
+def test_look_lateness_is_measured_against_the_last_look_plus_the_interval() -> None:
+    """The analysis tick lag (modelcanary_analysis_tick_lag_seconds): how late a due look runs."""
+    world = looked_at_ten_percent()
+    analysis = world.status.analysis
+    assert analysis is not None
+    last = analysis.last_run_at
+    assert last is not None
+    spec, status = world.spec, world.status
+    # Interval 5s: due at last + 5 s.
+    assert look_lateness(spec, status, last + timedelta(seconds=2)) == pytest.approx(-3.0)
+    assert look_lateness(spec, status, last + timedelta(seconds=5)) == pytest.approx(0.0)
+    assert look_lateness(spec, status, last + timedelta(seconds=5.75)) == pytest.approx(0.75)
+    # Hurried (evidence above 1): due a quarter interval after the last look.
+    for result in analysis.results:
+        result.e_value = 3.0
+    assert look_lateness(spec, status, last + timedelta(seconds=1.5)) == pytest.approx(0.25)
+
+
+def test_looks_due_at_once_have_no_lateness() -> None:
+    """The first look and one at a new weight are due when something happened, not on a clock."""
+    world = looked_at_ten_percent()
+    analysis = world.status.analysis
+    assert analysis is not None
+    assert analysis.last_run_at is not None
+    later = analysis.last_run_at + timedelta(seconds=60)
+    analysis.weight = 0  # the weight changed since the last look
+    assert look_lateness(world.spec, world.status, later) is None
+    world.status.analysis = None
+    assert look_lateness(world.spec, world.status, later) is None

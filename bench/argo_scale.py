@@ -1,56 +1,51 @@
-"""Argo Rollouts' controller on the full tier: the groundwork of the side-by-side scale table.
+"""Argo Rollouts' side of the scale report: its controller with N equivalent Rollouts.
 
-Run with ``python -m bench.argo_smoke --rollouts 10`` (``make bench-argo-smoke``). It
-builds the controller first if it is not cached (``make argo-rollouts``),
-starts the full tier with an audit log as ``bench.operator_scale`` does,
-installs Argo's CRDs, runs the upstream controller as a process under an
-identity of its own (see ``e2e/harness/argo_rollouts.py`` for its flags and
-why), and then, phase by phase:
+``bench.scale_report`` (``make bench-scale``) runs the upstream controller
+(``make argo-rollouts`` builds it; ``e2e/harness/argo_rollouts.py`` explains
+its flags) on the same full tier and audit log as our operator, under an
+identity of its own, and takes it through the same phases:
 
-    startup       seconds until its informers synced ("Started controller"),
-                  RSS a few seconds later
+    startup       seconds until its informers synced ("Started controller")
     to healthy    N Rollouts created (canary, steps setWeight 10, pause {},
-                  setWeight 100, as the ModelDeployments of
-                  ``bench.operator_scale``; no traffic router, so the weight
-                  is a replica ratio, the model of our replicas router; one
-                  replica; the same pod template, which kwok runs) -> every
-                  Rollout's status.phase is Healthy, polled with one LIST;
-                  the namespaces and their default ServiceAccount (without
-                  which no pod is admitted) are made first, untimed
-    idle          CPU (utime+stime) per minute and API requests per minute
-                  by verb and resource, from the audit log
+                  setWeight 100, as our ModelDeployments; no traffic router,
+                  so the weight is a replica ratio, the model of our replicas
+                  router; one replica; the same pod template, which kwok runs)
+                  -> every Rollout's status.phase is Healthy, polled with one
+                  LIST; the namespaces and their default ServiceAccount
+                  (without which no pod is admitted) are made first, untimed
+    rest          CPU, reconciles per minute (the sum of its
+                  ``rollout_reconcile_count`` series) and API requests per
+                  minute (audit log), RSS at the end
     reaction      one Rollout's image changed -> its status (for the new
                   generation) names a new pod hash other than the stable
                   ReplicaSet's, phase Progressing or Paused (the canary has
-                  started); and -> Paused at step 1, the canary at 10%
+                  started); also recorded: -> Paused at step 1, at 10%
+    restart       stopped and started again -> every Rollout has a
+                  ``rollout_reconcile`` series on the new process's /metrics
+                  (upstream observes it per namespace and name at the end of
+                  each reconcile); peak API requests in one second meanwhile
 
 kube-controller-manager's client limit (20 requests/s, burst 30, by
 default) paces the ReplicaSet controller's pod creation, which then bounds
-the time to Healthy from about 100 Rollouts on (21.6 s for 100 at the
-default, 9 to 13 s with ``--kcm-qps 500`` on a busy 2-core machine); it
-bounds our operator's ModelDeployments the same way (their Deployments go
-through two such controllers), so a comparison of that figure raises it.
-
-The functions that create, wait and measure are meant for the scale bench
-that will run this and ``bench.operator_scale`` in one run on one cluster.
+the time to Healthy from about 100 Rollouts on; it bounds our operator's
+ModelDeployments the same way, so the report raises it for both.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-from bench.operator_scale import AuditTail, Client, cpu_seconds, mib, rss_kib, workspace
-from e2e.harness import ControlPlane, Tier, find_toolchain
-from e2e.harness.argo_rollouts import ARGO_USER, ROLLOUTS_PATH, ArgoRolloutsController
-from e2e.harness.binaries import find_argo_rollouts
+from bench import phases, promtext
+from bench.audit import AuditTail
+from bench.kube import Client, cpu_seconds, mib, rss_kib, spread
+from bench.phases import NotHealthyError
+from e2e.harness import ControlPlane
+from e2e.harness.argo_rollouts import ROLLOUTS_PATH, ArgoRolloutsController
 
 IMAGE = "model-server:bench"  # what bench.operator_scale's pods run; kwok runs anything
 # The same steps as bench.operator_scale's ModelDeployments: a started canary
@@ -137,7 +132,7 @@ def list_rollouts(client: Client) -> list[dict[str, Any]]:
     return items
 
 
-def phases(items: list[dict[str, Any]]) -> Counter[str]:
+def phase_counts(items: list[dict[str, Any]]) -> Counter[str]:
     return Counter(str((item.get("status") or {}).get("phase", "-")) for item in items)
 
 
@@ -157,7 +152,7 @@ def wait_all_healthy(
     deadline = started + timeout
     while True:
         alive()
-        seen = phases(list_rollouts(client))
+        seen = phase_counts(list_rollouts(client))
         now = time.monotonic()
         if seen["Healthy"] >= count:
             return now
@@ -220,12 +215,6 @@ def change_image(
     return found
 
 
-def per_minute(counts: Counter[str], seconds: float) -> dict[str, float]:
-    """Audit-log counts over ``seconds`` as requests per minute, busiest first."""
-    minutes = seconds / 60
-    return {kind: round(count / minutes, 1) for kind, count in counts.most_common()}
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -260,7 +249,7 @@ class ArgoBench:
         return counts
 
     def startup(self) -> None:
-        print("== startup (0 Rollouts)", flush=True)
+        print("== Argo Rollouts: startup (0 Rollouts)", flush=True)
         started = time.monotonic()
         self.argo.start()
         self.result["startup_seconds"] = round(time.monotonic() - started, 2)
@@ -277,7 +266,7 @@ class ArgoBench:
 
     def to_healthy(self) -> None:
         args, result, pid = self.args, self.result, self.argo.pid
-        print(f"== {args.rollouts} Rollouts in {args.namespaces} namespaces", flush=True)
+        print(f"== Argo Rollouts: {args.rollouts} in {args.namespaces} namespaces", flush=True)
         create_namespaces(self.client, args.namespaces)
         wait_default_service_accounts(self.client, args.namespaces)
         cpu_before = cpu_seconds(pid)
@@ -286,7 +275,13 @@ class ArgoBench:
             create_rollouts(self.client, args.rollouts, args.namespaces), 1
         )
         timeout = args.healthy_timeout or max(120.0, args.rollouts * 0.6)
-        healthy = wait_all_healthy(self.client, args.rollouts, timeout=timeout, alive=self.alive)
+        try:
+            healthy = wait_all_healthy(
+                self.client, args.rollouts, timeout=timeout, alive=self.alive
+            )
+        except TimeoutError as error:
+            print(f"  {error}", flush=True)
+            raise NotHealthyError(str(error)) from None
         result["healthy_all_seconds"] = round(healthy - started, 1)
         result["ramp_cpu_seconds"] = round(cpu_seconds(pid) - cpu_before, 1)
         rss = rss_kib(pid)["VmRSS"]
@@ -300,50 +295,76 @@ class ArgoBench:
         )
         self.phase_requests("create_to_healthy")
 
-    def idle(self) -> None:
+    def reconcile_counts(self) -> dict[tuple[str, str], float]:
+        """rollout_reconcile_count per Rollout, from the controller's /metrics."""
+        return {
+            (labels.get("namespace", ""), labels.get("name", "")): value
+            for labels, value in promtext.samples(self.argo.metrics(), "rollout_reconcile_count")
+        }
+
+    def passes(self) -> float:
+        return sum(self.reconcile_counts().values())
+
+    def rest(self) -> None:
         args, pid = self.args, self.argo.pid
-        print(f"== idle: settle {args.settle:.0f} s, then measure {args.idle:.0f} s", flush=True)
+        print(f"== Argo Rollouts: settle {args.settle:.0f} s, rest {args.rest:.0f} s", flush=True)
         time.sleep(args.settle)
         self.alive()
         self.phase_requests("settle")
-        cpu0, t0 = cpu_seconds(pid), time.monotonic()
-        time.sleep(args.idle)
-        self.alive()
-        cpu1, t1 = cpu_seconds(pid), time.monotonic()
-        counts = self.phase_requests("idle")
-        rss = rss_kib(pid)["VmRSS"]
-        self.result["rss_mib"]["after_idle"] = mib(rss)
-        minutes = (t1 - t0) / 60
-        idle = {
-            "seconds": round(t1 - t0, 1),
-            "cpu_seconds_per_minute": round((cpu1 - cpu0) / minutes, 3),
-            "api_requests_per_minute": round(sum(counts.values()) / minutes, 1),
-            "api_requests_per_minute_by_kind": per_minute(counts, t1 - t0),
-        }
-        self.result["idle"] = idle
+        rest = phases.rest(pid, self.audit, args.rest, passes=self.passes, alive=self.alive)
+        self.requests["rest"] = round(rest["api_requests_per_minute"] * rest["seconds"] / 60)
+        self.result["rest"] = rest
+        self.result["rss_mib"]["after_rest"] = rest["rss_mib"]
         print(
-            f"  CPU {idle['cpu_seconds_per_minute']} s/min, "
-            f"{idle['api_requests_per_minute']} API requests/min; RSS {mib(rss)} MiB",
+            f"  CPU {rest['cpu_cores']} cores, {rest['passes_per_minute']} reconciles/min, "
+            f"{rest['api_requests_per_minute']} API requests/min; RSS {rest['rss_mib']} MiB",
             flush=True,
         )
+        for kind, rate in rest["api_requests_per_minute_by_kind"].items():
+            print(f"    {rate:8.1f}/min  {kind}", flush=True)
+
+    def restart(self) -> None:
+        """Stop and start the controller; every Rollout reconciled again is every Rollout
+        with a ``rollout_reconcile`` series on the new process's /metrics (upstream
+        observes it at the end of each reconcile, per namespace and name)."""
+        print("== Argo Rollouts: restart", flush=True)
+
+        def reconciled() -> int:
+            try:
+                return len(self.reconcile_counts())
+            except OSError:
+                return 0
+
+        figures = phases.restart(
+            stop=self.argo.stop,
+            start=self.argo.start,
+            reconciled=reconciled,
+            objects=self.args.rollouts,
+            audit=self.audit,
+            timeout=max(120.0, self.args.rollouts * 0.3),
+        )
+        self.result["restart"] = figures
 
     def reactions(self) -> None:
         args = self.args
-        print(f"== reaction: {args.reactions} image changes, one at a time", flush=True)
+        indices = spread(args.reactions, args.rollouts)
+        print(f"== Argo Rollouts: reaction, {len(indices)} image changes", flush=True)
         found = []
-        for run in range(args.reactions):
-            # Spread over the list, and so over the namespaces.
-            index = (run * (args.rollouts // args.reactions) + run) % args.rollouts
+        for index in indices:
             self.alive()
             namespace, name = namespace_of(index, args.namespaces), rollout_name(index)
-            seconds = change_image(self.client, namespace, name, f"{IMAGE}-2")
-            found.append({key: round(value, 3) for key, value in seconds.items()})
-            print(
-                f"  {name}: canary started after {seconds['started'] * 1e3:.0f} ms, "
-                f"paused at 10% after {seconds['paused'] * 1e3:.0f} ms",
-                flush=True,
-            )
-        self.result["reaction_seconds"] = found
+            found.append(change_image(self.client, namespace, name, f"{IMAGE}-2"))
+        self.result["reaction_seconds"] = figures = phases.reaction_figures(
+            [seconds["started"] for seconds in found]
+        )
+        self.result["reaction_paused_seconds"] = phases.reaction_figures(
+            [seconds["paused"] for seconds in found]
+        )
+        print(
+            f"  canary started: p50 {figures['p50'] * 1e3:.0f} ms, "
+            f"p99 {figures['p99'] * 1e3:.0f} ms",
+            flush=True,
+        )
         self.phase_requests("reactions")
 
     def finish(self) -> None:
@@ -351,91 +372,10 @@ class ArgoBench:
         pid = self.argo.pid
         # The kernel folds threads' RSS into VmHWM lazily: it can read below
         # an RSS sampled earlier, so the peak is the larger of the two.
-        sampled = max(self.result["rss_mib"].values())
-        self.result["rss_mib"]["peak"] = max(sampled, mib(rss_kib(pid)["VmHWM"]))
-        self.result["controller_cpu_seconds_total"] = round(cpu_seconds(pid), 1)
+        self.result["rss_mib"]["peak_since_restart"] = mib(rss_kib(pid)["VmHWM"])
         lines = self.argo.log_text().splitlines()
         self.result["controller_log"] = {
             "lines": len(lines),
             "errors": sum("level=error" in line for line in lines),
             "warnings": sum("level=warning" in line for line in lines),
         }
-        print(f"== peak RSS (VmHWM) {self.result['rss_mib']['peak']} MiB", flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--rollouts", type=int, default=10)
-    parser.add_argument("--namespaces", type=int, default=2)
-    parser.add_argument(
-        "--idle", type=float, default=30.0, help="seconds of idle measured (0: skip)"
-    )
-    parser.add_argument(
-        "--settle", type=float, default=10.0, help="seconds between Healthy and idle"
-    )
-    parser.add_argument("--startup-settle", type=float, default=3.0)
-    parser.add_argument("--reactions", type=int, default=1)
-    parser.add_argument(
-        "--healthy-timeout", type=float, default=0.0, help="0: 0.6 s per Rollout, 120 s at least"
-    )
-    parser.add_argument(
-        "--leader-elect", action="store_true", help="upstream's default; off to match our operator"
-    )
-    parser.add_argument(
-        "--kcm-qps",
-        type=float,
-        default=0.0,
-        help="kube-controller-manager's client QPS (burst twice that); 0: its default, 20/30, "
-        "which paces pod creation and so bounds time to Healthy beyond ~100 Rollouts",
-    )
-    parser.add_argument("--workdir", type=Path, help="keep the logs here (default: a temp dir)")
-    parser.add_argument("--json", type=Path, help="also write the summary here")
-    args = parser.parse_args(argv)
-    wall = time.monotonic()
-    binaries = find_argo_rollouts()
-    with workspace(args.workdir) as workdir:
-        plane = ControlPlane(
-            find_toolchain(),
-            workdir / "control-plane",
-            audit=True,
-            controller_manager_qps=(args.kcm_qps, int(args.kcm_qps * 2)) if args.kcm_qps else None,
-        )
-        argo = ArgoRolloutsController(
-            binaries,
-            plane,
-            workdir / "argo-rollouts",
-            user=ARGO_USER,
-            leader_elect=args.leader_elect,
-        )
-        try:
-            plane.start(Tier.FULL)
-            argo.install_crds()
-            print(
-                f"control plane up and CRDs installed in {time.monotonic() - wall:.1f} s",
-                flush=True,
-            )
-            bench = ArgoBench(args, plane, argo)
-            bench.startup()
-            bench.to_healthy()
-            if args.idle > 0:
-                bench.idle()
-            if args.reactions > 0:
-                bench.reactions()
-            bench.finish()
-            result = bench.result
-        finally:
-            argo.stop()
-            plane.stop()
-    result["argo_rollouts_version"] = binaries.version
-    result["kube_controller_manager_qps"] = args.kcm_qps or "default (20/30)"
-    result["bench_wall_seconds"] = round(time.monotonic() - wall, 1)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
