@@ -248,6 +248,19 @@ def test_api_rate_limit_values_reach_the_operator_as_flags(
     assert _operator_memo(args, monkeypatch)["api_rate_limit"] == limit
 
 
+@pytest.mark.parametrize(("values", "slots"), [({}, 8), ({"maxConcurrentPasses": 3}, 3)])
+def test_max_concurrent_passes_reaches_the_operator_as_a_flag(
+    helm: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    values: dict[str, Any],
+    slots: int,
+) -> None:
+    args = _container(_render(helm, values, tmp_path))["args"]
+    assert f"--max-concurrent-passes={slots}" in args
+    assert _operator_memo(args, monkeypatch)["max_concurrent_passes"] == slots
+
+
 def test_monitoring_is_off_by_default(helm: Path, tmp_path: Path) -> None:
     kinds = {o["kind"] for o in _render(helm, {}, tmp_path)}
     assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
@@ -318,6 +331,7 @@ BAD_VALUES = [
     pytest.param({"watchNamespaces": ["Not_A_Label"]}, "/watchNamespaces/0", id="bad-namespace"),
     pytest.param({"ha": {"enabled": True, "replicas": 1}}, "/ha/replicas", id="ha-one-replica"),
     pytest.param({"apiRateLimit": {"qps": 0}}, "/apiRateLimit/qps", id="zero-qps"),
+    pytest.param({"maxConcurrentPasses": 0}, "/maxConcurrentPasses", id="zero-passes"),
     pytest.param({"apiRateLimit": {"burst": 0}}, "/apiRateLimit/burst", id="zero-burst"),
     pytest.param({"apiRateLimit": {"burst": 1.5}}, "/apiRateLimit/burst", id="fractional-burst"),
     pytest.param({"replicas": 2}, "replicas", id="unknown-key"),
