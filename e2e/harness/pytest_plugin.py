@@ -17,6 +17,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kr8s
 import pytest
@@ -42,6 +43,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "every test needs exactly one of the markers "
             f"{', '.join(TIER_MARKERS)}; these do not: {', '.join(unmarked)}"
         )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Under pytest-xdist each worker starts its own tiers; the controller prints
+    # the summary, so the workers hand their run dirs over (`workeroutput`).
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["modelcanary_run_dirs"] = [str(run_dir) for run_dir in _run_dirs]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist's controller: collect a finished worker's run dirs."""
+    output = getattr(node, "workeroutput", None) or {}
+    _run_dirs.extend(Path(run_dir) for run_dir in output.get("modelcanary_run_dirs", ()))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int) -> None:
