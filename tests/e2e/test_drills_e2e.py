@@ -266,8 +266,11 @@ def test_warm_takes_a_slice_and_leaves_the_weights_exactly_as_found(
     status = wait_for_drill(world, name)
     assert status["phase"] == "Succeeded", status
     assert route_weights(world) == before
-    applied = [e.weights for e in world.route_sync.history()[seen_before:]]
     target_service, stable_service = world.revision_service(target), world.revision_service(stable)
+    # The drill ends when the route says 100% stable again; the dataplane's sync
+    # applies that route after it (a loaded CI run read its history in between).
+    world.route_sync.wait_until_applied({stable_service: 100}, timeout=30)
+    applied = [e.weights for e in world.route_sync.history()[seen_before:]]
     assert {target_service: 20, stable_service: 80} in applied, applied
     assert applied[-1] == {stable_service: 100}
     assert status["timeToHealthySeconds"] > 0

@@ -214,7 +214,7 @@ def fetch_series(
     # The client rounds start and end to whole seconds, which can drop the last
     # scrape (a rollback's failing value); the exact ends go in as parameters,
     # which the client sends in place of its own.
-    exact = {"start": f"{start.timestamp():.3f}", "end": f"{window.end.timestamp():.3f}"}
+    exact = dict(zip(("start", "end"), window.query_range(step), strict=True))
 
     def query(template: str) -> list[dict[str, Any]]:
         promql = template.replace("SELECTOR", match)

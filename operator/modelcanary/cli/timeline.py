@@ -85,6 +85,18 @@ class Window:
         steps = math.ceil(self.seconds / step - 1e-9)
         return self.end - timedelta(seconds=steps * step)
 
+    def query_range(self, step: float) -> tuple[str, str]:
+        """The ``start`` and ``end`` parameters of that range query, in milliseconds.
+
+        Prometheus keeps milliseconds. The end is rounded down, never up: a
+        last point rounded past the window's end is clipped from the picture,
+        and it is the one that carries a rollback's failing value. The start
+        keeps a whole number of steps before that end.
+        """
+        end_ms = math.floor(self.end.timestamp() * 1000)
+        span_ms = round((self.end - self.grid_start(step)).total_seconds() * 1000)
+        return f"{(end_ms - span_ms) / 1000:.3f}", f"{end_ms / 1000:.3f}"
+
 
 class MarkerKind(enum.StrEnum):
     START = "start"
