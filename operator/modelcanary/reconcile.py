@@ -207,9 +207,10 @@ class Reconciler:
             # are not ordered with each other (a drill's Running and the
             # Deployment it then made may arrive either way round), so what is
             # done is decided on the API server's answers, read now.
-            router = self.router_of(obj, spec, view=self.view.direct)
+            direct = self.view.direct  # one for the pass: each object is read once
+            router = self.router_of(obj, spec, view=direct)
             observed = await self._observe(
-                obj, spec, status, router, now, view=self.view.direct, analysis=observed.analysis
+                obj, spec, status, router, now, view=direct, analysis=observed.analysis
             )
             decision = decide(spec, status, observed, now, generation=generation)
         decision = replace(decision, events=noted + decision.events)
@@ -217,7 +218,9 @@ class Reconciler:
         started = time.monotonic()
         await carry_out_in_order(
             decision.actions,
-            lambda action: self.carry_out(obj, spec, router, action),
+            lambda action: self.carry_out(
+                obj, spec, router, action, existing=set(observed.revisions)
+            ),
             result,
             who=f"{metadata['namespace']}/{metadata['name']}",
         )
@@ -340,7 +343,11 @@ class Reconciler:
         spec: ModelDeploymentSpec,
         router: Router,
         action: Action,
+        *,
+        existing: set[str] | None = None,
     ) -> None:
+        """Carry out one action; ``existing``: the revisions whose Deployments the
+        pass has just read on the API server (a new one is created without a GET)."""
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         if isinstance(action, EnsureRevision):
             replicas = action.replicas if action.replicas is not None else 0
@@ -366,6 +373,7 @@ class Reconciler:
                 service,
                 manage_replicas=action.replicas is not None,
                 manifest_autoscaler=autoscaler,
+                new=existing is not None and action.revision not in existing,
             )
         elif isinstance(action, ScaleRevision):
             await applier.scale_revision(

@@ -207,9 +207,11 @@ async def _create_or_patch(
     manifest: Mapping[str, Any],
     diff: Callable[[Mapping[str, Any], Mapping[str, Any]], JsonPatch],
     existing: Mapping[str, Any] | None = None,
+    *,
+    absent: bool = False,
 ) -> Change:
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-    if existing is None:
+    if existing is None and not absent:
         existing = await read(kind, api, namespace, name)
     if existing is None:
         try:
@@ -236,27 +238,35 @@ async def apply_service(
     manifest: Mapping[str, Any],
     *,
     existing: Mapping[str, Any] | None = None,
+    absent: bool = False,
 ) -> Change:
     """Create a Service, or patch the fields the operator manages; idempotent.
 
-    ``existing`` is the Service as the caller just read it, which saves a GET.
+    ``existing`` is the Service as the caller just read it, which saves a GET;
+    so does ``absent`` (it is created at once; a 409 falls back to read and patch).
     """
-    return await _create_or_patch(Service, api, manifest, service_ops, existing)
+    return await _create_or_patch(Service, api, manifest, service_ops, existing, absent=absent)
 
 
 async def apply_deployment(
-    api: kr8s.asyncio.Api, manifest: Mapping[str, Any], *, manage_replicas: bool = True
+    api: kr8s.asyncio.Api,
+    manifest: Mapping[str, Any],
+    *,
+    manage_replicas: bool = True,
+    absent: bool = False,
 ) -> Change:
     """Create a Deployment, or patch the fields the operator manages; idempotent.
 
     With ``manage_replicas=False`` (the replicas router owns the count) the
     manifest's replicas are used only when the Deployment is created.
+    ``absent``: the caller has just read that it does not exist, so it is
+    created without a GET first (a 409 still falls back to read and patch).
     """
 
     def diff(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonPatch:
         return deployment_ops(existing, desired, manage_replicas=manage_replicas)
 
-    return await _create_or_patch(Deployment, api, manifest, diff)
+    return await _create_or_patch(Deployment, api, manifest, diff, absent=absent)
 
 
 async def apply_autoscaler(api: kr8s.asyncio.Api, manifest: Mapping[str, Any]) -> Change:
@@ -271,8 +281,14 @@ async def apply_revision(
     *,
     manage_replicas: bool = True,
     manifest_autoscaler: Mapping[str, Any] | None = None,
+    new: bool = False,
 ) -> Applied:
-    """Create or update one revision's Deployment, Service and HPA. Never deletes anything."""
+    """Create or update one revision's Deployment, Service and HPA. Never deletes anything.
+
+    ``new``: the caller has just read that the revision has no Deployment, so
+    its objects are created without reading them first (one request each, not
+    two, for every new revision; what exists after all is patched as usual).
+    """
 
     async def autoscaler() -> Change | None:
         if manifest_autoscaler is None:
@@ -280,8 +296,8 @@ async def apply_revision(
         return await apply_autoscaler(api, manifest_autoscaler)
 
     deployment, service, hpa = await asyncio.gather(
-        apply_deployment(api, manifest_deployment, manage_replicas=manage_replicas),
-        apply_service(api, manifest_service),
+        apply_deployment(api, manifest_deployment, manage_replicas=manage_replicas, absent=new),
+        apply_service(api, manifest_service, absent=new),
         autoscaler(),
     )
     return Applied(deployment=deployment, service=service, autoscaler=hpa)

@@ -1,0 +1,138 @@
+"""A direct view reads each object, and each model's list of a kind, once per pass.
+
+A pass about to act reads the API server, not the watches. The replicas
+router's ``ensure`` and ``get_weight`` both read the shared Service, and the
+revisions and the router both list the Deployments: read twice within
+milliseconds, they were a third of a new object's requests in bench-scale.
+Here kr8s's HTTP goes to ``FakeKube``, which records every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from modelcanary.traffic.replicas import ReplicasRouter
+from modelcanary.view.store import DEPLOYMENT, SERVICE
+from modelcanary.view.watch import View
+from modelcanary.workloads.builders import OwnerRef, build_shared_service_spec
+from tests.unit.fake_kube import Failure, FakeKube
+from tests.unit.pass_world import DEPLOYMENTS, NS, OLD, A, Cluster, FakeRouter, available_deployment
+
+pytestmark = pytest.mark.unit
+
+SERVICES = f"/api/v1/namespaces/{NS}/services"
+OWNER = OwnerRef(
+    api_version="modelcanary.io/v1alpha1", kind="ModelDeployment", name="fraud", uid="u1"
+)
+
+
+def cluster() -> FakeKube:
+    kube = FakeKube()
+    deployment = available_deployment(A)
+    deployment["spec"]["template"] = {"metadata": {"labels": deployment["metadata"]["labels"]}}
+    kube.put(f"{DEPLOYMENTS}/fraud-{A}", deployment)
+    service = build_shared_service_spec(md_name="fraud", namespace=NS, port=8080, owner=OWNER)
+    kube.put(f"{SERVICES}/{service['metadata']['name']}", service)
+    return kube
+
+
+def reads(kube: FakeKube) -> list[str]:
+    return [r.path for r in kube.requests if r.method == "GET"]
+
+
+def test_concurrent_and_repeated_reads_go_to_the_api_server_once() -> None:
+    kube = cluster()
+
+    async def one_pass() -> None:
+        direct = View(kube.api()).direct
+        first, second = await asyncio.gather(
+            direct.of_model(DEPLOYMENT, NS, "fraud"), direct.of_model(DEPLOYMENT, NS, "fraud")
+        )
+        assert [d["metadata"]["name"] for d in first] == [f"fraud-{A}"]
+        assert second == first
+        assert await direct.get(SERVICE, NS, "fraud") is not None
+        assert await direct.get(SERVICE, NS, "fraud") is not None
+
+    asyncio.run(one_pass())
+    assert reads(kube) == [DEPLOYMENTS, f"{SERVICES}/fraud"]
+    # The next pass starts with nothing read: it asks again.
+    asyncio.run(one_pass())
+    assert len(reads(kube)) == 4
+
+
+def test_a_failed_read_is_asked_again_not_kept() -> None:
+    kube = cluster()
+    kube.failures.append(Failure("GET", "/services/", 500, "etcd timeout"))
+
+    async def one_pass() -> Any:
+        direct = View(kube.api()).direct
+        with pytest.raises(Exception, match="500"):
+            await direct.get(SERVICE, NS, "fraud")
+        kube.failures.clear()
+        return await direct.get(SERVICE, NS, "fraud")
+
+    assert asyncio.run(one_pass()) is not None
+    assert len(reads(kube)) == 2
+
+
+def test_what_the_pass_wrote_is_what_it_reads_next() -> None:
+    kube = cluster()
+
+    async def one_pass() -> None:
+        direct = View(kube.api()).direct
+        await direct.of_model(DEPLOYMENT, NS, "fraud")
+        written = {**available_deployment(A, replicas=3)}
+        direct.remember(DEPLOYMENT, written)
+        assert await direct.get(DEPLOYMENT, NS, f"fraud-{A}") is written
+        # The list no longer holds it as written: it is read again.
+        await direct.of_model(DEPLOYMENT, NS, "fraud")
+
+    asyncio.run(one_pass())
+    assert reads(kube) == [DEPLOYMENTS, DEPLOYMENTS]
+
+
+def test_the_replicas_router_reads_the_service_and_deployments_once_a_pass() -> None:
+    """ensure, get_weight and set_weight of one pass: one GET of the Service and the
+    LIST that set_weight makes itself (it writes from what it reads, after the
+    pass's other actions). Before, each of the three read the Service again."""
+    kube = cluster()
+
+    async def one_pass() -> None:
+        direct = View(kube.api()).direct
+        router = ReplicasRouter(
+            kube.api(),
+            namespace=NS,
+            md_name="fraud",
+            service=None,
+            port=8080,
+            owner=OWNER,
+            total=1,
+            view=direct,
+        )
+        await router.ensure()
+        observed = await router.get_weight()
+        assert observed.weights == {A: 100}
+        await router.set_weight({A: 100})
+
+    asyncio.run(one_pass())
+    assert reads(kube) == [f"{SERVICES}/fraud", DEPLOYMENTS, DEPLOYMENTS]
+    assert not kube.writes()
+
+
+def test_a_new_objects_first_pass_creates_its_revision_without_reading_it_first() -> None:
+    """The pass has just listed the Deployments and found none of the revision:
+    its Deployment and Service are created at once, not read first (404)."""
+    world = Cluster(router=FakeRouter({}))
+    world.model_deployment(OLD)
+    world.md_pass()
+    by_name = [
+        r.path for r in world.kube.requests if r.method == "GET" and r.path.endswith(f"/fraud-{A}")
+    ]
+    assert by_name == []
+    assert {r.path for r in world.kube.writes() if r.method == "POST"} >= {
+        DEPLOYMENTS,
+        SERVICES,
+    }
