@@ -395,6 +395,8 @@ def _verdict(
         waiting = "counting starts at this look" if state.looks <= 1 else "no traffic compared yet"
         return result(Verdict.NO_DATA, f"{waiting} (both revisions need requests)", e_value=1.0)
     worst = max(judged, key=lambda s: (slice_e_value(s), s.slice == ALL))
+    if metric.errors is not None and worst.slice == ALL:
+        worst = _where_errors_concentrate(judged, worst)
     # The event with the most evidence; among equals, one that has some data.
     event = max(worst.events, key=lambda e: (_event_e(e), e.blocks))
     test = test_of(metric)
@@ -434,6 +436,42 @@ def _verdict(
         effect_high=bounds.high,
         e_value=_finite(evidence),
     )
+
+
+CONCENTRATED = 2.0
+"""A slice whose candidate fails this many times the pool's excess holds the fault."""
+
+
+def _where_errors_concentrate(
+    judged: list[SliceJudgement], pooled: SliceJudgement
+) -> SliceJudgement:
+    """The slice to name when all slices pooled carry the most evidence.
+
+    The pool gathers evidence fastest, so a fault in one slice can cross the
+    threshold on the pool before it does on the slice (with fewer, longer
+    looks, as on a loaded machine, it did), and "all slices" then hides where
+    it is. A slice with evidence of its own (e-value above 1) whose candidate
+    fails, in excess of stable, at least :data:`CONCENTRATED` times what the
+    pool does is named instead. A fault spread over every slice has no such
+    slice and stays "all slices". Naming only: the verdict is the pool's.
+    """
+    pooled_excess = max((_excess(e) for e in pooled.events), default=0.0)
+    if pooled_excess <= 0:
+        return pooled
+    concentrated = [
+        s
+        for s in judged
+        if s.slice != ALL
+        and slice_e_value(s) > 1
+        and max((_excess(e) for e in s.events), default=0.0) >= CONCENTRATED * pooled_excess
+    ]
+    return max(concentrated, key=slice_e_value, default=pooled)
+
+
+def _excess(stored: EventEvidence) -> float:
+    """How much more often the candidate had the event than stable, as a share."""
+    candidate, candidate_total, stable, stable_total = stored.judged or [0.0, 0.0, 0.0, 0.0]
+    return _ratio(candidate, candidate_total) - _ratio(stable, stable_total)
 
 
 def _ratio(part: float, whole: float) -> float:
