@@ -269,7 +269,7 @@ def test_the_charts_sharding_role_is_what_a_manager_needs(
         api = await kr8s.asyncio.api(kubeconfig=str(kubeconfig))
         manager = ShardManager(api, namespace, "op-rbac", SHARDS, timing=TIMING)
         await manager.round()  # creates the presence and shard Leases
-        await manager.round()  # updates them (renew)
+        await manager.round()  # updates the presence (a PUT; the shards are not due yet)
         assert manager.owned() == frozenset(range(SHARDS))
         await manager.release()
         assert manager.owned() == frozenset()

@@ -232,7 +232,12 @@ class ShardManager:
             await asyncio.sleep(self.timing.retry_period)
 
     async def round(self) -> None:
-        """Read every Lease, plan, stop acting on what is going, then write."""
+        """Read every Lease, plan, stop acting on what is going, then write.
+
+        Writes: the presence Lease, the acquired shards, the kept shards whose
+        renewal is due (a third of the duration after the last send), and the
+        released ones.
+        """
         read_at = self.now()
         leases = await self.store.list()
         shard_records: dict[int, LeaseRecord] = {}
@@ -251,6 +256,7 @@ class ShardManager:
             shard_records=shard_records,
             presence=presence,
             now=read_at,
+            timing=self.timing,
         )
         self.holdings = memory.holdings
         self._shard_sightings, self._presence_sightings = (

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 K = TypeVar("K")
@@ -90,6 +90,31 @@ class Timing:
                 "need 0 < retry_period < renew_deadline < lease_duration, got "
                 f"{self.retry_period} / {self.renew_deadline} / {self.lease_duration}"
             )
+        if not self.renew_interval + self.retry_period < self.renew_deadline:
+            raise ValueError(
+                "need lease_duration / 3 + retry_period < renew_deadline: a renewal "
+                "falls due in some round at most retry_period late, and must be sent "
+                f"before the deadline; got {self.lease_duration} / {self.retry_period} "
+                f"/ {self.renew_deadline}"
+            )
+
+    @property
+    def renew_interval(self) -> float:
+        """How long after its last successful write a held shard's Lease is renewed again.
+
+        A third of the duration, not every round: renewing 16 shards every
+        2 s was 8 writes/s per operator for nothing. Safety does not depend on
+        it (others time expiry from the write they last saw, so a Lease renewed
+        less often only expires sooner after a death, and the takeover bound
+        holds as it is). Liveness does: the renewal falls due in the first
+        round that starts at least ``renew_interval`` after the last send,
+        at most ``retry_period`` plus one round's latency later, and must be
+        sent before ``renew_deadline`` or the holder stops acting for a while.
+        With client-go's 15 / 10 / 2 s that leaves 3 s of API latency (5 + 2 +
+        3 = 10); a third keeps a similar margin to the duration (an observer
+        still has two more intervals before it may take the shard).
+        """
+        return self.lease_duration / 3
 
     def takeover_bound(self, round_latency: float = 0.0) -> float:
         """Worst case from a replica's death until its shards are owned again.
@@ -278,6 +303,16 @@ class Holdings:
         """Whether this replica may act on the object ``namespace/name`` at ``now``."""
         return shard_of(namespace, name, shards) in self.owned(now, timing)
 
+    def renewal_due(self, shard: int, now: float, timing: Timing) -> bool:
+        """Whether a round at ``now`` renews ``shard``'s Lease (which this replica holds).
+
+        Due ``renew_interval`` after the last successful send, and at once when
+        no send of this process is known (a restarted replica finding its own
+        name on a Lease still has to write before it may act).
+        """
+        sent_at = self.sent_at.get(shard)
+        return sent_at is None or now >= sent_at + timing.renew_interval
+
 
 @dataclass(frozen=True)
 class Memory:
@@ -296,11 +331,14 @@ def start_round(
     shard_records: Mapping[int, LeaseRecord],
     presence: Mapping[str, LeaseRecord],
     now: float,
+    timing: Timing,
 ) -> tuple[Memory, Plan]:
     """A round's plan from the Leases read at ``now``, and the memory to carry on.
 
     The holdings already drop what the plan releases and what another replica
     now holds: the replica stops acting on those before any write is sent.
+    The plan renews only the Leases whose renewal is due
+    (:meth:`Holdings.renewal_due`); the others keep their last write.
     """
     shard_sightings = observe(memory.shard_sightings, shard_records, now)
     presence_sightings = observe(memory.presence_sightings, presence, now)
@@ -310,4 +348,5 @@ def start_round(
     )
     taken = {k for k, record in shard_records.items() if record.holder != me}
     holdings = memory.holdings.without(set(plan.release) | taken)
-    return Memory(holdings, shard_sightings, presence_sightings), plan
+    due = frozenset(k for k in plan.renew if holdings.renewal_due(k, now, timing))
+    return Memory(holdings, shard_sightings, presence_sightings), replace(plan, renew=due)

@@ -67,6 +67,11 @@ class Cluster:
         self._queue: list[tuple[float, int, str, Replica, PendingRound | None]] = []
         self._order = itertools.count()
         self.max_owners_seen = 0
+        self.shard_writes = 0
+        """Shard Lease writes the server accepted (acquires, renewals, releases)."""
+        self.ownership_gaps = 0
+        """Events after which some shard had no owner (counted only when asked)."""
+        self.count_gaps = False
 
     # ------------------------------------------------------------------ population
 
@@ -134,6 +139,8 @@ class Cluster:
         most = max((len(names) for names in self.owners().values()), default=0)
         self.max_owners_seen = max(self.max_owners_seen, most)
         assert most <= 1, f"two owners at t={self.time:.2f}: {self.owners()}"
+        if self.count_gaps and not self.all_owned():
+            self.ownership_gaps += 1
 
     def _read(self, replica: Replica) -> None:
         if not replica.alive:
@@ -148,6 +155,7 @@ class Cluster:
             shard_records=shard_records,
             presence=presence,
             now=now,
+            timing=self.timing,
         )
         # The holdings have dropped what is released and what another replica
         # now holds: it stops acting on those before any write is sent.
@@ -206,4 +214,6 @@ def _cas(
     if leases.get(key) != read.get(key):
         return False
     leases[key] = LeaseRecord(holder, cluster.next_version(), duration)
+    if isinstance(key, int):
+        cluster.shard_writes += 1
     return True

@@ -128,6 +128,20 @@ def test_ownership_lapses_at_the_renew_deadline_from_the_send() -> None:
     assert not holdings.without({shard_of("ns", "m", 4)}).owns("ns", "m", 4, 50.0, FAST)
 
 
+def test_a_held_shard_is_renewed_a_third_of_the_duration_after_the_last_send() -> None:
+    # FAST: a 3 s duration, so renewals fall due 1 s after the send.
+    holdings = Holdings().renewed(0, sent_at=50.0)
+    assert not holdings.renewal_due(0, now=50.9, timing=FAST)
+    assert holdings.renewal_due(0, now=51.0, timing=FAST)
+    # Held by this name, but not sent by this process (a restart): write first.
+    assert holdings.renewal_due(1, now=50.0, timing=FAST)
+
+
+def test_the_renewal_must_fall_due_a_round_before_the_deadline() -> None:
+    with pytest.raises(ValueError, match="lease_duration / 3 \\+ retry_period < renew_deadline"):
+        Timing(lease_duration=15, renew_deadline=6, retry_period=2)
+
+
 def test_presence_counts_only_live_replicas_and_always_me() -> None:
     presence = {"a": record("a", "1"), "b": record("b", "2"), "gone": record(None, "3")}
     seen = observe({}, presence, now=0.0)
@@ -258,3 +272,21 @@ def test_default_timing_hands_a_dead_replicas_shards_over_within_21_seconds() ->
         cluster.run_until(cluster.time + 0.1)
     assert cluster.time - killed_at <= DEFAULT.takeover_bound()
     assert sorted(cluster.counts().values()) == [8, 8]
+
+
+@pytest.mark.parametrize("latency", [0.0, 1.0, 2.9])
+def test_held_shards_are_renewed_at_a_third_of_the_duration_without_a_gap(latency: float) -> None:
+    """16 shards renewed every round (2 s) were 8 writes/s; due at a third of the
+    duration (5 s), a renewal comes in the first round after that: every 6 s with
+    rounds 2 s apart, fewer still with latency. Up to 3 s of latency, none lapses."""
+    cluster = Cluster(16, DEFAULT, latency=latency)
+    for name, offset in (("a", 0.0), ("b", 4e5), ("c", -9.0)):
+        cluster.join(name, offset)
+    cluster.run_until(60)
+    assert cluster.all_owned(), cluster.owners()
+    cluster.count_gaps = True
+    writes_before = cluster.shard_writes
+    cluster.run_until(660)
+    writes_per_second = (cluster.shard_writes - writes_before) / 600
+    assert writes_per_second <= 16 / DEFAULT.renew_interval, writes_per_second
+    assert cluster.ownership_gaps == 0
