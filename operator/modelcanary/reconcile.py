@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -218,9 +218,7 @@ class Reconciler:
         started = time.monotonic()
         await carry_out_in_order(
             decision.actions,
-            lambda action: self.carry_out(
-                obj, spec, router, action, existing=set(observed.revisions)
-            ),
+            lambda action: self.carry_out(obj, spec, router, action, existing=observed.revisions),
             result,
             who=f"{metadata['namespace']}/{metadata['name']}",
         )
@@ -344,7 +342,7 @@ class Reconciler:
         router: Router,
         action: Action,
         *,
-        existing: set[str] | None = None,
+        existing: Collection[str] | None = None,
     ) -> None:
         """Carry out one action; ``existing``: the revisions whose Deployments the
         pass has just read on the API server (a new one is created without a GET)."""

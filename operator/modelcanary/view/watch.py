@@ -101,7 +101,8 @@ class View:
         self.store = store if store is not None else Store()
         self.is_direct = direct
         self._read_once: dict[tuple[str, ...], asyncio.Future[Any]] = {}
-        """A direct view's reads, shared by concurrent readers, by (kind, namespace, name)."""
+        """A direct view's reads, shared by concurrent readers: ("get", kind, namespace,
+        name) or ("list", kind, namespace, model)."""
 
     @property
     def direct(self) -> View:
@@ -119,18 +120,20 @@ class View:
                     return found
             return await api_get(self.api, kind, namespace, name)
         answer: dict[str, Any] | None = await self._once(
-            (kind.plural, namespace, name), lambda: api_get(self.api, kind, namespace, name)
+            ("get", kind.plural, namespace, name),
+            lambda: api_get(self.api, kind, namespace, name),
         )
         return answer
 
     async def of_model(self, kind: Kind, namespace: str, md_name: str) -> list[dict[str, Any]]:
-        selector = {LABEL_MODEL: model_label(md_name)}
+        model = model_label(md_name)
+        selector = {LABEL_MODEL: model}
         if not self.is_direct:
             if self.store.synced(kind):
-                return self.store.of_model(kind, namespace, model_label(md_name))
+                return self.store.of_model(kind, namespace, model)
             return await api_list(self.api, kind, namespace, selector)
         found: list[dict[str, Any]] = await self._once(
-            (kind.plural, namespace, "*model", md_name),
+            ("list", kind.plural, namespace, model),
             lambda: api_list(self.api, kind, namespace, selector),
         )
         return found
@@ -149,13 +152,15 @@ class View:
             if self.is_direct:
                 # A later read of it in this pass gets what was written; the
                 # model's lists are dropped, since they no longer hold it as written.
-                key = (kind.plural, str(metadata.get("namespace")), str(metadata["name"]))
+                namespace = str(metadata.get("namespace"))
                 done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
                 done.set_result(obj)
                 self._read_once = {
-                    k: v for k, v in self._read_once.items() if k[:2] != key[:2] or k[2] != "*model"
+                    key: read
+                    for key, read in self._read_once.items()
+                    if key[:3] != ("list", kind.plural, namespace)
                 }
-                self._read_once[key] = done
+                self._read_once[("get", kind.plural, namespace, str(metadata["name"]))] = done
 
 
 async def api_get(
