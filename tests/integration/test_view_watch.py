@@ -147,3 +147,48 @@ async def until_created(obj: Deployment, within: float = 60.0) -> None:
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.5)
+
+
+def test_an_unselected_watcher_tells_every_key_an_event_or_a_list_touched(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """Sharded mode's watch of ModelDeployments: no label, so ``on_change`` (owners, from
+    the label) hears nothing; ``on_keys`` hears of every object, listed or watched."""
+
+    async def main() -> None:
+        api = await kr8s.asyncio.api(kubeconfig=str(control_plane.kubeconfig))
+        await Deployment(deployment(namespace, "listed", None), api=api).create()
+        store = Store()
+        owners: list[set[Owner]] = []
+        keys: list[set[tuple[str, str, str]]] = []
+        watcher = Watcher(
+            api,
+            store,
+            owners.append,
+            namespaces=[namespace],
+            kinds=[DEPLOYMENT],
+            selector="",
+            on_keys=lambda _kind, changed: keys.append(changed),
+        )
+        task = asyncio.create_task(watcher.run())
+        try:
+            await asyncio.wait_for(watcher.ready.wait(), timeout=30)
+            listed = ("Deployment", namespace, "listed")
+            assert any(listed in changed for changed in keys)
+            assert store.get(DEPLOYMENT, namespace, "listed") is not None
+            watched = Deployment(deployment(namespace, "watched", None), api=api)
+            await watched.create()
+            key = ("Deployment", namespace, "watched")
+            await until(lambda: any(key in changed for changed in keys), "the create's key")
+            assert store.get(DEPLOYMENT, namespace, "watched") is not None
+            keys.clear()
+            await watched.delete()
+            await until(lambda: any(key in changed for changed in keys), "the delete's key")
+            assert store.get(DEPLOYMENT, namespace, "watched") is None
+            assert owners == []  # unlabelled: no owner was ever told
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modelcanary.dispatch import (
+from modelcanary.dispatch.loops import (
     MODEL_DEPLOYMENT,
     ROLLBACK_DRILL,
     Dispatcher,

@@ -57,6 +57,12 @@ SERVICE: Final = Kind("Service", "", "v1", "services", labelled=False)
 DRILL: Final = Kind("RollbackDrill", "modelcanary.io", "v1alpha1", "rollbackdrills")
 ROUTE: Final = Kind("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", labelled=False)
 KINDS: Final = (DEPLOYMENT, AUTOSCALER, SERVICE, DRILL, ROUTE)
+MODEL_DEPLOYMENT: Final = Kind(
+    "ModelDeployment", "modelcanary.io", "v1alpha1", "modeldeployments", labelled=False
+)
+"""Watched only in sharded mode, with no label selector: a person's object carries none."""
+DISPATCHED: Final = (MODEL_DEPLOYMENT, DRILL)
+"""The kinds whose objects get a loop of their own in sharded mode (every one, unselected)."""
 
 Owner = tuple[str, str]
 """(namespace, value of ``modelcanary.io/model``): whose pass reads an object."""
@@ -219,6 +225,10 @@ class Store:
         """Copies of every object of ``kind`` labelled for ``model`` in ``namespace``, by name."""
         keys = sorted(self._by_owner.get((kind.kind, namespace, model), ()))
         return [copy.deepcopy(self._objects[key]) for key in keys]
+
+    def keys(self, kind: Kind) -> set[Key]:
+        """The keys of every object of ``kind`` the view holds."""
+        return {key for key in self._objects if key[0] == kind.kind}
 
     def __len__(self) -> int:
         return len(self._objects)

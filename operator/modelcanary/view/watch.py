@@ -53,7 +53,7 @@ import kr8s.asyncio
 from modelcanary import telemetry
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.apierrors import API_ERRORS
-from modelcanary.view.store import KINDS, Kind, Owner, Store
+from modelcanary.view.store import KINDS, Key, Kind, Owner, Store
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ _NOT_FOUND: Final = 404
 _GONE: Final = 410
 
 OnChange = Callable[[set[Owner]], None]
+OnKeys = Callable[[Kind, set[Key]], None]
+"""Told the keys of every object an event or a LIST may have changed; reads the store."""
 _BROKEN: Final[tuple[type[Exception], ...]] = (*API_ERRORS, httpx.HTTPError, ValueError, KeyError)
 """What breaks a watch (a restart, a cut stream, a garbled line): list again after a backoff."""
 
@@ -217,6 +219,7 @@ class Watcher:
         namespaces: Iterable[str] | None = None,
         kinds: Iterable[Kind] = KINDS,
         selector: str = LABEL_MODEL,
+        on_keys: OnKeys | None = None,
     ) -> None:
         self.api = api
         self.store = store
@@ -224,6 +227,9 @@ class Watcher:
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self.kinds = list(kinds)
         self.selector = selector
+        self.on_keys = on_keys
+        """For watches of objects with no owner label (sharded mode's ModelDeployments):
+        ``on_change`` hears only of labelled owners, this of every key touched."""
         self.restarts = 0
         """Watches broken by an error (not the server's timeout) since the start."""
         self._pending = {(kind.kind, ns) for kind in self.kinds for ns in self.namespaces}
@@ -241,6 +247,13 @@ class Watcher:
         if not self._pending:
             self.ready.set()
 
+    def _tell_keys(self, kind: Kind, keys: set[Key]) -> None:
+        if self.on_keys is not None and keys:
+            try:
+                self.on_keys(kind, keys)
+            except Exception:  # a dispatcher's bug must not end the watch
+                log.exception("telling %s keys %s failed", kind.kind, sorted(keys))
+
     def _tell(self, owners: set[Owner]) -> None:
         telemetry.VIEW_OBJECTS.set(len(self.store))
         if owners:
@@ -255,7 +268,9 @@ class Watcher:
         while True:
             try:
                 items, version = await _list(self.api, kind, namespace, self.selector)
+                before = self.store.keys(kind)
                 self._tell(self.store.replace(kind, items, namespace=namespace, listed_at=version))
+                self._tell_keys(kind, before | self.store.keys(kind))
                 self._synced(kind, namespace)
                 backoff = 1.0
                 while True:
@@ -270,7 +285,9 @@ class Watcher:
                     continue  # answered as a status rather than an event: list again
                 if _status(error) == _NOT_FOUND:
                     log.info("%s is not served (CRD not installed); looking again later", where)
+                    before = self.store.keys(kind)
                     self._tell(self.store.mark_missing(kind))
+                    self._tell_keys(kind, before)
                     self._synced(kind, namespace)
                     await asyncio.sleep(MISSING_RETRY_SECONDS)
                     continue
@@ -328,6 +345,11 @@ class Watcher:
             self._tell(self.store.upsert(kind, obj))
         elif kind_of_event == "DELETED":
             self._tell(self.store.remove(kind, obj))
+        metadata = obj.get("metadata") or {}
+        if kind_of_event in ("ADDED", "MODIFIED", "DELETED") and metadata.get("name"):
+            self._tell_keys(
+                kind, {(kind.kind, str(metadata.get("namespace") or ""), str(metadata["name"]))}
+            )
         return str(version) if version else None
 
 
