@@ -1,0 +1,119 @@
+"""A ModelDeployment's loop in sharded mode: its finalizer, its passes, its deletion.
+
+What kopf's daemon and delete handler did, run by the dispatcher in the one
+replica that owns the object's shard:
+
+* the object is read from the unselected watch's store (the newest version it
+  accepted), never from kopf;
+* before its first pass the loop adds ``modelcanary.io/finalizer``, so a
+  deletion waits for the route to be given back; a pass never acts on an
+  object without it;
+* with a ``deletionTimestamp``, the loop gives the user's HTTPRoute back and
+  removes the finalizer, and runs no more passes; the API server then deletes
+  the object, and the feed stops the loop;
+* between passes it sleeps as long as the pass asked, woken by the feed;
+* before every step it asks :meth:`ObjectLoop.owns`: a shard that lapsed or
+  is being released ends the loop, whatever the step.
+
+The pass itself, its reporting (events, metrics) and the route's return are
+given by ``handlers``: this module knows no kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kr8s.asyncio.objects import APIObject
+
+from modelcanary.apierrors import API_ERRORS
+from modelcanary.dispatch.loops import ObjectLoop
+from modelcanary.view.store import known_newer
+from modelcanary.workloads.finalizer import FINALIZER, set_finalizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelDeploymentWork:
+    """What a ModelDeployment's loop needs from the operator."""
+
+    read: Callable[[str, str], Mapping[str, Any] | None]
+    """The newest copy of namespace/name the watch holds (None: gone)."""
+    one_pass: Callable[[Mapping[str, Any]], Awaitable[float]]
+    """One pass, reported; the seconds until the next one is due."""
+    give_back: Callable[[Mapping[str, Any]], Awaitable[None]]
+    """A deleted object's clean-up: the user's HTTPRoute as it was."""
+    resource: Callable[[Mapping[str, Any]], APIObject]
+    slots: asyncio.Semaphore
+    """At most this many passes at once, across every loop (``--max-concurrent-passes``)."""
+    retry_seconds: float = 5.0
+    """After a failed write of the finalizer, or a clean-up that failed."""
+
+
+async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> None:
+    """Until the object is gone, finalized, or the loop is told to stop."""
+    namespace, name = loop.key.namespace, loop.key.name
+    # The API server's answer to this loop's last finalizer write: the watch may lag it.
+    answer: Mapping[str, Any] | None = None
+    while loop.owns():
+        obj = work.read(namespace, name)
+        if obj is None:
+            return
+        if answer is not None and known_newer(answer, obj):
+            obj = answer
+        metadata = obj.get("metadata") or {}
+        finalizers = metadata.get("finalizers") or []
+        if metadata.get("deletionTimestamp"):
+            if FINALIZER not in finalizers:
+                return  # someone else's finalizer holds it: nothing of ours is left
+            if await _finalize(loop, work, obj):
+                return
+            await loop.sleep(work.retry_seconds)
+            continue
+        if FINALIZER not in finalizers:
+            answer = await _write_finalizer(loop, work, obj, keep=True)
+            if answer is None:
+                await loop.sleep(work.retry_seconds)
+            continue  # the next step acts on the object with the finalizer
+        async with work.slots:
+            if not loop.owns():
+                return
+            delay = await work.one_pass(obj)
+        await loop.sleep(delay)
+
+
+async def _finalize(loop: ObjectLoop, work: ModelDeploymentWork, obj: Mapping[str, Any]) -> bool:
+    """Give the route back, then remove the finalizer; False when either must be retried."""
+    try:
+        async with work.slots:
+            if not loop.owns():
+                return True  # the new owner finalizes it
+            await work.give_back(obj)
+    except API_ERRORS as error:
+        log.warning("%s/%s: giving the route back failed: %s", *_where(loop), error)
+        return False
+    return await _write_finalizer(loop, work, obj, keep=False) is not None
+
+
+async def _write_finalizer(
+    loop: ObjectLoop, work: ModelDeploymentWork, obj: Mapping[str, Any], *, keep: bool
+) -> Mapping[str, Any] | None:
+    """The object as the API server answered (as read, if nothing needed writing); None
+    when the write was refused (the list moved, the object is gone) or failed."""
+    if not loop.owns():
+        return None
+    resource = work.resource(obj)
+    try:
+        if await set_finalizer(resource, obj["metadata"], keep=keep):
+            return dict(resource.raw)
+    except API_ERRORS as error:
+        log.warning("%s/%s: writing the finalizer failed: %s", *_where(loop), error)
+    return None
+
+
+def _where(loop: ObjectLoop) -> tuple[str, str]:
+    return loop.key.namespace, loop.key.name

@@ -1,0 +1,120 @@
+"""A ModelDeployment's loop in sharded mode, over the fake API: the finalizer before the
+first pass, the route given back and the finalizer removed on deletion, and nothing at
+all done by a replica that does not own the object."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import kr8s
+import pytest
+
+from modelcanary.dispatch.loops import MODEL_DEPLOYMENT, ObjectKey, ObjectLoop
+from modelcanary.dispatch.model_loop import ModelDeploymentWork, run_model_deployment
+from modelcanary.passes import ModelDeploymentResource as MDResource
+from modelcanary.workloads.finalizer import FINALIZER
+from tests.unit.fake_kube import FakeKube
+
+pytestmark = pytest.mark.unit
+
+PATH = "/apis/modelcanary.io/v1alpha1/namespaces/ns/modeldeployments/m"
+WAIT = 5.0
+
+
+class World:
+    """The fake API server, a watch that lags it on request, and the operator's side."""
+
+    def __init__(self, **metadata: Any) -> None:
+        self.kube = FakeKube()
+        self.api = self.kube.api()
+        self.kube.put(
+            PATH,
+            {
+                "apiVersion": "modelcanary.io/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "m", "namespace": "ns", **metadata},
+                "spec": {},
+            },
+        )
+        self.lagging: dict[str, Any] | None = None
+        """When set, what the watch still says (its echo of a write not yet arrived)."""
+        self.owned = True
+        self.passes: list[Mapping[str, Any]] = []
+        self.given_back: list[str] = []
+        self.give_back_failures = 0
+        self.loop = ObjectLoop(ObjectKey(MODEL_DEPLOYMENT, "ns", "m"), ("ns", "m"), self.owns)
+
+    def owns(self, namespace: str, name: str) -> bool:
+        return self.owned
+
+    def read(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        if self.lagging is not None:
+            return self.lagging
+        return self.kube.objects.get(PATH)
+
+    async def one_pass(self, obj: Mapping[str, Any]) -> float:
+        self.passes.append(obj)
+        self.loop.stopping.set()  # one pass is enough for these tests
+        return 3600.0
+
+    async def give_back(self, obj: Mapping[str, Any]) -> None:
+        if self.give_back_failures:
+            self.give_back_failures -= 1
+            raise kr8s.ServerError("the route's PATCH failed")
+        self.given_back.append(obj["metadata"]["name"])
+
+    def run(self) -> None:
+        work = ModelDeploymentWork(
+            read=self.read,
+            one_pass=self.one_pass,
+            give_back=self.give_back,
+            resource=lambda obj: MDResource(dict(obj), api=self.api),
+            slots=asyncio.Semaphore(1),
+            retry_seconds=0.0,
+        )
+        asyncio.run(asyncio.wait_for(run_model_deployment(self.loop, work), timeout=WAIT))
+
+    def finalizers(self) -> list[str]:
+        return list(self.kube.get(PATH)["metadata"].get("finalizers") or [])
+
+
+def test_the_finalizer_is_added_before_the_first_pass_even_while_the_watch_lags() -> None:
+    world = World()
+    world.lagging = world.kube.get(PATH)  # the watch will not have the echo in time
+    world.run()
+    assert world.finalizers() == [FINALIZER]
+    assert len(world.kube.writes()) == 1
+    assert [obj["metadata"]["finalizers"] for obj in world.passes] == [[FINALIZER]]
+
+
+def test_a_deleted_object_gets_its_route_back_then_loses_the_finalizer() -> None:
+    world = World(finalizers=[FINALIZER], deletionTimestamp="2026-01-01T00:00:00Z")
+    world.give_back_failures = 1  # retried, never skipped
+    world.run()
+    assert world.given_back == ["m"]
+    assert world.finalizers() == []
+    assert world.passes == []
+
+
+def test_a_deleted_object_without_our_finalizer_is_left_alone() -> None:
+    world = World(finalizers=["example.com/other"], deletionTimestamp="2026-01-01T00:00:00Z")
+    world.run()
+    assert world.given_back == []
+    assert world.kube.writes() == []
+
+
+def test_a_replica_that_does_not_own_the_object_does_nothing() -> None:
+    world = World()
+    world.owned = False
+    world.run()
+    assert world.kube.writes() == []
+    assert world.passes == []
+
+
+def test_a_gone_object_ends_the_loop() -> None:
+    world = World()
+    del world.kube.objects[PATH]
+    world.run()
+    assert world.passes == []
