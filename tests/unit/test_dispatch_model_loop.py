@@ -44,6 +44,9 @@ class World:
         self.passes: list[Mapping[str, Any]] = []
         self.given_back: list[str] = []
         self.give_back_failures = 0
+        self.schedules: list[Any] = []
+        self.schedule_failures = 0
+        self.passes_wanted = 1
         self.loop = ObjectLoop(ObjectKey(MODEL_DEPLOYMENT, "ns", "m"), ("ns", "m"), self.owns)
 
     def owns(self, namespace: str, name: str) -> bool:
@@ -56,8 +59,16 @@ class World:
 
     async def one_pass(self, obj: Mapping[str, Any]) -> float:
         self.passes.append(obj)
-        self.loop.stopping.set()  # one pass is enough for these tests
-        return 3600.0
+        if len(self.passes) >= self.passes_wanted:
+            self.loop.stopping.set()
+        return 0.0
+
+    async def schedule_drills(self, obj: Mapping[str, Any]) -> bool:
+        self.schedules.append(obj["spec"].get("drill"))
+        if self.schedule_failures:
+            self.schedule_failures -= 1
+            return False
+        return True
 
     async def give_back(self, obj: Mapping[str, Any]) -> None:
         if self.give_back_failures:
@@ -72,6 +83,7 @@ class World:
             give_back=self.give_back,
             resource=lambda obj: MDResource(dict(obj), api=self.api),
             slots=asyncio.Semaphore(1),
+            schedule_drills=self.schedule_drills,
             retry_seconds=0.0,
         )
         asyncio.run(asyncio.wait_for(run_model_deployment(self.loop, work), timeout=WAIT))
@@ -118,3 +130,19 @@ def test_a_gone_object_ends_the_loop() -> None:
     del world.kube.objects[PATH]
     world.run()
     assert world.passes == []
+
+
+def test_the_drill_schedule_is_applied_once_per_change_and_again_after_a_failure() -> None:
+    world = World(finalizers=[FINALIZER])
+    world.passes_wanted = 4
+    world.schedule_failures = 1
+    drill = {"schedule": "0 3 * * *"}
+    world.kube.objects[PATH]["spec"]["drill"] = drill
+    world.run()
+    # The first apply failed and was tried again; then nothing until spec.drill changes.
+    assert world.schedules == [drill, drill]
+    world.loop.stopping.clear()
+    world.passes_wanted = 6
+    world.kube.objects[PATH]["spec"]["drill"] = None
+    world.run()
+    assert world.schedules == [drill, drill, None]

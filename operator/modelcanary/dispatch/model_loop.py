@@ -11,6 +11,8 @@ replica that owns the object's shard:
 * with a ``deletionTimestamp``, the loop gives the user's HTTPRoute back and
   removes the finalizer, and runs no more passes; the API server then deletes
   the object, and the feed stops the loop;
+* after a pass, the drill CronJob is made to match ``spec.drill`` when that
+  changed (what kopf's ``spec.drill`` change handlers did);
 * between passes it sleeps as long as the pass asked, woken by the feed;
 * before every step it asks :meth:`ObjectLoop.owns`: a shard that lapsed or
   is being released ends the loop, whatever the step.
@@ -50,6 +52,13 @@ class ModelDeploymentWork:
     resource: Callable[[Mapping[str, Any]], APIObject]
     slots: asyncio.Semaphore
     """At most this many passes at once, across every loop (``--max-concurrent-passes``)."""
+    schedule_drills: Callable[[Mapping[str, Any]], Awaitable[bool]] | None = None
+    """Make the drill CronJob match ``spec.drill`` (none without it); False: try again later.
+
+    kopf ran this on a change of the field; here the loop runs it when
+    ``spec.drill`` differs from what it last applied, and once when it
+    starts (a new owner does not know what the last one applied; the apply is
+    idempotent)."""
     retry_seconds: float = 5.0
     """After a failed write of the finalizer, or a clean-up that failed."""
 
@@ -59,6 +68,7 @@ async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> N
     namespace, name = loop.key.namespace, loop.key.name
     # The API server's answer to this loop's last finalizer write: the watch may lag it.
     answer: Mapping[str, Any] | None = None
+    drill_applied: list[Any] = []  # [spec.drill] once applied by this loop
     while loop.owns():
         obj = work.read(namespace, name)
         if obj is None:
@@ -83,6 +93,12 @@ async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> N
             if not loop.owns():
                 return
             delay = await work.one_pass(obj)
+            drill = (obj.get("spec") or {}).get("drill")
+            if work.schedule_drills is not None and drill_applied != [drill] and loop.owns():
+                if await work.schedule_drills(obj):
+                    drill_applied = [drill]
+                else:
+                    delay = min(delay, work.retry_seconds)
         await loop.sleep(delay)
 
 
