@@ -13,6 +13,7 @@ from modelcanary.dispatch.loops import MODEL_DEPLOYMENT, ROLLBACK_DRILL, Dispatc
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.view import store as view
 from modelcanary.view.store import Store
+from modelcanary.view.wake import owner_for
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +26,9 @@ class Recorder:
 
     def observed(self, key: ObjectKey, owner: tuple[str, str]) -> None:
         self.calls.append(("observed", key, owner))
+
+    def wake(self, key: ObjectKey) -> None:
+        self.calls.append(("wake", key, None))
 
     async def forgotten(self, key: ObjectKey) -> None:
         self.calls.append(("forgotten", key, None))
@@ -118,3 +122,21 @@ def test_a_drill_is_run_by_its_model_deployments_shard() -> None:
     assert loop_owner(view.DRILL, drill("d", 1, "fraud", phase="Failed")) is None
     assert loop_owner(view.MODEL_DEPLOYMENT, model_deployment("m", 1)) == ("ns", "m")
     assert loop_owner(view.MODEL_DEPLOYMENT, None) is None
+
+
+def test_a_change_to_a_model_deployments_objects_wakes_its_loop_until_it_is_gone() -> None:
+    async def test() -> None:
+        store = Store()
+        feed, recorder = feed_with(store)
+        changed(feed, store, view.MODEL_DEPLOYMENT, model_deployment("a", 1))
+        recorder.calls.clear()
+        feed.wake_owners({owner_for("ns", "a"), owner_for("ns", "stranger")})
+        assert recorder.calls == [("wake", MD_A, None)]
+        store.remove(view.MODEL_DEPLOYMENT, model_deployment("a", 2))
+        feed.keys_changed(view.MODEL_DEPLOYMENT, {("ModelDeployment", "ns", "a")})
+        await feed.drain()
+        recorder.calls.clear()
+        feed.wake_owners({owner_for("ns", "a")})
+        assert recorder.calls == []
+
+    asyncio.run(test())

@@ -29,7 +29,8 @@ from typing import Any
 from modelcanary.dispatch.loops import Dispatcher, ObjectKey
 from modelcanary.drills.plan import FINISHED
 from modelcanary.rollout.actions import ANNOTATION
-from modelcanary.view.store import DRILL, MODEL_DEPLOYMENT, Key, Kind, Store
+from modelcanary.view.store import DRILL, MODEL_DEPLOYMENT, Key, Kind, Owner, Store
+from modelcanary.view.wake import WakeRoutes, owner_for
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Feed:
         self.dispatcher = dispatcher
         self._seen: dict[ObjectKey, tuple[tuple[str, str], Signature]] = {}
         self._forgetting: set[asyncio.Task[None]] = set()
+        self._routes = WakeRoutes()
+        """The labelled view's owners -> the ModelDeployments ("namespace/name") to wake."""
 
     def keys_changed(self, kind: Kind, keys: set[Key]) -> None:
         """The watcher's ``on_keys``: start, wake or stop the loops of these objects."""
@@ -78,13 +81,25 @@ class Feed:
             if obj is None or owner is None:
                 if self._seen.pop(key, None) is not None:
                     self._forget(key)
+                    if kind == MODEL_DEPLOYMENT:
+                        self._routes.unregister(owner_for(namespace, name), f"{namespace}/{name}")
                 continue
+            if kind == MODEL_DEPLOYMENT:
+                self._routes.register(owner_for(namespace, name), f"{namespace}/{name}")
             seen = self._seen.get(key)
             now = (owner, _signature(obj))
             self._seen[key] = now
             pending_action = ANNOTATION in ((obj.get("metadata") or {}).get("annotations") or {})
             if seen != now or pending_action:
                 self.dispatcher.observed(key, owner)
+
+    def wake_owners(self, owners: set[Owner]) -> None:
+        """The labelled view's ``on_change``: wake the loops of the ModelDeployments whose
+        Deployments, Services, HPAs, routes or drills changed (``handlers._wake_owners``
+        for kopf's daemons)."""
+        for target in self._routes.targets(owners):
+            namespace, name = target.split("/", 1)
+            self.dispatcher.wake(ObjectKey(MODEL_DEPLOYMENT.kind, namespace, name))
 
     async def drain(self) -> None:
         """Wait for the stops already asked for (tests; the operator's shutdown)."""
