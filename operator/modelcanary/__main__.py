@@ -20,8 +20,10 @@ import logging
 import math
 import os
 import secrets
+import socket
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from modelcanary import __version__
 from modelcanary.cli import actions, drill, history, lint, report, status
@@ -47,6 +49,18 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _own_namespace() -> str:
+    """Where the shard Leases live: the pod's namespace (downward API or its token's)."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    if SERVICE_ACCOUNT_NAMESPACE.is_file():
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return "default"
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here so that `--version` and `--help` do not load kopf.
     import kopf  # noqa: PLC0415
@@ -57,7 +71,14 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.shards is not None and args.shards < 1:
+        raise SystemExit(f"--shards must be at least 1, not {args.shards}")
+    if args.shards is not None and args.peering is not None:
+        raise SystemExit("--shards and --peering exclude each other: shards replace peering")
     memo = kopf.Memo(
+        shards=args.shards,
+        shard_identity=args.shard_identity or os.environ.get("POD_NAME") or socket.gethostname(),
+        shard_namespace=args.shard_namespace or _own_namespace(),
         metrics_port=args.metrics_port,
         drill_image=args.drill_image,
         max_concurrent_passes=args.max_concurrent_passes,
@@ -69,6 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     # this long after the active replica's last heartbeat.
     settings.peering.lifetime = args.peering_lifetime
     kopf.run(
+        # Sharded: start-up and clean-up only; the object loops run in the dispatcher.
+        registry=handlers.SHARDED if args.shards is not None else None,
         settings=settings,
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
@@ -115,6 +138,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=60,
         help="seconds a replica's peering heartbeat stays valid (the takeover delay)",
+    )
+    run.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="share the ModelDeployments among replicas through this many shard Leases "
+        "(docs/sharding.md; not yet proven on the full tier); off when unset",
+    )
+    run.add_argument(
+        "--shard-identity",
+        default=None,
+        help="this replica's name on the Leases (default: $POD_NAME, else the host name)",
+    )
+    run.add_argument(
+        "--shard-namespace",
+        default=None,
+        help="where the shard Leases live (default: $POD_NAMESPACE, else the pod's own)",
     )
     run.add_argument(
         "--drill-image",

@@ -31,6 +31,14 @@ the wait for a slot is far below an analysis interval.
 kopf's own bookkeeping (finalizer, progress and last-handled configuration)
 lives under the ``modelcanary.io`` prefix, so nothing in a user's objects says
 ``kopf.zalando.org``.
+
+Sharded mode (``run --shards N``, not yet proven on the full tier: see
+docs/sharding-wiring-status.md) gives kopf the :data:`SHARDED` registry
+instead: start-up and clean-up only, no per-object handler, so kopf never
+writes a ModelDeployment. The passes, the finalizer, the drills and the drill
+schedule then run in :class:`~modelcanary.dispatch.runtime.ShardedRuntime`'s
+loops, in the replica that owns each object's shard, with the same pass and
+reporting as below.
 """
 
 from __future__ import annotations
@@ -57,13 +65,16 @@ from modelcanary.api.modeldeployment import (
 )
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_ERRORS
+from modelcanary.dispatch.drill_loop import DrillWork
+from modelcanary.dispatch.model_loop import ModelDeploymentWork
+from modelcanary.dispatch.runtime import ShardedRuntime
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
 from modelcanary.drills.plan import FINISHED
-from modelcanary.passes import RollbackDrillResource, remaining
+from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource, remaining
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.rollout.decision import Action, Event
-from modelcanary.view.store import Owner, Store
+from modelcanary.view.store import MODEL_DEPLOYMENT, Owner, Store
 from modelcanary.view.wake import WakeRoutes, owner_for
 from modelcanary.view.watch import View, Watcher, stop
 from modelcanary.workloads.drill_schedule import (
@@ -86,10 +97,21 @@ log = logging.getLogger(__name__)
 _wakeups: dict[str, asyncio.Event] = {}
 _seen_generation: dict[str, int | None] = {}
 _routes = WakeRoutes()
+_sharded: ShardedRuntime | None = None
+"""Sharded mode's runtime, once started (None otherwise)."""
+
+SHARDED = kopf.OperatorRegistry()
+"""What ``run --shards`` gives kopf: start-up and clean-up, and no per-object handler.
+
+kopf adds and removes its finalizer from every replica that has a handler
+for the object (docs/sharding.md, "Wiring it in"); with none registered it
+never writes a ModelDeployment or a RollbackDrill."""
 
 
 def _wake_owners(owners: set[Owner]) -> None:
     """A watch event changed these owners' objects: wake their passes."""
+    if _sharded is not None:
+        _sharded.feed.wake_owners(owners)
     for uid in _routes.targets(owners):
         wake = _wakeups.get(uid)
         if wake is not None:
@@ -108,6 +130,11 @@ def _count_requests(api: kr8s.asyncio.Api) -> None:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    await _configure(settings, memo)
+
+
+async def _configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
+    """Settings, the API client, the labelled view, the pass machinery: both modes'."""
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -188,7 +215,7 @@ async def rollout(
         reconciler.forget(uid)
 
 
-async def _one_pass(reconciler: Reconciler, body: kopf.Body) -> float:
+async def _one_pass(reconciler: Reconciler, body: Mapping[str, Any]) -> float:
     """One pass on kopf's live body of the object; returns seconds to sleep."""
     # kopf keeps the body current from its own watch; the pass takes a copy so
     # an event arriving mid-pass cannot change what it decides on.
@@ -270,12 +297,17 @@ async def finalize(
 ) -> None:
     """Give a user's HTTPRoute back as it was; Deployments go with their owner."""
     assert namespace is not None  # the resource is namespaced
-    telemetry.forget(namespace, name)
+    await _give_back(memo.reconciler, body)
+
+
+async def _give_back(reconciler: Reconciler, body: Mapping[str, Any]) -> None:
+    """A deleted ModelDeployment's clean-up, kopf's or a sharded loop's."""
+    metadata = body["metadata"]
+    telemetry.forget(metadata["namespace"], metadata["name"])
     try:
         spec = parse(ModelDeploymentSpec, dict(body.get("spec") or {}), prefix="spec")
     except InvalidSpecError:
         return
-    reconciler: Reconciler = memo.reconciler
     router = reconciler.router_of(body, spec)
     await router.finalize()
 
@@ -309,19 +341,28 @@ async def rehearse(
     executor: DrillExecutor = memo.drills
     while not stopped:
         try:
-            resource = await RollbackDrillResource.get(name, namespace=namespace, api=executor.api)
-            started = time.monotonic()
-            result = await executor.run_pass(resource.raw)
-        except kr8s.NotFoundError:
-            return
+            delay = await _one_drill_pass(executor, namespace, name)
         except API_ERRORS as error:
             log.warning("%s/%s: drill pass failed: %s", namespace, name, error)
             await stopped.wait(ERROR_BACKOFF_SECONDS)
             continue
-        _report_drill(resource.raw, result)
-        if result.finished:
+        if delay is None:
             return
-        await stopped.wait(remaining(result.decision.requeue_after, since=started))
+        await stopped.wait(delay)
+
+
+async def _one_drill_pass(executor: DrillExecutor, namespace: str, name: str) -> float | None:
+    """One drill pass, reported; seconds until the next, None when finished or gone."""
+    try:
+        resource = await RollbackDrillResource.get(name, namespace=namespace, api=executor.api)
+    except kr8s.NotFoundError:
+        return None
+    started = time.monotonic()
+    result = await executor.run_pass(resource.raw)
+    _report_drill(resource.raw, result)
+    if result.finished:
+        return None
+    return remaining(result.decision.requeue_after, since=started)
 
 
 def _report_drill(obj: Mapping[str, Any], result: DrillPassResult) -> None:
@@ -340,6 +381,8 @@ def _report_drill(obj: Mapping[str, Any], result: DrillPassResult) -> None:
         wake = _wakeups.get(result.model_deployment_uid or "")
         if wake is not None:
             wake.set()
+        if _sharded is not None and md_name:
+            _sharded.wake_model_deployment(namespace, md_name)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, field="spec.drill")
@@ -350,7 +393,18 @@ async def schedule_drills(
 ) -> None:
     """Own the CronJob that creates RollbackDrills on ``spec.drill.schedule``; none without it."""
     assert namespace is not None  # the resource is namespaced
+    try:
+        await _schedule(memo, body)
+    except DrillScheduleConflict as conflict:
+        # Someone else's object holds the name; it may be removed, so look again later.
+        raise kopf.TemporaryError(str(conflict), delay=60) from conflict
+
+
+async def _schedule(memo: kopf.Memo, body: Mapping[str, Any]) -> None:
+    """Make the drill CronJob match ``spec.drill`` (kopf's change handler or a sharded loop)."""
     reconciler: Reconciler = memo.reconciler
+    metadata = body["metadata"]
+    namespace, name = metadata["namespace"], metadata["name"]
     raw = (body.get("spec") or {}).get("drill")
     if raw is None:
         await remove_drill_schedule(reconciler.api, md_name=name, namespace=namespace)
@@ -360,15 +414,69 @@ async def schedule_drills(
     except InvalidSpecError:
         return  # the ModelDeployment pass reports it as InvalidSpec
     image = getattr(memo, "drill_image", None) or DEFAULT_IMAGE
-    try:
-        await apply_drill_schedule(
-            reconciler.api,
-            md_name=name,
-            md_uid=uid,
-            namespace=namespace,
-            drill=drill,
-            image=image,
-        )
-    except DrillScheduleConflict as conflict:
-        # Someone else's object holds the name; it may be removed, so look again later.
-        raise kopf.TemporaryError(str(conflict), delay=60) from conflict
+    await apply_drill_schedule(
+        reconciler.api,
+        md_name=name,
+        md_uid=metadata["uid"],
+        namespace=namespace,
+        drill=drill,
+        image=image,
+    )
+
+
+# -- sharded mode -------------------------------------------------------------------
+
+
+@kopf.on.startup(registry=SHARDED)
+async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """What ``configure`` does, then this replica's shard Leases and object loops."""
+    global _sharded  # noqa: PLW0603 - one runtime per process, like the wake routes
+    await _configure(settings, memo)
+    reconciler: Reconciler = memo.reconciler
+    store = Store()
+
+    async def schedule(body: Mapping[str, Any]) -> bool:
+        try:
+            await _schedule(memo, body)
+        except DrillScheduleConflict as conflict:
+            log.warning("%s", conflict)
+            return False
+        except API_ERRORS as error:
+            log.warning("drill schedule: %s", error)
+            return False
+        return True
+
+    model_work = ModelDeploymentWork(
+        read=lambda namespace, name: store.get(MODEL_DEPLOYMENT, namespace, name),
+        one_pass=lambda body: _one_pass(reconciler, body),
+        give_back=lambda body: _give_back(reconciler, body),
+        resource=lambda body: ModelDeploymentResource(dict(body), api=reconciler.api),
+        slots=memo.pass_slots,
+        schedule_drills=schedule,
+        retry_seconds=ERROR_BACKOFF_SECONDS,
+    )
+    drills: DrillExecutor = memo.drills
+    _sharded = ShardedRuntime(
+        reconciler.api,
+        lease_namespace=memo.shard_namespace,
+        identity=memo.shard_identity,
+        shards=int(memo.shards),
+        namespaces=_watched(memo),
+        model_work=model_work,
+        drill_work=DrillWork(
+            one_pass=lambda namespace, name: _one_drill_pass(drills, namespace, name),
+            retry_seconds=ERROR_BACKOFF_SECONDS,
+        ),
+        store=store,
+    )
+    _sharded.start()
+
+
+@kopf.on.cleanup(registry=SHARDED)
+async def stop_sharded(memo: kopf.Memo, **_: Any) -> None:
+    """Every loop ended, then the Leases released at once (the others take over in a round)."""
+    global _sharded
+    runtime, _sharded = _sharded, None
+    if runtime is not None:
+        await runtime.stop()
+    await stop(getattr(memo, "watch_task", None))
