@@ -234,9 +234,10 @@ class ShardManager:
     async def round(self) -> None:
         """Read every Lease, plan, stop acting on what is going, then write.
 
-        Writes: the presence Lease, the acquired shards, the kept shards whose
-        renewal is due (a third of the duration after the last send), and the
-        released ones.
+        Writes, in order: the presence Lease, the acquired shards, the kept
+        shards whose renewal is due (a third of the duration after the last
+        send); then ``on_change`` is awaited (lost shards' loops end, gained
+        ones start); then the released shards are written free.
         """
         read_at = self.now()
         leases = await self.store.list()
@@ -263,8 +264,10 @@ class ShardManager:
             memory.shard_sightings,
             memory.presence_sightings,
         )
-        await self._announce()
-
+        # Shards lost are already out of the holdings (owns() says no), but
+        # their loops are stopped only after the renewals below: stopping
+        # awaits the loops, up to a grace of seconds, and renewals held back
+        # that long would let the kept shards lapse too.
         duration = int(self.timing.lease_duration)
         await self.store.write(
             replica_lease_name(self.identity),
@@ -286,6 +289,8 @@ class ShardManager:
                 self.holdings = self.holdings.renewed(k, sent_at)
             else:
                 self.holdings = self.holdings.without({k})
+        # Before a Lease is written free, every loop acting under it has ended.
+        await self._announce()
         for k in sorted(plan.release):
             name = shard_lease_name(k)
             await self.store.write(

@@ -1,0 +1,99 @@
+"""One ShardManager round over a fake Lease store: stopping the loops of a lost shard
+(which may take a grace of seconds) holds back the release of that shard, never the
+renewals of the shards it keeps."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from modelcanary.shards.leases import (
+    REPLICA_PREFIX,
+    SHARD_PREFIX,
+    ShardManager,
+    replica_lease_name,
+    shard_lease_name,
+)
+from modelcanary.shards.ownership import Timing
+from tests.unit.fake_kube import FakeKube
+
+pytestmark = pytest.mark.unit
+
+TIMING = Timing(lease_duration=3.0, renew_deadline=2.0, retry_period=0.5)
+
+
+class FakeLeases:
+    """Leases by name with a resourceVersion; writes recorded in order, never refused."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.writes: list[tuple[str, str | None]] = []
+        self._version = 0
+
+    async def list(self) -> dict[str, dict[str, Any]]:
+        return {name: dict(body) for name, body in self.leases.items()}
+
+    async def write(
+        self,
+        name: str,
+        read: dict[str, Any] | None,
+        *,
+        holder: str | None,
+        duration_seconds: int,
+        purpose: str,
+    ) -> bool:
+        self._version += 1
+        self.leases[name] = {
+            "metadata": {"name": name, "resourceVersion": str(self._version)},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration_seconds},
+        }
+        self.writes.append((name, holder))
+        return True
+
+    def hold(self, name: str, holder: str) -> None:
+        self._version += 1
+        self.leases[name] = {
+            "metadata": {"name": name, "resourceVersion": str(self._version)},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3},
+        }
+
+
+def test_a_slow_stop_of_a_lost_shard_holds_back_its_release_not_the_renewals() -> None:
+    async def test() -> None:
+        store = FakeLeases()
+        manager = ShardManager(FakeKube().api(), "ops", "a", shards=2, timing=TIMING)
+        manager.store = store  # type: ignore[assignment]
+        clock = [1000.0]
+        manager.now = lambda: clock[0]  # type: ignore[method-assign]
+        # Alone, "a" takes both shards.
+        await manager.round()
+        assert manager.owned() == {0, 1}
+        # "b" joins: "a" keeps one shard and releases the other. Make the kept
+        # one due for renewal by waiting out the renew interval.
+        store.hold(replica_lease_name("b"), "b")
+        clock[0] += TIMING.renew_interval
+        seen_at_stop: list[list[tuple[str, str | None]]] = []
+        stopping = asyncio.Event()
+
+        async def on_change(gained: frozenset[int], lost: frozenset[int]) -> None:
+            if lost:
+                seen_at_stop.append(list(store.writes))
+                stopping.set()
+                await asyncio.sleep(0)  # a loop finishing its pass
+
+        manager.on_change = on_change
+        store.writes.clear()
+        await manager.round()
+        assert stopping.is_set()
+        kept = next(iter(manager.owned()))
+        released = 1 - kept
+        # When the lost shard's loops were being stopped, the kept shard had been
+        # renewed, and the released one not yet written free.
+        assert (shard_lease_name(kept), "a") in seen_at_stop[0]
+        assert (shard_lease_name(released), None) not in seen_at_stop[0]
+        assert store.writes[-1] == (shard_lease_name(released), None)
+        assert all(n.startswith((SHARD_PREFIX, REPLICA_PREFIX)) for n, _ in store.writes)
+
+    asyncio.run(test())
