@@ -454,6 +454,7 @@ async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
         slots=memo.pass_slots,
         schedule_drills=schedule,
         retry_seconds=ERROR_BACKOFF_SECONDS,
+        forget=reconciler.forget,
     )
     drills: DrillExecutor = memo.drills
     _sharded = ShardedRuntime(

@@ -47,6 +47,7 @@ class World:
         self.schedules: list[Any] = []
         self.schedule_failures = 0
         self.passes_wanted = 1
+        self.forgotten: list[str] = []
         self.loop = ObjectLoop(ObjectKey(MODEL_DEPLOYMENT, "ns", "m"), ("ns", "m"), self.owns)
 
     def owns(self, namespace: str, name: str) -> bool:
@@ -85,6 +86,7 @@ class World:
             slots=asyncio.Semaphore(1),
             schedule_drills=self.schedule_drills,
             retry_seconds=0.0,
+            forget=self.forgotten.append,
         )
         asyncio.run(asyncio.wait_for(run_model_deployment(self.loop, work), timeout=WAIT))
 
@@ -99,6 +101,7 @@ def test_the_finalizer_is_added_before_the_first_pass_even_while_the_watch_lags(
     assert world.finalizers() == [FINALIZER]
     assert len(world.kube.writes()) == 1
     assert [obj["metadata"]["finalizers"] for obj in world.passes] == [[FINALIZER]]
+    assert world.forgotten == ["uid-m"]  # told to stop (a shard moving away): forgotten too
 
 
 def test_a_deleted_object_gets_its_route_back_then_loses_the_finalizer() -> None:
@@ -108,6 +111,7 @@ def test_a_deleted_object_gets_its_route_back_then_loses_the_finalizer() -> None
     assert world.given_back == ["m"]
     assert world.finalizers() == []
     assert world.passes == []
+    assert world.forgotten == ["uid-m"]  # what the reconciler kept for it is dropped
 
 
 def test_a_deleted_object_without_our_finalizer_is_left_alone() -> None:

@@ -61,10 +61,23 @@ class ModelDeploymentWork:
     idempotent)."""
     retry_seconds: float = 5.0
     """After a failed write of the finalizer, or a clean-up that failed."""
+    forget: Callable[[str], None] | None = None
+    """Called with the object's uid when its loop ends (gone, finalized, or the shard
+    moved away): drop what the operator kept for it (``Reconciler.forget``)."""
 
 
 async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> None:
     """Until the object is gone, finalized, or the loop is told to stop."""
+    uids: set[str] = set()
+    try:
+        await _run(loop, work, uids)
+    finally:
+        if work.forget is not None:
+            for uid in uids:
+                work.forget(uid)
+
+
+async def _run(loop: ObjectLoop, work: ModelDeploymentWork, uids: set[str]) -> None:
     namespace, name = loop.key.namespace, loop.key.name
     # The API server's answer to this loop's last finalizer write: the watch may lag it.
     answer: Mapping[str, Any] | None = None
@@ -76,6 +89,8 @@ async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> N
         if answer is not None and known_newer(answer, obj):
             obj = answer
         metadata = obj.get("metadata") or {}
+        if metadata.get("uid"):
+            uids.add(str(metadata["uid"]))
         finalizers = metadata.get("finalizers") or []
         if metadata.get("deletionTimestamp"):
             if FINALIZER not in finalizers:
@@ -93,13 +108,29 @@ async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> N
             if not loop.owns():
                 return
             delay = await work.one_pass(obj)
-            drill = (obj.get("spec") or {}).get("drill")
-            if work.schedule_drills is not None and drill_applied != [drill] and loop.owns():
-                if await work.schedule_drills(obj):
-                    drill_applied = [drill]
-                else:
-                    delay = min(delay, work.retry_seconds)
+            delay = await _schedule_drills(loop, work, obj, drill_applied, delay)
         await loop.sleep(delay)
+
+
+async def _schedule_drills(
+    loop: ObjectLoop,
+    work: ModelDeploymentWork,
+    obj: Mapping[str, Any],
+    drill_applied: list[Any],
+    delay: float,
+) -> float:
+    """After a pass: the drill CronJob, when ``spec.drill`` is not what this loop applied.
+
+    ``drill_applied`` holds the applied ``spec.drill`` (empty before the first
+    apply) and is updated; returns the delay, shortened to retry a failed apply.
+    """
+    drill = (obj.get("spec") or {}).get("drill")
+    if work.schedule_drills is None or drill_applied == [drill] or not loop.owns():
+        return delay
+    if await work.schedule_drills(obj):
+        drill_applied[:] = [drill]
+        return delay
+    return min(delay, work.retry_seconds)
 
 
 async def _finalize(loop: ObjectLoop, work: ModelDeploymentWork, obj: Mapping[str, Any]) -> bool:
