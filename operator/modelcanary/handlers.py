@@ -454,7 +454,7 @@ async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
         slots=memo.pass_slots,
         schedule_drills=schedule,
         retry_seconds=ERROR_BACKOFF_SECONDS,
-        forget=reconciler.forget,
+        forget=lambda namespace, name, uid: _forget(reconciler, namespace, name, uid),
     )
     drills: DrillExecutor = memo.drills
     _sharded = ShardedRuntime(
@@ -471,6 +471,13 @@ async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
         store=store,
     )
     _sharded.start()
+
+
+def _forget(reconciler: Reconciler, namespace: str, name: str, uid: str) -> None:
+    """A sharded loop ended: the object is gone, or another replica runs it and exports
+    its status now."""
+    reconciler.forget(uid)
+    telemetry.forget(namespace, name)
 
 
 @kopf.on.cleanup(registry=SHARDED)

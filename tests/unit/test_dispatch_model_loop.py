@@ -86,7 +86,7 @@ class World:
             slots=asyncio.Semaphore(1),
             schedule_drills=self.schedule_drills,
             retry_seconds=0.0,
-            forget=self.forgotten.append,
+            forget=lambda namespace, name, uid: self.forgotten.append(f"{namespace}/{name}/{uid}"),
         )
         asyncio.run(asyncio.wait_for(run_model_deployment(self.loop, work), timeout=WAIT))
 
@@ -101,7 +101,7 @@ def test_the_finalizer_is_added_before_the_first_pass_even_while_the_watch_lags(
     assert world.finalizers() == [FINALIZER]
     assert len(world.kube.writes()) == 1
     assert [obj["metadata"]["finalizers"] for obj in world.passes] == [[FINALIZER]]
-    assert world.forgotten == ["uid-m"]  # told to stop (a shard moving away): forgotten too
+    assert world.forgotten == ["ns/m/uid-m"]  # told to stop (a shard moving away): forgotten too
 
 
 def test_a_deleted_object_gets_its_route_back_then_loses_the_finalizer() -> None:
@@ -111,7 +111,7 @@ def test_a_deleted_object_gets_its_route_back_then_loses_the_finalizer() -> None
     assert world.given_back == ["m"]
     assert world.finalizers() == []
     assert world.passes == []
-    assert world.forgotten == ["uid-m"]  # what the reconciler kept for it is dropped
+    assert world.forgotten == ["ns/m/uid-m"]  # what the reconciler kept for it is dropped
 
 
 def test_a_deleted_object_without_our_finalizer_is_left_alone() -> None:

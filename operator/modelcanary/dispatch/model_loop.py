@@ -61,9 +61,10 @@ class ModelDeploymentWork:
     idempotent)."""
     retry_seconds: float = 5.0
     """After a failed write of the finalizer, or a clean-up that failed."""
-    forget: Callable[[str], None] | None = None
-    """Called with the object's uid when its loop ends (gone, finalized, or the shard
-    moved away): drop what the operator kept for it (``Reconciler.forget``)."""
+    forget: Callable[[str, str, str], None] | None = None
+    """Called with (namespace, name, uid) when the object's loop ends (gone, finalized,
+    or the shard moved away): drop what this replica kept and exports for it (the
+    reconciler's own writes, the status gauges; the new owner exports them now)."""
 
 
 async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> None:
@@ -74,7 +75,7 @@ async def run_model_deployment(loop: ObjectLoop, work: ModelDeploymentWork) -> N
     finally:
         if work.forget is not None:
             for uid in uids:
-                work.forget(uid)
+                work.forget(loop.key.namespace, loop.key.name, uid)
 
 
 async def _run(loop: ObjectLoop, work: ModelDeploymentWork, uids: set[str]) -> None:
