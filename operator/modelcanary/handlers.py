@@ -370,8 +370,8 @@ def _report_drill(obj: Mapping[str, Any], result: DrillPassResult) -> None:
     namespace = obj["metadata"]["namespace"]
     _post(reference, result.decision.events, result.failed)
     summary = result.decision.summary
+    md_name = str((obj.get("spec") or {}).get("modelDeployment", ""))
     if summary is not None:
-        md_name = str((obj.get("spec") or {}).get("modelDeployment", ""))
         telemetry.record_drill(namespace, md_name, summary)
     if result.finished or result.decision.status.phase.value != (obj.get("status") or {}).get(
         "phase"

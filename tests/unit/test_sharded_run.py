@@ -3,6 +3,7 @@ no per-object handler (kopf would add and remove its finalizer from every replic
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -63,3 +64,31 @@ def test_the_default_is_unchanged_and_the_identity_defaults_to_the_pod(
 def test_refused_flags(monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str) -> None:
     with pytest.raises(SystemExit, match=message):
         kopf_run(monkeypatch, *argv)
+
+
+def test_a_drill_that_ends_wakes_its_model_deployments_sharded_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a summary to record (a drill refused or failed early), too."""
+    woken: list[tuple[str, str]] = []
+
+    class Runtime:
+        def wake_model_deployment(self, namespace: str, name: str) -> None:
+            woken.append((namespace, name))
+
+    monkeypatch.setattr(handlers, "_sharded", Runtime())
+    drill = {
+        "apiVersion": "modelcanary.io/v1alpha1",
+        "kind": "RollbackDrill",
+        "metadata": {"namespace": "ns", "name": "d", "uid": "u"},
+        "spec": {"modelDeployment": "fraud"},
+        "status": {"phase": "Running"},
+    }
+    decision = SimpleNamespace(
+        events=[], summary=None, status=SimpleNamespace(phase=SimpleNamespace(value="Refused"))
+    )
+    result = SimpleNamespace(
+        decision=decision, failed=None, finished=True, model_deployment_uid=None
+    )
+    handlers._report_drill(drill, result)  # type: ignore[arg-type]
+    assert woken == [("ns", "fraud")]
