@@ -74,6 +74,7 @@ from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource, r
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.rollout.decision import Action, Event
+from modelcanary.shards.ownership import Timing
 from modelcanary.view.store import MODEL_DEPLOYMENT, Owner, Store
 from modelcanary.view.wake import WakeRoutes, owner_for
 from modelcanary.view.watch import View, Watcher, stop
@@ -462,6 +463,7 @@ async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
         lease_namespace=memo.shard_namespace,
         identity=memo.shard_identity,
         shards=int(memo.shards),
+        timing=Timing.scaled(float(getattr(memo, "shard_lease_seconds", None) or 15)),
         namespaces=_watched(memo),
         model_work=model_work,
         drill_work=DrillWork(

@@ -34,6 +34,13 @@ def test_sharded_mode_runs_kopf_without_per_object_handlers(
     assert run["standalone"] is True
     memo = run["memo"]
     assert (memo["shards"], memo["shard_identity"], memo["shard_namespace"]) == (4, "op-a", "ops")
+    assert memo["shard_lease_seconds"] == 15
+    assert (
+        kopf_run(monkeypatch, "--shards", "2", "--shard-lease-seconds", "3")["memo"][
+            "shard_lease_seconds"
+        ]
+        == 3
+    )
     registry = handlers.SHARDED
     for per_object in (registry._changing, registry._spawning, registry._watching):
         assert per_object.get_all_handlers() == []
@@ -58,6 +65,7 @@ def test_the_default_is_unchanged_and_the_identity_defaults_to_the_pod(
     ("argv", "message"),
     [
         (["--shards", "0"], "--shards must be at least 1"),
+        (["--shards", "2", "--shard-lease-seconds", "0"], "--shard-lease-seconds must be at"),
         (["--shards", "2", "--peering", "p"], "--shards and --peering exclude each other"),
     ],
 )

@@ -116,6 +116,11 @@ class Timing:
         """
         return self.lease_duration / 3
 
+    @classmethod
+    def scaled(cls, lease_duration: float) -> Timing:
+        """client-go's proportions for a lease of ``lease_duration`` s (15: 15 / 10 / 2 s)."""
+        return cls(lease_duration, lease_duration * 2 / 3, lease_duration * 2 / 15)
+
     def takeover_bound(self, round_latency: float = 0.0) -> float:
         """Worst case from a replica's death until its shards are owned again.
 

@@ -137,6 +137,13 @@ def test_a_held_shard_is_renewed_a_third_of_the_duration_after_the_last_send() -
     assert holdings.renewal_due(1, now=50.0, timing=FAST)
 
 
+def test_scaled_timing_keeps_client_gos_proportions() -> None:
+    assert Timing.scaled(15) == DEFAULT
+    short = Timing.scaled(3)
+    assert (short.lease_duration, short.renew_deadline) == (3, 2)
+    assert short.retry_period == pytest.approx(0.4)
+
+
 def test_the_renewal_must_fall_due_a_round_before_the_deadline() -> None:
     with pytest.raises(ValueError, match="lease_duration / 3 \\+ retry_period < renew_deadline"):
         Timing(lease_duration=15, renew_deadline=6, retry_period=2)
