@@ -109,6 +109,14 @@ for the object (docs/sharding.md, "Wiring it in"); with none registered it
 never writes a ModelDeployment or a RollbackDrill."""
 
 
+@kopf.on.login(registry=SHARDED)
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """As kopf's default registry logs in (a registry of our own starts with no login
+    handler, and kopf would then refuse to start): through the kubernetes client's
+    kubeconfig or in-cluster configuration."""
+    return kopf.login_via_client(**kwargs)
+
+
 def _wake_owners(owners: set[Owner]) -> None:
     """A watch event changed these owners' objects: wake their passes."""
     if _sharded is not None:
@@ -256,11 +264,13 @@ def _reference(obj: Mapping[str, Any]) -> kopf.Body:
 
 
 def _post(reference: kopf.Body, events: Iterable[Event], failed: tuple[Action, str] | None) -> None:
+    # kopf.event only works in kopf's own object tasks; sharded mode posts its own.
+    post = _sharded.events.post if _sharded is not None else kopf.event
     for event in events:
-        kopf.event(reference, type=event.type, reason=event.reason, message=event.message)
+        post(reference, type=event.type, reason=event.reason, message=event.message)
     if failed is not None:
         action, error = failed
-        kopf.event(
+        post(
             reference,
             type="Warning",
             reason="ActionFailed",

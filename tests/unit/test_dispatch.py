@@ -211,3 +211,34 @@ def test_a_crashed_loop_is_started_again_after_a_backoff() -> None:
         await dispatch.close()
 
     run(test)
+
+
+def test_a_loop_that_ended_on_a_lapsed_shard_runs_again_once_it_is_renewed() -> None:
+    """A late renewal makes owns() say no for a moment; the manager reports no change
+    when the next renewal succeeds, so the dispatcher itself must start the loop
+    again (else the object waits for its next spec change: found on a real API
+    server). A lapse that becomes a loss is still stopped by ownership_changed."""
+
+    async def test() -> None:
+        loops = Loops(owned={("ns", "a")})
+        dispatch = dispatcher(loops, lapse_poll=0.01)
+        dispatch.observed(md("a"), ("ns", "a"))
+        await until(loops, lambda: loops.passes.get(md("a")) == 1)
+        loops.owned.clear()  # the lapse: the loop's next owns() ends it
+        dispatch.wake(md("a"))
+        await until(loops, lambda: loops.ended == [md("a")])
+        await settle()
+        assert dispatch.running() == {md("a")}  # waiting, not acting
+        assert loops.passes[md("a")] == 1
+        loops.owned.add(("ns", "a"))  # renewed: no ownership change is reported
+        await until(loops, lambda: loops.passes.get(md("a")) == 2)
+        assert loops.most_concurrent == 1
+        # Lapsed again, and this time lost: the manager reports it.
+        loops.owned.clear()
+        dispatch.wake(md("a"))
+        await until(loops, lambda: len(loops.ended) == 2)
+        await dispatch.ownership_changed(set(), {0})
+        assert dispatch.running() == frozenset()
+        await dispatch.close()
+
+    run(test)

@@ -45,7 +45,9 @@ def test_sharded_mode_runs_kopf_without_per_object_handlers(
     for per_object in (registry._changing, registry._spawning, registry._watching):
         assert per_object.get_all_handlers() == []
     activities = {h.fn.__name__ for h in registry._activities.get_all_handlers()}
-    assert activities == {"start_sharded", "stop_sharded"}
+    # A registry of our own has no login handler unless we add one: without it kopf
+    # refused to start ("Ran out of valid credentials"), found on the first run.
+    assert activities == {"_login", "start_sharded", "stop_sharded"}
 
 
 def test_the_default_is_unchanged_and_the_identity_defaults_to_the_pod(
@@ -83,6 +85,8 @@ def test_a_drill_that_ends_wakes_its_model_deployments_sharded_loop(
     class Runtime:
         def wake_model_deployment(self, namespace: str, name: str) -> None:
             woken.append((namespace, name))
+
+        events = SimpleNamespace(post=lambda *_, **__: None)
 
     monkeypatch.setattr(handlers, "_sharded", Runtime())
     drill = {

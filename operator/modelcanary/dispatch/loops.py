@@ -45,6 +45,8 @@ Well under ``lease_duration - renew_deadline`` (5 s with the defaults is the
 whole margin; a pass is a few ms to a few s of API calls): a shard being
 released is written free only after its loops end."""
 CRASH_BACKOFF_SECONDS: Final = 5.0
+LAPSE_POLL_SECONDS: Final = 0.5
+"""How often a loop that ended on a lapsed shard asks whether it is owned again."""
 
 
 @dataclass(frozen=True, order=True)
@@ -106,11 +108,13 @@ class Dispatcher:
         *,
         stop_grace: float = DEFAULT_STOP_GRACE_SECONDS,
         crash_backoff: float = CRASH_BACKOFF_SECONDS,
+        lapse_poll: float = LAPSE_POLL_SECONDS,
     ) -> None:
         self.owns = owns
         self.run_loops = run_loops
         self.stop_grace = stop_grace
         self.crash_backoff = crash_backoff
+        self.lapse_poll = lapse_poll
         self._entries: dict[ObjectKey, _Entry] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._draining: dict[ObjectKey, asyncio.Task[None]] = {}
@@ -184,12 +188,35 @@ class Dispatcher:
         )
 
     async def _guarded(self, key: ObjectKey, loop: ObjectLoop) -> None:
-        """Run the loop; after a crash, again after a backoff while still wanted and owned."""
+        """Run the loop; after a crash, again after a backoff while still wanted and owned;
+        after it ended on a lapsed shard, again once the shard is renewed.
+
+        A lapse is a shard whose renewal was sent late (a slow round, a slow
+        API server): :meth:`ObjectLoop.owns` says no until the next renewal,
+        and the loop, which asks before every step, ends. The Lease manager
+        reports no change when that renewal succeeds, since the shard never
+        left this replica, so nothing else would start the loop again: the
+        object would sit unserved until its next spec change (a canary stuck
+        mid-step, seen on the first run of three replicas). If the shard is
+        lost for good instead, :meth:`ownership_changed` stops this task.
+        """
         run = self.run_loops[key.kind]
         while True:
             try:
                 await run(loop)
-                return
+                if not self._lapsed(key, loop):
+                    return
+                log.warning(
+                    "%s %s/%s: shard lapsed; waiting for its renewal",
+                    key.kind,
+                    key.namespace,
+                    key.name,
+                )
+                while self._lapsed(key, loop):
+                    await loop.sleep(self.lapse_poll)
+                if loop.stopping.is_set() or self._entries.get(key) is None:
+                    return
+                continue
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one object's loop must not end the others'
@@ -197,6 +224,16 @@ class Dispatcher:
             await loop.sleep(self.crash_backoff)
             if not loop.owns() or self._entries.get(key) is None:
                 return
+
+    def _lapsed(self, key: ObjectKey, loop: ObjectLoop) -> bool:
+        """Still this loop's object and not told to stop, but not owned right now."""
+        entry = self._entries.get(key)
+        return (
+            entry is not None
+            and entry.loop is loop
+            and not loop.stopping.is_set()
+            and not self.owns(*entry.owner)
+        )
 
     def _stop_entry(self, key: ObjectKey, entry: _Entry) -> None:
         """Stop in the background (the caller cannot await); it starts again if still owned."""

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import kr8s.asyncio
 
 from modelcanary.dispatch.drill_loop import DrillWork, run_drill
+from modelcanary.dispatch.events import EventPoster
 from modelcanary.dispatch.feed import Feed
 from modelcanary.dispatch.loops import (
     MODEL_DEPLOYMENT,
@@ -71,6 +72,8 @@ class ShardedRuntime:
             selector="",
             on_keys=self.feed.keys_changed,
         )
+        self.events = EventPoster(api)
+        """Events of the passes here (kopf's ``kopf.event`` needs kopf's own object tasks)."""
         self.model_work = model_work
         self.drill_work = drill_work
         self._tasks: list[asyncio.Task[None]] = []
@@ -92,11 +95,12 @@ class ShardedRuntime:
         self._tasks = [
             asyncio.create_task(self.manager.run(), name="modelcanary-shard-leases"),
             asyncio.create_task(self.watcher.run(), name="modelcanary-dispatched-watch"),
+            asyncio.create_task(self.events.run(), name="modelcanary-events"),
         ]
 
     async def stop(self) -> None:
         """Graceful: no new shards, every loop ended, then the Leases given up at once."""
-        leases, watch = self._tasks or (None, None)
+        leases, watch, events = self._tasks or (None, None, None)
         if leases is not None:
             leases.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,3 +109,5 @@ class ShardedRuntime:
         await self.feed.drain()
         await self.manager.release()
         await stop(watch)
+        await stop(events)
+        await self.events.drain()

@@ -269,26 +269,42 @@ class ShardManager:
         # awaits the loops, up to a grace of seconds, and renewals held back
         # that long would let the kept shards lapse too.
         duration = int(self.timing.lease_duration)
-        await self.store.write(
+        # All at once, not one after another: each write is its own compare-and-
+        # swap on its own Lease, and in sequence a round of a few shards took
+        # several API round trips, enough on a loaded API server (100-300 ms a
+        # write) to send a renewal after its deadline and lapse a shard that
+        # nobody else wanted (found on the first run of three replicas).
+        claimed = sorted(plan.acquire | plan.renew)
+        sent_at = self.now()
+        presence_write = self.store.write(
             replica_lease_name(self.identity),
             leases.get(replica_lease_name(self.identity)),
             holder=self.identity,
             duration_seconds=duration,
             purpose="presence",
         )
-        for k in sorted(plan.acquire | plan.renew):
-            name = shard_lease_name(k)
-            sent_at = self.now()
-            if await self.store.write(
-                name,
-                leases.get(name),
+        claim_writes = [
+            self.store.write(
+                shard_lease_name(k),
+                leases.get(shard_lease_name(k)),
                 holder=self.identity,
                 duration_seconds=duration,
                 purpose="claim",
-            ):
+            )
+            for k in claimed
+        ]
+        results = await asyncio.gather(presence_write, *claim_writes, return_exceptions=True)
+        for k, result in zip(claimed, results[1:], strict=True):
+            if result is True:
                 self.holdings = self.holdings.renewed(k, sent_at)
-            else:
+            elif result is False:  # another replica's write won, or the Lease is gone
                 self.holdings = self.holdings.without({k})
+            # A failed write changes nothing: a held shard stays until its deadline.
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            # As before, an API failure ends the round (run() logs it and retries);
+            # the claims that did succeed are recorded above.
+            raise failed[0]
         # Before a Lease is written free, every loop acting under it has ended.
         await self._announce()
         for k in sorted(plan.release):

@@ -97,3 +97,42 @@ def test_a_slow_stop_of_a_lost_shard_holds_back_its_release_not_the_renewals() -
         assert all(n.startswith((SHARD_PREFIX, REPLICA_PREFIX)) for n, _ in store.writes)
 
     asyncio.run(test())
+
+
+class SlowLeases(FakeLeases):
+    """Every write takes ``latency`` s, and how many are in flight at once is counted."""
+
+    def __init__(self, latency: float) -> None:
+        super().__init__()
+        self.latency = latency
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def write(self, name: str, read: dict[str, Any] | None, **kwargs: Any) -> bool:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.latency)
+            return await super().write(name, read, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+def test_a_rounds_writes_go_out_together_so_a_slow_api_server_does_not_lapse_the_shards() -> None:
+    """In sequence, 1 presence + 4 claims at 0.3 s a write took 1.5 s a round: with a
+    3 s lease (renewal due 1 s after a send, deadline 2 s) the renewals came late and
+    shards lapsed on a loaded machine. Together a round costs one write's latency."""
+
+    async def test() -> None:
+        store = SlowLeases(latency=0.05)
+        manager = ShardManager(FakeKube().api(), "ops", "a", shards=4, timing=TIMING)
+        manager.store = store  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await manager.round()
+        took = loop.time() - started
+        assert manager.owned() == {0, 1, 2, 3}
+        assert store.most_in_flight == 5  # the presence Lease and four shard claims
+        assert took < 3 * store.latency, took
+
+    asyncio.run(test())
