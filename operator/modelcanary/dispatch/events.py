@@ -106,7 +106,7 @@ class EventPoster:
             event = await self._queue.get()
             try:
                 await self._send(event)
-            except Exception:  # noqa: BLE001 - one bad event must not end every later one
+            except Exception:  # one bad event must not end every later one
                 log.exception("event %s for %s not posted", event.reason, event.reference)
 
     async def drain(self) -> None:
