@@ -11,6 +11,9 @@
 {{- if and (eq .Values.mode "namespaced") (empty .Values.watchNamespaces) -}}
 {{- fail "watchNamespaces: namespaced mode needs at least one namespace to watch" -}}
 {{- end -}}
+{{- if and .Values.ha.enabled (.Values.sharding | default dict).enabled -}}
+{{- fail "sharding.enabled and ha.enabled: choose one; sharded replicas all act, each on its own share, and peering would pause all but one" -}}
+{{- end -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.ha.enabled) -}}
 {{- fail "replicaCount: more than one replica needs ha.enabled (kopf peering), or the replicas would all act on the same objects; set ha.enabled and ha.replicas instead" -}}
 {{- end -}}

@@ -51,12 +51,11 @@ LABEL_LEASE = "modelcanary.io/lease"
 """``shard`` or ``replica``: what a Lease is for; the round's LIST selects on it."""
 SHARD_PREFIX = "modelcanary-shard-"
 REPLICA_PREFIX = "modelcanary-replica-"
-LEASE_VERBS = ("get", "list", "watch", "create", "update", "delete")
-"""The rights on Leases in the operator's namespace that sharding needs.
-
-Used here: list, create, update. get, watch and delete are for what comes
-with the wiring: a watch in place of the LIST per round, and removing a
-departed replica's presence Lease.
+LEASE_VERBS = ("list", "create", "update")
+"""The rights on Leases in the operator's namespace that sharding uses, and all the
+chart grants: a round LISTs them, creates the missing ones and updates the rest
+with the resourceVersion it read. A departed replica's presence Lease is left
+to expire (nothing deletes Leases), and nothing watches or GETs one.
 """
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
