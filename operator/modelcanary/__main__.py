@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=None,
         help="share the ModelDeployments among replicas through this many shard Leases "
-        "(docs/sharding.md; not yet proven on the full tier); off when unset",
+        "(docs/sharding.md; the chart's sharding.enabled); off when unset",
     )
     run.add_argument(
         "--shard-identity",

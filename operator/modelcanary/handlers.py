@@ -32,9 +32,9 @@ kopf's own bookkeeping (finalizer, progress and last-handled configuration)
 lives under the ``modelcanary.io`` prefix, so nothing in a user's objects says
 ``kopf.zalando.org``.
 
-Sharded mode (``run --shards N``, not yet proven on the full tier: see
-docs/sharding-wiring-status.md) gives kopf the :data:`SHARDED` registry
-instead: start-up and clean-up only, no per-object handler, so kopf never
+Sharded mode (``run --shards N``, docs/sharding.md) gives kopf the
+:data:`SHARDED` registry instead: log-in, start-up and clean-up only, no
+per-object handler, so kopf never
 writes a ModelDeployment. The passes, the finalizer, the drills and the drill
 schedule then run in :class:`~modelcanary.dispatch.runtime.ShardedRuntime`'s
 loops, in the replica that owns each object's shard, with the same pass and

@@ -15,5 +15,5 @@ one object. The package is split the way the rest of the operator is:
   and one per replica (its presence), written with optimistic concurrency;
   :class:`~modelcanary.shards.leases.ShardManager` runs the planner's rounds.
 
-Not wired into the passes yet: docs/sharding.md says what is missing.
+``modelcanary.dispatch`` runs the passes of the owned objects (docs/sharding.md).
 """
