@@ -199,15 +199,19 @@ class Reconciler:
             result.status_written = await self._write_status(obj, status, decision.status)
             return result
 
-        router = self.router_of(obj, spec)
-        observed = await self._observe(obj, spec, status, router, now, view=self.view)
+        # The pass's own view: what it writes while it observes (the router's
+        # shared Service, when missing) its direct view need not read again.
+        view = self.view.for_pass() if self.view is not None else None
+        router = self.router_of(obj, spec, view=view)
+        observed = await self._observe(obj, spec, status, router, now, view=view)
         decision = decide(spec, status, observed, now, generation=generation)
-        if self.view is not None and _changes(obj, status, decision):
+        acting_view: View | None = None
+        if view is not None and _changes(obj, status, decision) and not _routine(status, decision):
             # The view said there is something to do. Watches of different kinds
             # are not ordered with each other (a drill's Running and the
             # Deployment it then made may arrive either way round), so what is
             # done is decided on the API server's answers, read now.
-            direct = self.view.direct  # one for the pass: each object is read once
+            direct = acting_view = view.direct  # one for the pass: each object read once
             router = self.router_of(obj, spec, view=direct)
             observed = await self._observe(
                 obj, spec, status, router, now, view=direct, analysis=observed.analysis
@@ -218,7 +222,9 @@ class Reconciler:
         started = time.monotonic()
         await carry_out_in_order(
             decision.actions,
-            lambda action: self.carry_out(obj, spec, router, action, existing=observed.revisions),
+            lambda action: self.carry_out(
+                obj, spec, router, action, existing=observed.revisions, view=acting_view
+            ),
             result,
             who=f"{metadata['namespace']}/{metadata['name']}",
         )
@@ -343,9 +349,11 @@ class Reconciler:
         action: Action,
         *,
         existing: Collection[str] | None = None,
+        view: View | None = None,
     ) -> None:
         """Carry out one action; ``existing``: the revisions whose Deployments the
-        pass has just read on the API server (a new one is created without a GET)."""
+        pass has just read on the API server (a new one is created without a GET);
+        ``view``: the pass's direct view, told what is written."""
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         if isinstance(action, EnsureRevision):
             replicas = action.replicas if action.replicas is not None else 0
@@ -372,6 +380,7 @@ class Reconciler:
                 manage_replicas=action.replicas is not None,
                 manifest_autoscaler=autoscaler,
                 new=existing is not None and action.revision not in existing,
+                view=view,
             )
         elif isinstance(action, ScaleRevision):
             await applier.scale_revision(
@@ -425,6 +434,21 @@ def _changes(obj: Mapping[str, Any], status: ModelDeploymentStatus, decision: De
     if decision.status == status and decision.status.to_dict() == (obj.get("status") or {}):
         return False
     return bool(merge_patch(obj.get("status") or {}, decision.status.to_dict()))
+
+
+def _routine(before: ModelDeploymentStatus, decision: Decision) -> bool:
+    """Whether the pass only records an analysis look: no action, no event, and nothing
+    in the status but its ``analysis`` changed.
+
+    Such a pass is decided on the view without reading the API server again: it
+    writes what the look saw in Prometheus (read just now) and changes nothing
+    the view could have misled it about, no phase, revision, weight, step,
+    condition or history. Every look of every canary was one of these, and its
+    re-reads were five requests of the six a look cost (bench-scale).
+    """
+    if decision.actions or decision.events:
+        return False
+    return decision.status.model_copy(update={"analysis": before.analysis}) == before
 
 
 def _values(

@@ -153,7 +153,15 @@ class ReplicasRouter:
         """
         existing = await self._service()
         if existing is None or self._is_ours(existing):
-            await apply_service(self.api, self.manifest(), existing=existing)
+            # A view's None is an answer (a direct read, or a synced watch): create
+            # at once, and a 409 still reads and patches.
+            await apply_service(
+                self.api,
+                self.manifest(),
+                existing=existing,
+                absent=existing is None and self.view is not None,
+                view=self.view,
+            )
 
     async def _service(self) -> dict[str, Any] | None:
         if self.view is not None:
@@ -168,9 +176,12 @@ class ReplicasRouter:
         """
         weights = check_weights(weights)
         await self.ensure()
+        # A direct view holds this pass's read of the Deployments, with the pass's
+        # own writes in it (a new revision just created); a watch view may lag.
+        direct = self.view if self.view is not None and self.view.is_direct else None
         deployments = {
             str(d["metadata"]["labels"][LABEL_REVISION]): d
-            for d in await list_revisions(self.api, self.namespace, self.md_name)
+            for d in await list_revisions(self.api, self.namespace, self.md_name, view=direct)
             if (d["metadata"].get("labels") or {}).get(LABEL_REVISION)
         }
         missing = sorted(r for r, w in weights.items() if w > 0 and r not in deployments)

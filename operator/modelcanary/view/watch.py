@@ -97,7 +97,12 @@ class View:
     """
 
     def __init__(
-        self, api: kr8s.asyncio.Api, store: Store | None = None, *, direct: bool = False
+        self,
+        api: kr8s.asyncio.Api,
+        store: Store | None = None,
+        *,
+        direct: bool = False,
+        written: dict[tuple[str, ...], dict[str, Any]] | None = None,
     ) -> None:
         self.api = api
         self.store = store if store is not None else Store()
@@ -105,11 +110,23 @@ class View:
         self._read_once: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         """A direct view's reads, shared by concurrent readers: ("get", kind, namespace,
         name) or ("list", kind, namespace, model)."""
+        self._written = written
+        """A pass's view (:meth:`for_pass`): the API server's answers to its writes, by
+        ("get", kind, namespace, name), which its direct view starts from."""
+
+    def for_pass(self) -> View:
+        """A view for one pass: reads as this one does, and remembers the pass's writes,
+        so that its :attr:`direct` view does not read again what the pass just wrote."""
+        return View(self.api, self.store, written={})
 
     @property
     def direct(self) -> View:
-        """A new direct view, for one pass (each call starts with nothing read)."""
-        return View(self.api, self.store, direct=True)
+        """A new direct view, for one pass: it starts with nothing read but the answers
+        to the pass's own writes (a pass's view, :meth:`for_pass`)."""
+        view = View(self.api, self.store, direct=True)
+        for key, obj in (self._written or {}).items():
+            view._read_once[key] = _answered(obj)
+        return view
 
     async def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         store = self.store
@@ -148,21 +165,35 @@ class View:
         return await asyncio.shield(task)
 
     def remember(self, kind: Kind, obj: dict[str, Any]) -> None:
+        """The API server's answer to one of the operator's own writes."""
         metadata = obj.get("metadata") or {}
-        if metadata.get("name"):
-            self.store.upsert(kind, obj)
-            if self.is_direct:
-                # A later read of it in this pass gets what was written; the
-                # model's lists are dropped, since they no longer hold it as written.
-                namespace = str(metadata.get("namespace"))
-                done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                done.set_result(obj)
-                self._read_once = {
-                    key: read
-                    for key, read in self._read_once.items()
-                    if key[:3] != ("list", kind.plural, namespace)
-                }
-                self._read_once[("get", kind.plural, namespace, str(metadata["name"]))] = done
+        if not metadata.get("name"):
+            return
+        self.store.upsert(kind, obj)
+        namespace, name = str(metadata.get("namespace")), str(metadata["name"])
+        if self._written is not None:
+            self._written[("get", kind.plural, namespace, name)] = obj
+        if not self.is_direct:
+            return
+        # A later read in this pass gets what was written: the object itself, and
+        # the model's list with it in place of what was read (as a LIST now would
+        # answer). A list still being read is dropped: the next reader asks again.
+        model = (metadata.get("labels") or {}).get(LABEL_MODEL)
+        for key, read in list(self._read_once.items()):
+            if key[:3] != ("list", kind.plural, namespace):
+                continue
+            if not read.done() or read.cancelled() or read.exception() is not None:
+                del self._read_once[key]
+                continue
+            others = [o for o in read.result() if (o.get("metadata") or {}).get("name") != name]
+            self._read_once[key] = _answered([*others, obj] if key[3] == model else others)
+        self._read_once[("get", kind.plural, namespace, name)] = _answered(obj)
+
+
+def _answered(answer: Any) -> asyncio.Future[Any]:
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    done.set_result(answer)
+    return done
 
 
 async def api_get(

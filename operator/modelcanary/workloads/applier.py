@@ -43,7 +43,7 @@ from kr8s.asyncio.objects import APIObject, Deployment, HorizontalPodAutoscaler,
 
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RevisionObservation
-from modelcanary.view.store import AUTOSCALER, DEPLOYMENT
+from modelcanary.view.store import AUTOSCALER, DEPLOYMENT, SERVICE, Kind
 from modelcanary.view.watch import View
 from modelcanary.workloads.builders import LABEL_REVISION
 from modelcanary.workloads.patches import (
@@ -209,13 +209,23 @@ async def _create_or_patch(
     existing: Mapping[str, Any] | None = None,
     *,
     absent: bool = False,
+    view: View | None = None,
+    view_kind: Kind | None = None,
 ) -> Change:
+    """``view``: told the API server's answer to a create or patch (``view_kind``), so
+    the rest of the pass reads what was written without asking again."""
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+
+    def written(obj: APIObject) -> None:
+        if view is not None and view_kind is not None:
+            view.remember(view_kind, plain(obj))
+
     if existing is None and not absent:
         existing = await read(kind, api, namespace, name)
     if existing is None:
+        created = kind(json.loads(json.dumps(manifest)), api=api)
         try:
-            await kind(json.loads(json.dumps(manifest)), api=api).create()
+            await created.create()
         except kr8s.ServerError as error:
             # Someone (a previous pass, cut short) created it in between: patch instead.
             if error.response is None or error.response.status_code != 409:
@@ -224,12 +234,14 @@ async def _create_or_patch(
             if existing is None:
                 raise
         else:
+            written(created)
             return "created"
     ops: JsonPatch = diff(existing, manifest)
     if not ops:
         return "unchanged"
     obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
     await obj.patch(ops, type="json")
+    written(obj)
     return "patched"
 
 
@@ -239,13 +251,17 @@ async def apply_service(
     *,
     existing: Mapping[str, Any] | None = None,
     absent: bool = False,
+    view: View | None = None,
 ) -> Change:
     """Create a Service, or patch the fields the operator manages; idempotent.
 
     ``existing`` is the Service as the caller just read it, which saves a GET;
     so does ``absent`` (it is created at once; a 409 falls back to read and patch).
+    ``view`` is told what was written.
     """
-    return await _create_or_patch(Service, api, manifest, service_ops, existing, absent=absent)
+    return await _create_or_patch(
+        Service, api, manifest, service_ops, existing, absent=absent, view=view, view_kind=SERVICE
+    )
 
 
 async def apply_deployment(
@@ -254,6 +270,7 @@ async def apply_deployment(
     *,
     manage_replicas: bool = True,
     absent: bool = False,
+    view: View | None = None,
 ) -> Change:
     """Create a Deployment, or patch the fields the operator manages; idempotent.
 
@@ -266,7 +283,9 @@ async def apply_deployment(
     def diff(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> JsonPatch:
         return deployment_ops(existing, desired, manage_replicas=manage_replicas)
 
-    return await _create_or_patch(Deployment, api, manifest, diff, absent=absent)
+    return await _create_or_patch(
+        Deployment, api, manifest, diff, absent=absent, view=view, view_kind=DEPLOYMENT
+    )
 
 
 async def apply_autoscaler(api: kr8s.asyncio.Api, manifest: Mapping[str, Any]) -> Change:
@@ -282,12 +301,15 @@ async def apply_revision(
     manage_replicas: bool = True,
     manifest_autoscaler: Mapping[str, Any] | None = None,
     new: bool = False,
+    view: View | None = None,
 ) -> Applied:
     """Create or update one revision's Deployment, Service and HPA. Never deletes anything.
 
     ``new``: the caller has just read that the revision has no Deployment, so
     its objects are created without reading them first (one request each, not
     two, for every new revision; what exists after all is patched as usual).
+    ``view`` (the pass's direct view) is told what was written, so the router's
+    ``set_weight`` that follows lists the new Deployment without asking again.
     """
 
     async def autoscaler() -> Change | None:
@@ -296,8 +318,10 @@ async def apply_revision(
         return await apply_autoscaler(api, manifest_autoscaler)
 
     deployment, service, hpa = await asyncio.gather(
-        apply_deployment(api, manifest_deployment, manage_replicas=manage_replicas, absent=new),
-        apply_service(api, manifest_service, absent=new),
+        apply_deployment(
+            api, manifest_deployment, manage_replicas=manage_replicas, absent=new, view=view
+        ),
+        apply_service(api, manifest_service, absent=new, view=view),
         autoscaler(),
     )
     return Applied(deployment=deployment, service=service, autoscaler=hpa)

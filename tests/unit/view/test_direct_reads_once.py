@@ -19,7 +19,16 @@ from modelcanary.view.store import DEPLOYMENT, SERVICE
 from modelcanary.view.watch import View
 from modelcanary.workloads.builders import OwnerRef, build_shared_service_spec
 from tests.unit.fake_kube import Failure, FakeKube
-from tests.unit.pass_world import DEPLOYMENTS, NS, OLD, A, Cluster, FakeRouter, available_deployment
+from tests.unit.pass_world import (
+    DEPLOYMENTS,
+    NS,
+    OLD,
+    A,
+    B,
+    Cluster,
+    FakeRouter,
+    available_deployment,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -87,17 +96,29 @@ def test_what_the_pass_wrote_is_what_it_reads_next() -> None:
         written = {**available_deployment(A, replicas=3)}
         direct.remember(DEPLOYMENT, written)
         assert await direct.get(DEPLOYMENT, NS, f"fraud-{A}") is written
-        # The list no longer holds it as written: it is read again.
-        await direct.of_model(DEPLOYMENT, NS, "fraud")
+        # The model's list holds it as written, in place of what was read, as a
+        # LIST now would answer; and a new one is added to it.
+        assert await direct.of_model(DEPLOYMENT, NS, "fraud") == [written]
+        new = available_deployment(B)
+        direct.remember(DEPLOYMENT, new)
+        listed = await direct.of_model(DEPLOYMENT, NS, "fraud")
+        assert [d["metadata"]["name"] for d in listed] == [f"fraud-{A}", f"fraud-{B}"]
+        # Another model's object is not in this model's list.
+        other = available_deployment(A)
+        other["metadata"] = {**other["metadata"], "name": "churn-x"}
+        other["metadata"]["labels"] = {"modelcanary.io/model": "churn"}
+        direct.remember(DEPLOYMENT, other)
+        assert len(await direct.of_model(DEPLOYMENT, NS, "fraud")) == 2
 
     asyncio.run(one_pass())
-    assert reads(kube) == [DEPLOYMENTS, DEPLOYMENTS]
+    assert reads(kube) == [DEPLOYMENTS]
 
 
 def test_the_replicas_router_reads_the_service_and_deployments_once_a_pass() -> None:
-    """ensure, get_weight and set_weight of one pass: one GET of the Service and the
-    LIST that set_weight makes itself (it writes from what it reads, after the
-    pass's other actions). Before, each of the three read the Service again."""
+    """ensure, get_weight and set_weight of one pass: one GET of the Service and one
+    LIST of the Deployments. Before, each of the three read the Service again, and
+    set_weight listed the Deployments itself (the pass's own writes are in the
+    direct view's list now, so its answer holds what set_weight must see)."""
     kube = cluster()
 
     async def one_pass() -> None:
@@ -118,7 +139,7 @@ def test_the_replicas_router_reads_the_service_and_deployments_once_a_pass() -> 
         await router.set_weight({A: 100})
 
     asyncio.run(one_pass())
-    assert reads(kube) == [f"{SERVICES}/fraud", DEPLOYMENTS, DEPLOYMENTS]
+    assert reads(kube) == [f"{SERVICES}/fraud", DEPLOYMENTS]
     assert not kube.writes()
 
 
@@ -136,3 +157,24 @@ def test_a_new_objects_first_pass_creates_its_revision_without_reading_it_first(
         DEPLOYMENTS,
         SERVICES,
     }
+
+
+def test_a_direct_view_starts_from_what_its_pass_wrote_while_observing() -> None:
+    """The router's ensure creates a missing shared Service while the pass observes on
+    its view; the direct view the pass then reads before acting has that answer
+    already (a GET of it was one of a new object's requests). The next pass's view
+    starts afresh."""
+    kube = FakeKube()
+    service = build_shared_service_spec(md_name="fraud", namespace=NS, port=8080, owner=OWNER)
+    name = service["metadata"]["name"]
+
+    async def one_pass(write: bool) -> Any:
+        view = View(kube.api()).for_pass()
+        if write:
+            view.remember(SERVICE, service)
+        return await view.direct.get(SERVICE, NS, name)
+
+    assert asyncio.run(one_pass(write=True)) is service
+    assert reads(kube) == []
+    assert asyncio.run(one_pass(write=False)) is None  # not kept past its pass
+    assert reads(kube) == [f"{SERVICES}/{name}"]
