@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import pytest
 
@@ -40,7 +41,7 @@ class FakePrometheus:
         self.batch_answer: QueryResult | None = None
         self.single_answer: QueryResult | None = None
 
-    async def query_series(self, query: str) -> QueryResult:
+    async def query_series(self, query: str, *, at: datetime | None = None) -> QueryResult:
         self.queries.append(query)
         await asyncio.sleep(0)  # a real provider yields to the loop
         if "revision=~" in query:
