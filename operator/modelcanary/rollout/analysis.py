@@ -138,6 +138,38 @@ def _microseconds(span: timedelta) -> int:
     return span // timedelta(microseconds=1)
 
 
+def look_instant(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
+) -> datetime | None:
+    """The grid instant a due look at ``now`` evaluates its queries at: the latest one
+    at or before ``now``; None for a look not on the grid (the first, one at a weight
+    change: evaluated at ``now``) or one not due yet.
+
+    Every canary that looks for one instant asks Prometheus the same question,
+    however late its pass runs, so one answer serves them all (issue 15). The
+    latest instant, not the one that was due: a pass more than a period late
+    catches up in one look instead of one look per missed instant.
+    """
+    late = look_lateness(spec, status, now)
+    analysis = spec.analysis
+    state = status.analysis
+    if late is None or late < 0 or analysis is None or state is None:
+        return None
+    hurried = status.canary_weight > 0 and leaning_against_candidate(state)
+    return latest_grid_instant(now, analysis.interval, hurried=hurried)
+
+
+def latest_grid_instant(now: datetime, interval: str, *, hurried: bool = False) -> datetime:
+    """The instant of the look grid (:func:`next_look_at`) at or before ``now``."""
+    period = _microseconds(parse_duration(interval)) // (
+        HURRIED_LOOKS_PER_INTERVAL if hurried else 1
+    )
+    if period <= 0:
+        return now
+    epoch = _EPOCH if now.tzinfo is not None else _EPOCH.replace(tzinfo=None)
+    return epoch + timedelta(microseconds=_microseconds(now - epoch) // period * period)
+
+
 def look_lateness(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
 ) -> float | None:

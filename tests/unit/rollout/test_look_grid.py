@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from modelcanary.api.base import parse_duration
 from modelcanary.rollout.analysis import (
     HURRIED_LOOKS_PER_INTERVAL,
+    latest_grid_instant,
+    look_instant,
     next_look_at,
     seconds_until_due,
     seconds_until_next_look,
@@ -113,3 +115,44 @@ def test_the_first_look_and_one_at_a_new_weight_are_not_on_the_grid() -> None:
     assert seconds_until_due(world.spec, world.status, just_after) == 0.0
     world.status.analysis = None
     assert seconds_until_due(world.spec, world.status, just_after) == 0.0
+
+
+@given(now=instants, interval=st.sampled_from(INTERVALS), hurried=st.booleans())
+def test_the_latest_grid_instant_is_within_a_period_before_now(
+    now: datetime, interval: str, hurried: bool
+) -> None:
+    period = period_of(interval, hurried=hurried)
+    at = latest_grid_instant(now, interval, hurried=hurried)
+    assert now - period < at <= now
+    assert (at - EPOCH) % period == timedelta(0)
+
+
+def test_a_grid_look_is_evaluated_at_the_latest_instant_after_the_last_look() -> None:
+    """Late passes of one instant ask the same question; a pass more than a period
+    late catches up in one look."""
+    world = looked_at_ten_percent()  # interval 5s
+    analysis = world.status.analysis
+    assert analysis is not None
+    last = analysis.last_run_at
+    assert last is not None
+    due = next_look_at(last, "5s")
+    spec, status = world.spec, world.status
+    assert look_instant(spec, status, due - timedelta(milliseconds=1)) is None  # not due
+    assert look_instant(spec, status, due) == due
+    assert look_instant(spec, status, due + timedelta(seconds=4.9)) == due
+    assert look_instant(spec, status, due + timedelta(seconds=12)) == due + timedelta(seconds=10)
+    for result in analysis.results:
+        result.e_value = 3.0  # hurried: the quarter grid
+    assert look_instant(spec, status, due + timedelta(seconds=1.3)) == due + timedelta(seconds=1.25)
+
+
+def test_looks_at_once_are_evaluated_now() -> None:
+    world = looked_at_ten_percent()
+    analysis = world.status.analysis
+    assert analysis is not None
+    assert analysis.last_run_at is not None
+    later = analysis.last_run_at + timedelta(seconds=60)
+    analysis.weight = 0  # the weight changed since the last look
+    assert look_instant(world.spec, world.status, later) is None
+    world.status.analysis = None
+    assert look_instant(world.spec, world.status, later) is None
