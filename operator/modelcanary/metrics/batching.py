@@ -25,7 +25,12 @@ evaluates a query at a given instant the same whenever it is asked (up to
 samples that arrive late, which the judge copes with as with any scrape), so a
 kept answer is what the request's own query would have returned. Only answers
 split soundly are kept; an outage, a rejection or a distrusted batch are not.
-The online check is shared per instant too.
+Passes run concurrently, so a request may come while the query that will answer
+it is still in flight: a batched query at an instant is registered, for each
+revision it asks, as a future of its outcome, and a concurrent request for one
+of those revisions at that instant waits on it instead of asking again (an
+outage is its answer too; a rejected or distrusted batch sends it to ask singly
+itself). The online check is shared per instant too.
 
 Each request gets a :class:`~modelcanary.metrics.QueryResult`, every series with
 its labels, so that a caller can read an answer of several series (histogram
@@ -60,6 +65,12 @@ ANSWERS_KEPT: Final = 256
 GroupKey = tuple[str, str]
 """The batched template, and its text rendered without a revision."""
 
+Split = dict[str, tuple[Series, ...]]
+"""A soundly split batched answer: revision -> its series."""
+Shared = Split | QueryResult | None
+"""A batched query's outcome for the requests waiting on it: its split answer, the
+outage every asker gets, or None (rejected, distrusted, given up: ask yourself)."""
+
 
 @dataclass
 class _Group:
@@ -90,8 +101,8 @@ class QueryBatcher:
         self._pending: list[
             tuple[str, TemplateValues, datetime | None, asyncio.Future[QueryResult]]
         ] = []
-        self._answered: OrderedDict[tuple[GroupKey, datetime], dict[str, tuple[Series, ...]]]
-        self._answered = OrderedDict()
+        self._answered: OrderedDict[tuple[GroupKey, datetime], Split] = OrderedDict()
+        self._in_flight: dict[tuple[GroupKey, datetime], dict[str, asyncio.Future[Shared]]] = {}
         self._last_asked: OrderedDict[GroupKey, tuple[datetime, set[str]]] = OrderedDict()
         self._online: OrderedDict[datetime, asyncio.Future[bool]] = OrderedDict()
         self._collecting = False
@@ -128,12 +139,22 @@ class QueryBatcher:
             group.members[values.revision].append((index, query))
 
         jobs = [self._run_singles(singles, results, at)]
+        asked: list[tuple[GroupKey, list[str], asyncio.Future[Shared]]] = []
         for key, group in groups.items():
-            revisions = self._to_ask(key, group, at, results)
+            revisions, waits = self._to_ask(key, group, at, results)
+            for revision, waited in waits.items():
+                jobs.append(self._wait_for(waited, revision, group.members[revision], results, at))
             for start in range(0, len(revisions), self.max_revisions):
                 chunk = revisions[start : start + self.max_revisions]
-                jobs.append(self._run_batch(group, chunk, results, at, key))
-        await asyncio.gather(*jobs)
+                shared = self._share(key, at, chunk)
+                if shared is not None:
+                    asked.append((key, chunk, shared))
+                jobs.append(self._run_batch(group, chunk, results, at, key=key, shared=shared))
+        try:
+            await asyncio.gather(*jobs)
+        finally:  # a batch that never ran (cancelled) must not keep its waiters waiting
+            for key, chunk, shared in asked:
+                self._settle(key, at, chunk, shared, None)
         return [
             result if result is not None else QueryResult.failed("no result (internal error)")
             for result in results
@@ -141,22 +162,25 @@ class QueryBatcher:
 
     def _to_ask(
         self, key: GroupKey, group: _Group, at: datetime | None, results: list[QueryResult | None]
-    ) -> list[str]:
-        """The revisions to ask for in ``group``'s batched query; those already answered
-        at ``at`` get their kept answer. The requests' own revisions come first, then
-        those asked at the previous instant, so the first chunk serves the requests."""
+    ) -> tuple[list[str], dict[str, asyncio.Future[Shared]]]:
+        """The revisions to ask for in ``group``'s batched query, and those to wait for
+        (a query in flight at ``at`` asks for them); those already answered at ``at``
+        get their kept answer. The requests' own revisions come first, then those
+        asked at the previous instant, so the first chunk serves the requests."""
         if at is None:
-            return sorted(group.members)
+            return sorted(group.members), {}
         kept = self._answered.get((key, at), {})
         for revision, members in group.members.items():
             if revision in kept:
                 for index, _ in members:
                     results[index] = QueryResult(series=kept[revision])
-        own = sorted(revision for revision in group.members if revision not in kept)
+        in_flight = self._in_flight.get((key, at), {})
+        waits = {r: in_flight[r] for r in group.members if r not in kept and r in in_flight}
+        own = sorted(r for r in group.members if r not in kept and r not in in_flight)
         extra: list[str] = []
         last_at, last_asked = self._last_asked.get(key, (at, set()))
         if last_at < at:  # the first request at a new instant
-            extra = sorted(last_asked - kept.keys() - set(own))
+            extra = sorted(last_asked - kept.keys() - in_flight.keys() - set(own))
             self._last_asked[key] = (at, set(group.members))
         elif last_at == at:
             last_asked.update(group.members)
@@ -167,9 +191,63 @@ class QueryBatcher:
             self._last_asked[key] = (at, set(group.members))
         while len(self._last_asked) > ANSWERS_KEPT:
             self._last_asked.popitem(last=False)
-        return own + extra if own else []
+        return (own + extra if own else []), waits
 
-    def _keep(self, key: GroupKey, at: datetime, split: dict[str, tuple[Series, ...]]) -> None:
+    def _share(
+        self, key: GroupKey, at: datetime | None, revisions: list[str]
+    ) -> asyncio.Future[Shared] | None:
+        """The outcome of the batched query about to ask for ``revisions`` at ``at``,
+        registered so that concurrent requests for them wait on it (None: no instant)."""
+        if at is None:
+            return None
+        shared: asyncio.Future[Shared] = asyncio.get_running_loop().create_future()
+        in_flight = self._in_flight.setdefault((key, at), {})
+        for revision in revisions:
+            in_flight[revision] = shared
+        return shared
+
+    def _settle(
+        self,
+        key: GroupKey,
+        at: datetime | None,
+        revisions: list[str],
+        shared: asyncio.Future[Shared] | None,
+        outcome: Shared,
+    ) -> None:
+        """Gives the waiters ``outcome`` (unless already given) and unregisters the query:
+        from now on its answer, if kept, serves from :attr:`_answered`."""
+        if shared is None or at is None:
+            return
+        if not shared.done():
+            shared.set_result(outcome)
+        in_flight = self._in_flight.get((key, at), {})
+        for revision in revisions:
+            if in_flight.get(revision) is shared:
+                del in_flight[revision]
+        if not in_flight:
+            self._in_flight.pop((key, at), None)
+
+    async def _wait_for(
+        self,
+        shared: asyncio.Future[Shared],
+        revision: str,
+        members: list[tuple[int, str]],
+        results: list[QueryResult | None],
+        at: datetime | None,
+    ) -> None:
+        """Serves ``members``, the requests for ``revision``, from a query in flight."""
+        outcome = await asyncio.shield(shared)  # a waiter that leaves cancels no one else
+        if isinstance(outcome, QueryResult):
+            answer = outcome
+        elif outcome is not None:
+            answer = QueryResult(series=outcome[revision])
+        else:
+            await self._run_singles(members, results, at)
+            return
+        for index, _ in members:
+            results[index] = answer
+
+    def _keep(self, key: GroupKey, at: datetime, split: Split) -> None:
         self._answered.setdefault((key, at), {}).update(split)
         self._answered.move_to_end((key, at))
         while len(self._answered) > ANSWERS_KEPT:
@@ -264,36 +342,43 @@ class QueryBatcher:
         revisions: list[str],
         results: list[QueryResult | None],
         at: datetime | None,
+        *,
         key: GroupKey,
+        shared: asyncio.Future[Shared] | None,
     ) -> None:
+        """Asks for ``revisions`` in one batched query; its outcome settles ``shared``
+        as soon as it is known, so that concurrent requests waiting on it go on."""
         members = [member for revision in revisions for member in group.members.get(revision, [])]
         if len(revisions) == 1:
+            self._settle(key, at, revisions, shared, None)  # a single answer is not kept
             await self._run_singles(members, results, at)
             return
         values = dataclasses.replace(group.values, revision=revision_regex(revisions))
         answer = await self.provider.query_series(render(group.batched, values), at=at)
         if answer.error is not None:
             if answer.rejected:
+                self._settle(key, at, revisions, shared, None)
                 await self._run_singles(members, results, at)
                 return
+            self._settle(key, at, revisions, shared, answer)
             for index, _ in members:
                 results[index] = answer
             return
         split = _split(answer.series, revisions)
         if split is None:
+            self._settle(key, at, revisions, shared, None)
             await self._run_singles(members, results, at)
             return
         if at is not None:
             self._keep(key, at, split)
+        self._settle(key, at, revisions, shared, split)
         for revision in revisions:
             own = QueryResult(series=split[revision])
             for index, _ in group.members.get(revision, []):
                 results[index] = own
 
 
-def _split(
-    series: Sequence[Series], revisions: Sequence[str]
-) -> dict[str, tuple[Series, ...]] | None:
+def _split(series: Sequence[Series], revisions: Sequence[str]) -> Split | None:
     """The batched answer per revision, or None if any series belongs to no requested one."""
     found: dict[str, list[Series]] = {revision: [] for revision in revisions}
     for one in series:
