@@ -15,10 +15,10 @@ for as long as it runs, and the operator keeps looking once per
 Once every canary has had its first look, for ``--canary-window`` seconds:
 
     tick lag        how late each periodic look ran against when it was due
-                    (its previous look plus the interval): from the
-                    ``status.analysis.lastRunAt`` of each canary, read with
-                    one LIST every second, the gap between consecutive looks
-                    minus the interval; p50 and p99 (nearest rank). The
+                    (the look grid's first instant after its previous look):
+                    from the ``status.analysis.lastRunAt`` of each canary,
+                    read with one LIST every second, each look's time minus
+                    that instant; p50 and p99 (nearest rank). The
                     operator's ``modelcanary_analysis_tick_lag_seconds``
                     histogram (observed by the pass at the look) gives the
                     bucket that holds its p99, as a cross-check
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import re
 import time
 import urllib.request
@@ -117,11 +118,15 @@ def query_shape(query: str) -> str:
 
 
 def look_lags(looks: dict[str, list[datetime]], interval: float) -> list[float]:
-    """Seconds each look came after its previous one plus the interval, over all canaries."""
+    """Seconds each look came after the instant it was due, over all canaries: the
+    first instant of the epoch-aligned look grid after its previous look
+    (``rollout.analysis.next_look_at``; hurried looks are not told apart)."""
     lags = []
     for times in looks.values():
         ordered = sorted(set(times))
-        lags += [(b - a).total_seconds() - interval for a, b in itertools.pairwise(ordered)]
+        for a, b in itertools.pairwise(ordered):
+            due = (math.floor(a.timestamp() / interval) + 1) * interval
+            lags.append(b.timestamp() - due)
     return lags
 
 

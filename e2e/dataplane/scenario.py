@@ -12,6 +12,7 @@ Prometheus. A bad candidate therefore produces real bad metrics.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -346,9 +347,13 @@ class CanaryScenario:
             unread = ""
             if unreachable:
                 unread = f"; {len(unreachable)} reads failed, last: {unreachable[-1]}"
+            # The judge's state and verdicts: the operator's log does not record them,
+            # and the status goes with the test's namespace.
+            judged = {key: last.get(key) for key in ("analysis", "lastKnownGood", "history")}
             raise TimeoutError(
                 f"{error}{unread}; last status: phase={last.get('phase')}"
                 f" message={last.get('message')}\n"
+                f"analysis, lastKnownGood, history: {json.dumps(judged, default=str)[:6000]}\n"
                 f"operator log tail:\n{self.operator.log_text()[-3000:]}"
             ) from None
         return last

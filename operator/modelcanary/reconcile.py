@@ -75,7 +75,7 @@ from modelcanary.passes import (
 )
 from modelcanary.promql.templates import TemplateValues
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
-from modelcanary.rollout.analysis import analysis_due, look_lateness
+from modelcanary.rollout.analysis import analysis_due, look_instant, look_lateness
 from modelcanary.rollout.decide import decide, decide_invalid
 from modelcanary.rollout.decision import (
     Action,
@@ -289,6 +289,7 @@ class Reconciler:
                 now,
                 candidate_revision=status.canary_revision,
                 stable_revision=status.stable_revision,
+                at=look_instant(spec, status, now),
             )
         return Observations(
             revisions=revisions,
@@ -317,27 +318,33 @@ class Reconciler:
         candidate_revision: str,
         stable_revision: str | None,
         count_metrics: bool = True,
+        at: datetime | None = None,
     ) -> AnalysisObservation:
-        """Run the analysis queries for ``candidate_revision`` and, where needed, stable."""
+        """Run the analysis queries for ``candidate_revision`` and, where needed, stable.
+
+        ``at`` is the look grid's instant to evaluate them at (the observation is of
+        that instant); None evaluates them now. Looks of one instant share answers.
+        """
         analysis = spec.analysis
         assert analysis is not None
+        evaluated = at or now
         try:
             provider = await self._prometheus(self.api, analysis.prometheus, namespace)
         except ConnectionConfigError as error:
-            return queries.failed_observation(analysis, now, str(error))
-        if not await provider.is_online():
-            return AnalysisObservation(at=now, prometheus_online=False)
+            return queries.failed_observation(analysis, evaluated, str(error))
+        batcher = self._batcher(provider)
+        if not await batcher.is_online(at):
+            return AnalysisObservation(at=evaluated, prometheus_online=False)
         candidate = _values(namespace, name, candidate_revision, spec, status)
         stable = (
             _values(namespace, name, stable_revision, spec, status) if stable_revision else None
         )
         wanted = queries.plan(analysis, candidate, stable, count_metrics=count_metrics)
-        batcher = self._batcher(provider)
         # Every query at once: concurrent ModelDeployments' queries share batches.
         keys = list(wanted)
-        results = await asyncio.gather(*(batcher.query(*wanted[key]) for key in keys))
+        results = await asyncio.gather(*(batcher.query(*wanted[key], at=at) for key in keys))
         answers = {key: result.answer() for key, result in zip(keys, results, strict=True)}
-        return queries.observation(analysis, now, answers, with_stable=stable is not None)
+        return queries.observation(analysis, evaluated, answers, with_stable=stable is not None)
 
     # -- acting --------------------------------------------------------------------
 

@@ -121,7 +121,8 @@ RECONCILE_SECONDS = Histogram(
 ANALYSIS_TICK_LAG = Histogram(
     "modelcanary_analysis_tick_lag_seconds",
     "How late a canary's periodic look at Prometheus ran against when it was due "
-    "(the last look plus the interval): waiting for a pass slot, the event loop, the sleep.",
+    "(the look grid's first instant after the last look): waiting for a pass slot, "
+    "the event loop, the sleep.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )

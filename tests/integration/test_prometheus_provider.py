@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
@@ -525,9 +526,9 @@ class CountingProvider:
         self.inner = inner
         self.queries: list[str] = []
 
-    async def query_series(self, query: str) -> QueryResult:
+    async def query_series(self, query: str, *, at: datetime | None = None) -> QueryResult:
         self.queries.append(query)
-        return await self.inner.query_series(query)
+        return await self.inner.query_series(query, at=at)
 
     async def run_query(self, query: str) -> Sample:
         return (await self.query_series(query)).sample()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from modelcanary.analysis.counts import Answer, Series
@@ -71,8 +72,13 @@ class QueryResult:
 
 
 class SeriesProvider(MetricProvider, Protocol):
-    async def query_series(self, query: str) -> QueryResult:
-        """Every series of the query's answer. Never raises for query problems."""
+    async def query_series(self, query: str, *, at: datetime | None = None) -> QueryResult:
+        """Every series of the query's answer, evaluated at ``at`` (None: when Prometheus
+        receives it). Never raises for query problems.
+
+        ``at`` lets every look of one instant of the look grid ask the same question
+        whenever its pass runs, so that one answer can serve them all (issue 15).
+        """
         ...
 
 

@@ -42,6 +42,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, Final
 
 import requests
@@ -106,8 +107,8 @@ class PrometheusProvider:
     async def run_query(self, query: str) -> Sample:
         return (await self.query_series(query)).sample()
 
-    async def query_series(self, query: str) -> QueryResult:
-        return await self._off_loop(functools.partial(self._query_blocking, query))
+    async def query_series(self, query: str, *, at: datetime | None = None) -> QueryResult:
+        return await self._off_loop(functools.partial(self._query_blocking, query, at))
 
     async def run_queries(self, queries: Sequence[str]) -> list[Sample]:
         """Run ``queries`` concurrently; the Samples come back in the same order."""
@@ -147,11 +148,12 @@ class PrometheusProvider:
                 f"more than {POOL_SIZE} Prometheus queries are in flight"
             )
 
-    def _query_blocking(self, query: str) -> QueryResult:
+    def _query_blocking(self, query: str, at: datetime | None = None) -> QueryResult:
+        params = {"timeout": f"{self.timeout:g}"}
+        if at is not None:
+            params["time"] = time_param(at)
         try:
-            data = self._client.custom_query(
-                query, params={"timeout": f"{self.timeout:g}"}, timeout=self.timeout
-            )
+            data = self._client.custom_query(query, params=params, timeout=self.timeout)
         except PrometheusApiClientException as error:
             return _http_failure(str(error), self.address)
         except requests.JSONDecodeError:
@@ -210,6 +212,14 @@ def parse_result(data: Any) -> QueryResult:
 def _unusable(reason: str) -> QueryResult:
     """An answer that arrived but cannot be judged: the same query will get it again."""
     return QueryResult.failed(reason, kind=Failure.ERROR)
+
+
+def time_param(at: datetime) -> str:
+    """An instant query's ``time`` as Prometheus reads it: Unix seconds, to the millisecond
+    (Prometheus keeps milliseconds; rounding is to the nearest, a grid instant is exact)."""
+    if at.tzinfo is None:
+        raise ValueError(f"{at} has no time zone: an evaluation instant must be absolute")
+    return f"{at.timestamp():.3f}"
 
 
 def _http_failure(message: str, address: str) -> QueryResult:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from modelcanary.analysis.samples import AnalysisObservation, Sample
 from modelcanary.analysis.verdicts import Evaluation, Outcome, evaluate
@@ -94,23 +94,88 @@ def leaning_against_candidate(state: AnalysisStatus) -> bool:
 def seconds_until_next_look(
     last: datetime | None, interval: str, now: datetime, *, hurried: bool = False
 ) -> float:
-    """Once per ``interval`` since the ``last`` look (at once if there was none), or
-    :data:`HURRIED_LOOKS_PER_INTERVAL` times per interval when ``hurried``.
+    """Seconds until :func:`next_look_at` (at once if there was no ``last`` look).
 
     The one clock of every analysis, a canary's and a rollback drill's.
     """
     if last is None:
         return 0.0
-    period = parse_duration(interval) / (HURRIED_LOOKS_PER_INTERVAL if hurried else 1)
-    return max(0.0, (last + period - now).total_seconds())
+    return max(0.0, (next_look_at(last, interval, hurried=hurried) - now).total_seconds())
+
+
+def next_look_at(last: datetime, interval: str, *, hurried: bool = False) -> datetime:
+    """The look after one taken at ``last``: the instant of the look period's grid in
+    ``(last, last + period]``; the period is ``interval``, or a
+    :data:`HURRIED_LOOKS_PER_INTERVAL`-th of it when ``hurried``.
+
+    The grid is the period's multiples since the Unix epoch, the same for every
+    canary, so that canaries with the same period look at the same instants and
+    their queries can be answered together (issue 15: counted from each canary's
+    own last look, 100 canaries sent ~389 queries per interval, one per look).
+    A look is never later than a period after the last one, as it was before the
+    grid; only the first interval after a look off the grid (the first look, one
+    at a new weight, a late one) is shorter. The judge takes intervals of any
+    length: each is a block it conditions on, and latency gathers looks until
+    its blocks span ``MIN_INTERVAL``. The hurried grid holds the plain one (for
+    any interval of whole 4 µs), so a canary that stops hurrying is back on the
+    shared instants at once.
+    """
+    period = _microseconds(parse_duration(interval)) // (
+        HURRIED_LOOKS_PER_INTERVAL if hurried else 1
+    )
+    if period <= 0:
+        return last
+    epoch = _EPOCH if last.tzinfo is not None else _EPOCH.replace(tzinfo=None)
+    since_epoch = _microseconds(last - epoch)
+    return epoch + timedelta(microseconds=(since_epoch // period + 1) * period)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _microseconds(span: timedelta) -> int:
+    """A span in whole microseconds: the grid is computed exactly, in integers."""
+    return span // timedelta(microseconds=1)
+
+
+def look_instant(
+    spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
+) -> datetime | None:
+    """The grid instant a due look at ``now`` evaluates its queries at: the latest one
+    at or before ``now``; None for a look not on the grid (the first, one at a weight
+    change: evaluated at ``now``) or one not due yet.
+
+    Every canary that looks for one instant asks Prometheus the same question,
+    however late its pass runs, so one answer serves them all (issue 15). The
+    latest instant, not the one that was due: a pass more than a period late
+    catches up in one look instead of one look per missed instant.
+    """
+    late = look_lateness(spec, status, now)
+    analysis = spec.analysis
+    state = status.analysis
+    if late is None or late < 0 or analysis is None or state is None:
+        return None
+    hurried = status.canary_weight > 0 and leaning_against_candidate(state)
+    return latest_grid_instant(now, analysis.interval, hurried=hurried)
+
+
+def latest_grid_instant(now: datetime, interval: str, *, hurried: bool = False) -> datetime:
+    """The instant of the look grid (:func:`next_look_at`) at or before ``now``."""
+    period = _microseconds(parse_duration(interval)) // (
+        HURRIED_LOOKS_PER_INTERVAL if hurried else 1
+    )
+    if period <= 0:
+        return now
+    epoch = _EPOCH if now.tzinfo is not None else _EPOCH.replace(tzinfo=None)
+    return epoch + timedelta(microseconds=_microseconds(now - epoch) // period * period)
 
 
 def look_lateness(
     spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
 ) -> float | None:
-    """Seconds by which a look at ``now`` comes after the time it was due, on the clock
-    of :func:`seconds_until_due`; None for a look not on that clock (the first, and
-    one at a weight change, are due at once, at a moment no status records).
+    """Seconds by which a look at ``now`` comes after the grid instant it was due at,
+    on the clock of :func:`seconds_until_due`; None for a look not on that clock (the
+    first, and one at a weight change, are due at once, at a moment no status records).
 
     Negative while the look is not due yet. This is the analysis tick lag: the
     time a canary's pass waited past its look (a slot, the event loop, a sleep).
@@ -126,8 +191,7 @@ def look_lateness(
     if weight > 0 and state.weight != weight:
         return None
     hurried = weight > 0 and leaning_against_candidate(state)
-    period = parse_duration(analysis.interval) / (HURRIED_LOOKS_PER_INTERVAL if hurried else 1)
-    return (now - last - period).total_seconds()
+    return (now - next_look_at(last, analysis.interval, hurried=hurried)).total_seconds()
 
 
 def analysis_due(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> bool:

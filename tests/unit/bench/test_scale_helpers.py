@@ -126,13 +126,14 @@ def test_query_shapes_blank_every_string() -> None:
     assert query_shape(one) == query_shape(two) == 'sum(rate(x{namespace="…",revision=~"…"}[1m]))'
 
 
-def test_look_lags_are_the_gaps_between_looks_minus_the_interval() -> None:
-    t = datetime(2026, 1, 1, tzinfo=UTC)
+def test_look_lags_are_measured_against_the_grid_instant_after_the_previous_look() -> None:
+    t = datetime(2026, 1, 1, tzinfo=UTC)  # on the 15 s grid
     looks = {
         "a/m1": [t, t, t + timedelta(seconds=15.2), t + timedelta(seconds=30.2)],
         "b/m2": [t + timedelta(seconds=3)],
+        "c/m3": [t + timedelta(seconds=3), t + timedelta(seconds=15.5)],
     }
-    assert look_lags(looks, 15.0) == pytest.approx([0.2, 0.0])
+    assert look_lags(looks, 15.0) == pytest.approx([0.2, 0.2, 0.5])
 
 
 def _result(**overrides: object) -> dict[str, object]:

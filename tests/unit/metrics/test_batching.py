@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import pytest
 
@@ -37,11 +38,13 @@ class FakePrometheus:
     def __init__(self, values: Mapping[str, float | Mapping[str, float]]) -> None:
         self.values = values
         self.queries: list[str] = []
+        self.instants: list[datetime | None] = []
         self.batch_answer: QueryResult | None = None
         self.single_answer: QueryResult | None = None
 
-    async def query_series(self, query: str) -> QueryResult:
+    async def query_series(self, query: str, *, at: datetime | None = None) -> QueryResult:
         self.queries.append(query)
+        self.instants.append(at)
         await asyncio.sleep(0)  # a real provider yields to the loop
         if "revision=~" in query:
             if self.batch_answer is not None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from modelcanary.api.judging import Verdict
-from modelcanary.rollout.analysis import look_lateness, seconds_until_due
+from modelcanary.rollout.analysis import look_lateness, next_look_at, seconds_until_due
 from tests.unit.rollout.world import Counters, World, make_spec, serving_first_revision
 
 pytestmark = pytest.mark.unit
@@ -108,6 +108,17 @@ def looked_at_ten_percent() -> World:
     return world
 
 
+def last_look_on_the_grid(world: World) -> datetime:
+    """Move the last look forward onto an instant of the 5 s look grid, and return it:
+    from there the next look is a whole period away (off the grid it is nearer)."""
+    analysis = world.status.analysis
+    assert analysis is not None
+    assert analysis.last_run_at is not None
+    on_grid = next_look_at(analysis.last_run_at, "5s")
+    analysis.last_run_at = on_grid
+    return on_grid
+
+
 @pytest.mark.parametrize(
     ("e_value", "next_look"), [(None, 5.0), (0.4, 5.0), (1.0, 5.0), (3.0, 1.25)]
 )
@@ -115,12 +126,12 @@ def test_evidence_leaning_against_the_candidate_brings_looks_to_every_quarter_in
     e_value: float | None, next_look: float
 ) -> None:
     world = looked_at_ten_percent()
+    last = last_look_on_the_grid(world)
     analysis = world.status.analysis
     assert analysis is not None
-    assert analysis.last_run_at is not None
     for result in analysis.results:
         result.e_value = e_value
-    assert seconds_until_due(world.spec, world.status, analysis.last_run_at) == next_look
+    assert seconds_until_due(world.spec, world.status, last) == next_look
 
 
 def test_a_hurried_look_is_scheduled_to_the_instant() -> None:
@@ -130,8 +141,8 @@ def test_a_hurried_look_is_scheduled_to_the_instant() -> None:
     assert analysis is not None
     for result in analysis.results:
         result.e_value = 3.0
-    last = analysis.last_run_at
-    assert last is not None
+    last = last_look_on_the_grid(world)
+    world.now = last + timedelta(seconds=1)
     decision = world.step(advance=timedelta(seconds=1))  # 1 s after the look: not due yet
     assert world.status.analysis is not None
     assert world.status.analysis.last_run_at == last
@@ -184,15 +195,14 @@ def test_quick_steps_wait_below_100_until_the_count_metrics_have_compared() -> N
     assert evidence["errors"].verdict is Verdict.PASS
 
 
-def test_look_lateness_is_measured_against_the_last_look_plus_the_interval() -> None:
+def test_look_lateness_is_measured_against_the_grid_instant_the_look_was_due_at() -> None:
     """The analysis tick lag (modelcanary_analysis_tick_lag_seconds): how late a due look runs."""
     world = looked_at_ten_percent()
+    last = last_look_on_the_grid(world)
     analysis = world.status.analysis
     assert analysis is not None
-    last = analysis.last_run_at
-    assert last is not None
     spec, status = world.spec, world.status
-    # Interval 5s: due at last + 5 s.
+    # Interval 5s, last look on the grid: due at last + 5 s.
     assert look_lateness(spec, status, last + timedelta(seconds=2)) == pytest.approx(-3.0)
     assert look_lateness(spec, status, last + timedelta(seconds=5)) == pytest.approx(0.0)
     assert look_lateness(spec, status, last + timedelta(seconds=5.75)) == pytest.approx(0.75)
@@ -200,6 +210,11 @@ def test_look_lateness_is_measured_against_the_last_look_plus_the_interval() -> 
     for result in analysis.results:
         result.e_value = 3.0
     assert look_lateness(spec, status, last + timedelta(seconds=1.5)) == pytest.approx(0.25)
+    # A look taken off the grid is due at the next grid instant, not a period later.
+    for result in analysis.results:
+        result.e_value = None
+    analysis.last_run_at = last + timedelta(seconds=3)
+    assert look_lateness(spec, status, last + timedelta(seconds=5)) == pytest.approx(0.0)
 
 
 def test_looks_due_at_once_have_no_lateness() -> None:
