@@ -12,6 +12,8 @@ rendered (Cluster)Roles grant, to compare with the audit log.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime
 import json
 import secrets
 import subprocess
@@ -112,3 +114,50 @@ def granted(rendered: str) -> set[Right]:
                     for resource in rule["resources"]:
                         rights |= {(group, resource, verb) for verb in rule["verbs"]}
     return rights
+
+
+CREDENTIAL = "authentication.kubernetes.io/credential-id"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One request of a ServiceAccount in the audit log, with the token it came with
+    (two tokens of one account share its user name; ``credential_id`` names each)."""
+
+    credential: str
+    verb: str
+    group: str
+    resource: str  # with "/subresource" if any
+    code: int
+    namespace: str = ""
+    name: str = ""
+    at: datetime.datetime | None = None
+
+
+def calls(plane: ControlPlane, user: str) -> list[Call]:
+    """Every request of ``user`` in ``plane``'s audit log, in the log's order."""
+    found = []
+    for line in plane.audit_log.read_text().splitlines():
+        event = json.loads(line)
+        who = event.get("user") or {}
+        if who.get("username") != user:
+            continue
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", "")
+        if ref.get("subresource"):
+            resource = f"{resource}/{ref['subresource']}"
+        received = event.get("requestReceivedTimestamp")
+        found.append(
+            Call(
+                credential=((who.get("extra") or {}).get(CREDENTIAL) or [""])[0],
+                verb=event.get("verb", ""),
+                group=ref.get("apiGroup", ""),
+                resource=resource,
+                code=int((event.get("responseStatus") or {}).get("code", 0)),
+                namespace=ref.get("namespace", ""),
+                name=ref.get("name", ""),
+                at=datetime.datetime.fromisoformat(received) if received else None,
+            )
+        )
+    return found

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,10 @@ from e2e.harness import ControlPlane, PrometheusServer, Toolchain
 from e2e.harness.kubernetes import wait_for
 from tests.chart import (
     CHART,
+    WRITE_VERBS,
+    Call,
     audited_full_tier,
+    calls,
     credential_id,
     granted,
     helm_on,
@@ -54,8 +56,6 @@ GOOD, BETTER, BEST = "1.0.0", "1.1.0", "1.2.0"
 # The schema's minimum: the takeover waits this long at most, and the test
 # should not wait kopf's default minute.
 LIFETIME = 15
-CREDENTIAL = "authentication.kubernetes.io/credential-id"
-WRITE_VERBS = {"create", "update", "patch", "delete"}
 # What the operator itself writes for a canary: status, revisions, traffic split.
 OPERATOR_WRITES = {
     ("modelcanary.io", "modeldeployments/status"),
@@ -73,40 +73,6 @@ QUICK: dict[str, Any] = {"steps": [{"setWeight": 50}, {"setWeight": 100}], "bake
 def plane(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with audited_full_tier(toolchain, tmp_path_factory.mktemp("ha-plane")) as audited:
         yield audited
-
-
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """One request of the ServiceAccount, with the token it came with."""
-
-    credential: str
-    verb: str
-    group: str
-    resource: str  # with "/subresource" if any
-    code: int
-
-
-def calls(plane: ControlPlane, user: str) -> list[Call]:
-    found = []
-    for line in plane.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        who = event.get("user") or {}
-        if who.get("username") != user:
-            continue
-        ref = event.get("objectRef") or {}
-        resource = ref.get("resource", "")
-        if ref.get("subresource"):
-            resource = f"{resource}/{ref['subresource']}"
-        found.append(
-            Call(
-                credential=((who.get("extra") or {}).get(CREDENTIAL) or [""])[0],
-                verb=event.get("verb", ""),
-                group=ref.get("apiGroup", ""),
-                resource=resource,
-                code=int((event.get("responseStatus") or {}).get("code", 0)),
-            )
-        )
-    return found
 
 
 def operator_writes(found: list[Call]) -> list[Call]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +43,10 @@ from modelcanary.shards.leases import shard_lease_name
 from modelcanary.shards.ownership import Timing, shard_of
 from tests.chart import (
     CHART,
+    WRITE_VERBS,
+    Call,
     audited_full_tier,
+    calls,
     credential_id,
     granted,
     helm_on,
@@ -58,8 +60,6 @@ GOOD, BETTER = "1.0.0", "1.1.0"
 SHARDS = 4
 LEASE_SECONDS = 6
 """Short, for the test (the chart's default is 15): 6 / 4 / 0.8 s."""
-CREDENTIAL = "authentication.kubernetes.io/credential-id"
-WRITE_VERBS = {"create", "update", "patch", "delete"}
 # What a replica writes for a ModelDeployment: the object (finalizer), its
 # status, its revisions, its traffic split. Leases and Events are its own.
 OBJECT_WRITES = {
@@ -90,52 +90,12 @@ def plane(toolchain: Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield audited
 
 
-@dataclasses.dataclass(frozen=True)
-class Write:
-    """One write request of the ServiceAccount, with the token it came with."""
-
-    credential: str
-    verb: str
-    group: str
-    resource: str  # with "/subresource" if any
-    namespace: str
-    name: str
-    code: int
-    at: datetime.datetime
-
-    @property
-    def object(self) -> tuple[str, str, str]:
-        """The object written: its kind (subresources count as the object) and name."""
-        return self.group, self.resource.split("/")[0], f"{self.namespace}/{self.name}"
+def written_object(call: Call) -> tuple[str, str, str]:
+    """The object a write was to: its kind (a subresource counts as the object) and name."""
+    return call.group, call.resource.split("/")[0], f"{call.namespace}/{call.name}"
 
 
-def requests(plane: ControlPlane, user: str) -> list[Write]:
-    found = []
-    for line in plane.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        who = event.get("user") or {}
-        if who.get("username") != user:
-            continue
-        ref = event.get("objectRef") or {}
-        resource = ref.get("resource", "")
-        if ref.get("subresource"):
-            resource = f"{resource}/{ref['subresource']}"
-        found.append(
-            Write(
-                credential=((who.get("extra") or {}).get(CREDENTIAL) or [""])[0],
-                verb=event.get("verb", ""),
-                group=ref.get("apiGroup", ""),
-                resource=resource,
-                namespace=ref.get("namespace", ""),
-                name=ref.get("name", ""),
-                code=int((event.get("responseStatus") or {}).get("code", 0)),
-                at=datetime.datetime.fromisoformat(event["requestReceivedTimestamp"]),
-            )
-        )
-    return found
-
-
-def object_writes(found: list[Write], namespace: str) -> list[Write]:
+def object_writes(found: list[Call], namespace: str) -> list[Call]:
     return [
         w
         for w in found
@@ -145,11 +105,12 @@ def object_writes(found: list[Write], namespace: str) -> list[Write]:
     ]
 
 
-def interleaved(writes: list[Write]) -> list[str]:
+def interleaved(writes: list[Call]) -> list[str]:
     """Objects that two replicas wrote in overlapping spans of time."""
     spans: dict[tuple[str, str, str], dict[str, tuple[datetime.datetime, datetime.datetime]]] = {}
     for w in writes:
-        by = spans.setdefault(w.object, {})
+        assert w.at is not None
+        by = spans.setdefault(written_object(w), {})
         first, last = by.get(w.credential, (w.at, w.at))
         by[w.credential] = (min(first, w.at), max(last, w.at))
     found = []
@@ -341,7 +302,7 @@ def test_three_sharded_replicas_and_a_killed_owners_canary_finishes_under_anothe
             for replica in others:
                 replica.process.stop()
 
-    found = requests(plane, user)
+    found = calls(plane, user)
     refused = sorted(
         {(by_credential.get(w.credential), w.verb, w.resource) for w in found if w.code == 403}
     )
@@ -353,7 +314,7 @@ def test_three_sharded_replicas_and_a_killed_owners_canary_finishes_under_anothe
     })  # fmt: skip
     assert len(writers) >= 2, writers  # the objects really were spread
     assert not interleaved(writes), interleaved(writes)[:5]
-    after = [w for w in writes if w.at > killed]
+    after = [w for w in writes if w.at is not None and w.at > killed]
     assert after, "nothing was written after the kill"
     assert victim.credential not in {w.credential for w in after}
     canary = [w for w in after if w.name.startswith(world.name)]
