@@ -205,13 +205,13 @@ class Reconciler:
         router = self.router_of(obj, spec, view=view)
         observed = await self._observe(obj, spec, status, router, now, view=view)
         decision = decide(spec, status, observed, now, generation=generation)
-        acting_view: View | None = None
+        direct: View | None = None  # the API server's answers, once the pass would act
         if view is not None and _changes(obj, status, decision) and not _routine(status, decision):
             # The view said there is something to do. Watches of different kinds
             # are not ordered with each other (a drill's Running and the
             # Deployment it then made may arrive either way round), so what is
             # done is decided on the API server's answers, read now.
-            direct = acting_view = view.direct  # one for the pass: each object read once
+            direct = view.direct  # one for the pass: each object read once
             router = self.router_of(obj, spec, view=direct)
             observed = await self._observe(
                 obj, spec, status, router, now, view=direct, analysis=observed.analysis
@@ -223,7 +223,7 @@ class Reconciler:
         await carry_out_in_order(
             decision.actions,
             lambda action: self.carry_out(
-                obj, spec, router, action, existing=observed.revisions, view=acting_view
+                obj, spec, router, action, existing=observed.revisions, view=direct
             ),
             result,
             who=f"{metadata['namespace']}/{metadata['name']}",
