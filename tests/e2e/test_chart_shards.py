@@ -299,6 +299,10 @@ def test_three_sharded_replicas_and_a_killed_owners_canary_finishes_under_anothe
                 )
             logs = {r.name: r.process.log_text() for r in replicas.values()}
         finally:
+            # A replica stopped gracefully releases its shards and another takes
+            # them at once: the canary is written by a third replica from here on
+            # (seen in CI), which is right, and not the takeover judged below.
+            stopping = datetime.datetime.now(datetime.UTC)
             for replica in others:
                 replica.process.stop()
 
@@ -314,7 +318,7 @@ def test_three_sharded_replicas_and_a_killed_owners_canary_finishes_under_anothe
     })  # fmt: skip
     assert len(writers) >= 2, writers  # the objects really were spread
     assert not interleaved(writes), interleaved(writes)[:5]
-    after = [w for w in writes if w.at is not None and w.at > killed]
+    after = [w for w in writes if w.at is not None and killed < w.at < stopping]
     assert after, "nothing was written after the kill"
     assert victim.credential not in {w.credential for w in after}
     canary = [w for w in after if w.name.startswith(world.name)]

@@ -72,6 +72,8 @@ class Cluster:
         self.ownership_gaps = 0
         """Events after which some shard had no owner (counted only when asked)."""
         self.count_gaps = False
+        self.holders: dict[int, list[str]] = {}
+        """Each shard's successive holders, in the order their acquires were accepted."""
 
     # ------------------------------------------------------------------ population
 
@@ -109,6 +111,7 @@ class Cluster:
     # ------------------------------------------------------------------ running
 
     def run_until(self, end: float) -> None:
+        assert end >= self.time, f"time runs forward: {end} < {self.time}"
         while self._queue and self._queue[0][0] <= end:
             when, _, kind, replica, pending = heapq.heappop(self._queue)
             self.time = when
@@ -216,4 +219,7 @@ def _cas(
     leases[key] = LeaseRecord(holder, cluster.next_version(), duration)
     if isinstance(key, int):
         cluster.shard_writes += 1
+        log = cluster.holders.setdefault(key, [])
+        if holder is not None and (not log or log[-1] != holder):
+            log.append(holder)
     return True
