@@ -68,6 +68,7 @@ from modelcanary.apierrors import API_ERRORS
 from modelcanary.dispatch.drill_loop import DrillWork
 from modelcanary.dispatch.model_loop import ModelDeploymentWork
 from modelcanary.dispatch.runtime import ShardedRuntime
+from modelcanary.dispatch.slots import NextPass, PassSlots, Priority, first_pass_priority
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
 from modelcanary.drills.plan import FINISHED
 from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource, remaining
@@ -168,7 +169,7 @@ async def _configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     memo.watch_task = asyncio.create_task(memo.watcher.run(), name="modelcanary-view")
     memo.reconciler = Reconciler(api, view=memo.view)
     slots = getattr(memo, "max_concurrent_passes", None) or DEFAULT_MAX_CONCURRENT_PASSES
-    memo.pass_slots = asyncio.Semaphore(int(slots))
+    memo.pass_slots = PassSlots(int(slots))
     memo.drills = DrillExecutor(memo.reconciler)
     port = getattr(memo, "metrics_port", None)
     if port:
@@ -206,17 +207,19 @@ async def rollout(
     owner = owner_for(namespace, name)
     _routes.register(owner, uid)
     reconciler: Reconciler = memo.reconciler
-    slots: asyncio.Semaphore = memo.pass_slots
+    slots: PassSlots = memo.pass_slots
     watcher: Watcher = memo.watcher
     try:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watcher.ready.wait(), timeout=VIEW_READY_SECONDS)
+        priority = first_pass_priority(body)
         while not stopped:
             wake.clear()
-            async with slots:
-                delay = await _one_pass(reconciler, body)
+            async with slots.take(priority):
+                upcoming = await _one_pass(reconciler, body)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=delay)
+                await asyncio.wait_for(wake.wait(), timeout=upcoming.delay)
+            priority = upcoming.priority(woken=wake.is_set())
     finally:
         _routes.unregister(owner, uid)
         _wakeups.pop(uid, None)
@@ -224,8 +227,8 @@ async def rollout(
         reconciler.forget(uid)
 
 
-async def _one_pass(reconciler: Reconciler, body: Mapping[str, Any]) -> float:
-    """One pass on kopf's live body of the object; returns seconds to sleep."""
+async def _one_pass(reconciler: Reconciler, body: Mapping[str, Any]) -> NextPass:
+    """One pass on kopf's live body of the object; when the next is due, and how urgent."""
     # kopf keeps the body current from its own watch; the pass takes a copy so
     # an event arriving mid-pass cannot change what it decides on.
     obj = copy.deepcopy(dict(body))
@@ -237,12 +240,13 @@ async def _one_pass(reconciler: Reconciler, body: Mapping[str, Any]) -> float:
         except API_ERRORS as error:
             telemetry.RECONCILE_ERRORS.labels(namespace, name, "pass").inc()
             log.warning("%s/%s: pass failed: %s", namespace, name, error)
-            return ERROR_BACKOFF_SECONDS
+            return NextPass(ERROR_BACKOFF_SECONDS, Priority.DUE)
     _report(obj, result)
     if result.failed is not None:
         telemetry.RECONCILE_ERRORS.labels(namespace, name, "act").inc()
-        return min(result.decision.requeue_after, ERROR_BACKOFF_SECONDS)
-    return remaining(result.decision.requeue_after, since=started)
+        return NextPass(min(result.decision.requeue_after, ERROR_BACKOFF_SECONDS), Priority.DUE)
+    requeue = result.decision.requeue_after
+    return NextPass.after(remaining(requeue, since=started), requeue_after=requeue)
 
 
 def _reference(obj: Mapping[str, Any]) -> kopf.Body:

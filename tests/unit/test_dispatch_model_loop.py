@@ -13,6 +13,7 @@ import pytest
 
 from modelcanary.dispatch.loops import MODEL_DEPLOYMENT, ObjectKey, ObjectLoop
 from modelcanary.dispatch.model_loop import ModelDeploymentWork, run_model_deployment
+from modelcanary.dispatch.slots import NextPass, PassSlots, Priority
 from modelcanary.passes import ModelDeploymentResource as MDResource
 from modelcanary.workloads.finalizer import FINALIZER
 from tests.unit.fake_kube import FakeKube
@@ -21,6 +22,16 @@ pytestmark = pytest.mark.unit
 
 PATH = "/apis/modelcanary.io/v1alpha1/namespaces/ns/modeldeployments/m"
 WAIT = 5.0
+
+
+class RecordingSlots(PassSlots):
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.priorities: list[Priority] = []
+
+    def take(self, priority: Priority) -> Any:
+        self.priorities.append(priority)
+        return super().take(priority)
 
 
 class World:
@@ -48,6 +59,11 @@ class World:
         self.schedule_failures = 0
         self.passes_wanted = 1
         self.forgotten: list[str] = []
+        self.next_passes: list[NextPass] = []
+        """What the passes say of the next one, in turn (default: due at once)."""
+        self.wake_after: set[int] = set()
+        """The passes (counted from 1) after which a watch event wakes the loop."""
+        self.slots = RecordingSlots(1)
         self.loop = ObjectLoop(ObjectKey(MODEL_DEPLOYMENT, "ns", "m"), ("ns", "m"), self.owns)
 
     def owns(self, namespace: str, name: str) -> bool:
@@ -58,11 +74,13 @@ class World:
             return self.lagging
         return self.kube.objects.get(PATH)
 
-    async def one_pass(self, obj: Mapping[str, Any]) -> float:
+    async def one_pass(self, obj: Mapping[str, Any]) -> NextPass:
         self.passes.append(obj)
         if len(self.passes) >= self.passes_wanted:
             self.loop.stopping.set()
-        return 0.0
+        if len(self.passes) in self.wake_after:
+            self.loop.wake.set()
+        return self.next_passes.pop(0) if self.next_passes else NextPass(0.0, Priority.DUE)
 
     async def schedule_drills(self, obj: Mapping[str, Any]) -> bool:
         self.schedules.append(obj["spec"].get("drill"))
@@ -83,7 +101,7 @@ class World:
             one_pass=self.one_pass,
             give_back=self.give_back,
             resource=lambda obj: MDResource(dict(obj), api=self.api),
-            slots=asyncio.Semaphore(1),
+            slots=self.slots,
             schedule_drills=self.schedule_drills,
             retry_seconds=0.0,
             forget=lambda namespace, name, uid: self.forgotten.append(f"{namespace}/{name}/{uid}"),
@@ -150,3 +168,31 @@ def test_the_drill_schedule_is_applied_once_per_change_and_again_after_a_failure
     world.kube.objects[PATH]["spec"]["drill"] = None
     world.run()
     assert world.schedules == [drill, drill, None]
+
+
+def test_passes_are_due_when_woken_or_timed_by_a_rollout_and_routine_otherwise() -> None:
+    world = World(finalizers=[FINALIZER])
+    world.passes_wanted = 4
+    world.next_passes = [
+        NextPass(0.0, Priority.ROUTINE),  # the safety resync, but a watch event wakes it
+        NextPass(0.0, Priority.ROUTINE),  # the safety resync
+        NextPass(0.0, Priority.DUE),  # a pause ends
+    ]
+    world.wake_after = {1}
+    world.run()
+    # The first pass of an object at rest is routine (a start, a mass creation).
+    assert world.slots.priorities == [
+        Priority.ROUTINE,
+        Priority.DUE,
+        Priority.ROUTINE,
+        Priority.DUE,
+    ]
+
+
+def test_the_first_pass_of_a_canary_in_flight_is_due() -> None:
+    world = World(finalizers=[FINALIZER])
+    body = world.kube.get(PATH)
+    body["status"] = {"canaryRevision": "b"}
+    world.kube.put(PATH, body)
+    world.run()
+    assert world.slots.priorities == [Priority.DUE]

@@ -12,6 +12,7 @@ from modelcanary.dispatch.drill_loop import DrillWork
 from modelcanary.dispatch.loops import MODEL_DEPLOYMENT, ObjectKey, ObjectLoop
 from modelcanary.dispatch.model_loop import ModelDeploymentWork
 from modelcanary.dispatch.runtime import ShardedRuntime
+from modelcanary.dispatch.slots import PassSlots
 from tests.unit.fake_kube import FakeKube
 
 pytestmark = pytest.mark.unit
@@ -52,10 +53,10 @@ def test_a_graceful_stop_ends_the_loops_before_the_leases_are_released() -> None
             namespaces=None,
             model_work=ModelDeploymentWork(
                 read=lambda _ns, _name: None,
-                one_pass=unused,
+                one_pass=unused,  # type: ignore[arg-type]
                 give_back=unused,  # type: ignore[arg-type]
                 resource=lambda _obj: None,  # type: ignore[arg-type,return-value]
-                slots=asyncio.Semaphore(1),
+                slots=PassSlots(1),
             ),
             drill_work=DrillWork(one_pass=unused),
         )

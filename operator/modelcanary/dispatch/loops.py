@@ -73,12 +73,15 @@ class ObjectLoop:
         """Ask right before acting: this replica still owns the object and was not told to stop."""
         return not self.stopping.is_set() and self.owns_owner(*self.owner)
 
-    async def sleep(self, seconds: float) -> None:
-        """Until woken, told to stop, or ``seconds`` pass; clears the wake-up it consumed."""
+    async def sleep(self, seconds: float) -> bool:
+        """Until woken, told to stop, or ``seconds`` pass; clears the wake-up it consumed
+        and says whether there was one."""
         if not self.wake.is_set() and not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+        woken = self.wake.is_set()
         self.wake.clear()
+        return woken
 
 
 RunLoop = Callable[[ObjectLoop], Awaitable[None]]

@@ -23,7 +23,6 @@ given by ``handlers``: this module knows no kopf.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from kr8s.asyncio.objects import APIObject
 
 from modelcanary.apierrors import API_ERRORS
 from modelcanary.dispatch.loops import ObjectLoop
+from modelcanary.dispatch.slots import NextPass, PassSlots, Priority, first_pass_priority
 from modelcanary.view.store import known_newer
 from modelcanary.workloads.finalizer import FINALIZER, set_finalizer
 
@@ -45,12 +45,12 @@ class ModelDeploymentWork:
 
     read: Callable[[str, str], Mapping[str, Any] | None]
     """The newest copy of namespace/name the watch holds (None: gone)."""
-    one_pass: Callable[[Mapping[str, Any]], Awaitable[float]]
-    """One pass, reported; the seconds until the next one is due."""
+    one_pass: Callable[[Mapping[str, Any]], Awaitable[NextPass]]
+    """One pass, reported; when the next one is due, and how urgent it is then."""
     give_back: Callable[[Mapping[str, Any]], Awaitable[None]]
     """A deleted object's clean-up: the user's HTTPRoute as it was."""
     resource: Callable[[Mapping[str, Any]], APIObject]
-    slots: asyncio.Semaphore
+    slots: PassSlots
     """At most this many passes at once, across every loop (``--max-concurrent-passes``)."""
     schedule_drills: Callable[[Mapping[str, Any]], Awaitable[bool]] | None = None
     """Make the drill CronJob match ``spec.drill`` (none without it); False: try again later.
@@ -83,6 +83,7 @@ async def _run(loop: ObjectLoop, work: ModelDeploymentWork, uids: set[str]) -> N
     # The API server's answer to this loop's last finalizer write: the watch may lag it.
     answer: Mapping[str, Any] | None = None
     drill_applied: list[Any] = []  # [spec.drill] once applied by this loop
+    priority: Priority | None = None  # the next pass's; None: its first, judged by its status
     while loop.owns():
         obj = work.read(namespace, name)
         if obj is None:
@@ -105,12 +106,14 @@ async def _run(loop: ObjectLoop, work: ModelDeploymentWork, uids: set[str]) -> N
             if answer is None:
                 await loop.sleep(work.retry_seconds)
             continue  # the next step acts on the object with the finalizer
-        async with work.slots:
+        if priority is None:
+            priority = first_pass_priority(obj)
+        async with work.slots.take(priority):
             if not loop.owns():
                 return
-            delay = await work.one_pass(obj)
-            delay = await _schedule_drills(loop, work, obj, drill_applied, delay)
-        await loop.sleep(delay)
+            upcoming = await work.one_pass(obj)
+            delay = await _schedule_drills(loop, work, obj, drill_applied, upcoming.delay)
+        priority = upcoming.priority(woken=await loop.sleep(delay))
 
 
 async def _schedule_drills(
@@ -137,7 +140,7 @@ async def _schedule_drills(
 async def _finalize(loop: ObjectLoop, work: ModelDeploymentWork, obj: Mapping[str, Any]) -> bool:
     """Give the route back, then remove the finalizer; False when either must be retried."""
     try:
-        async with work.slots:
+        async with work.slots.take(Priority.DUE):  # a person's deletion
             if not loop.owns():
                 return True  # the new owner finalizes it
             await work.give_back(obj)
