@@ -27,7 +27,9 @@ in-memory view instead of the API server, so a pass with nothing to do asks
 the API server nothing. When the view's decision would act or write, steps 2
 and 3 run again on the API server's answers (Prometheus is not asked twice):
 watches of different kinds are not ordered with each other, and what a pass
-does must not rest on one that is behind another. The
+does must not rest on one that is behind another (``rollout.acting`` says when
+a pass may act on the view all the same: a look that only records what it
+saw, and every pass before the first revision serves). The
 object itself comes from the caller (kopf's body, kept current by kopf's own
 watch). The operator's own status writes must be seen by the next pass even
 if kopf's watch has not delivered them yet, or that pass would decide again
@@ -74,6 +76,7 @@ from modelcanary.passes import (
     write_status,
 )
 from modelcanary.promql.templates import TemplateValues
+from modelcanary.rollout.acting import before_first_serving, routed_whole, routine_look
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
 from modelcanary.rollout.analysis import analysis_due, look_instant, look_lateness
 from modelcanary.rollout.decide import decide, decide_invalid
@@ -205,30 +208,38 @@ class Reconciler:
         router = self.router_of(obj, spec, view=view)
         observed = await self._observe(obj, spec, status, router, now, view=view)
         decision = decide(spec, status, observed, now, generation=generation)
-        direct: View | None = None  # the API server's answers, once the pass would act
+        acting: View | None = None  # what the pass acts on, once it would act
         if (
             view is not None
             and _changes(obj, status, decision)
-            and not _routine(status, decision)
-            and not _before_first_serving(status)
+            and not routine_look(status, decision)
         ):
-            # The view said there is something to do. Watches of different kinds
-            # are not ordered with each other (a drill's Running and the
-            # Deployment it then made may arrive either way round), so what is
-            # done is decided on the API server's answers, read now.
-            direct = view.direct  # one for the pass: each object read once
-            router = self.router_of(obj, spec, view=direct)
-            observed = await self._observe(
-                obj, spec, status, router, now, view=direct, analysis=observed.analysis
-            )
-            decision = decide(spec, status, observed, now, generation=generation)
+            acting = view.acting_view() if before_first_serving(status) else view.direct
+            router = self.router_of(obj, spec, view=acting)
+            if acting.is_direct:
+                # The view said there is something to do. Watches of different kinds
+                # are not ordered with each other (a drill's Running and the
+                # Deployment it then made may arrive either way round), so what is
+                # done is decided on the API server's answers, read now (each
+                # object once for the pass).
+                observed = await self._observe(
+                    obj, spec, status, router, now, view=acting, analysis=observed.analysis
+                )
+                decision = decide(spec, status, observed, now, generation=generation)
         decision = replace(decision, events=noted + decision.events)
         result = PassResult(decision=decision)
         started = time.monotonic()
+        whole = routed_whole(spec, decision.actions)
         await carry_out_in_order(
             decision.actions,
             lambda action: self.carry_out(
-                obj, spec, router, action, existing=observed.revisions, view=direct or view
+                obj,
+                spec,
+                router,
+                action,
+                existing=observed.revisions,
+                view=acting,
+                routed_whole=whole,
             ),
             result,
             who=f"{metadata['namespace']}/{metadata['name']}",
@@ -362,13 +373,20 @@ class Reconciler:
         *,
         existing: Collection[str] | None = None,
         view: View | None = None,
+        routed_whole: Collection[str] = (),
     ) -> None:
         """Carry out one action; ``existing``: the revisions whose Deployments the
-        pass has just read on the API server (a new one is created without a GET);
-        ``view``: the pass's direct view, told what is written."""
+        pass has just read (a new one is created without a GET); ``view``: the view
+        the pass acts on, told what is written; ``routed_whole``: revisions that a
+        later action of this pass gives 100% through the replicas router."""
         namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         if isinstance(action, EnsureRevision):
             replicas = action.replicas if action.replicas is not None else 0
+            if action.replicas is None and action.revision in routed_whole:
+                # The router would scale it to all of them a moment later: a new
+                # Deployment starts there (one PATCH less for every new object), and
+                # one that exists is left to the router as before.
+                replicas = spec.predictor.replicas
             common: dict[str, Any] = {
                 "md_name": name,
                 "namespace": namespace,
@@ -446,41 +464,6 @@ def _changes(obj: Mapping[str, Any], status: ModelDeploymentStatus, decision: De
     if decision.status == status and decision.status.to_dict() == (obj.get("status") or {}):
         return False
     return bool(merge_patch(obj.get("status") or {}, decision.status.to_dict()))
-
-
-def _routine(before: ModelDeploymentStatus, decision: Decision) -> bool:
-    """Whether the pass only records an analysis look: no action, no event, and nothing
-    in the status but its ``analysis`` changed.
-
-    Such a pass is decided on the view without reading the API server again: it
-    writes what the look saw in Prometheus (read just now) and changes nothing
-    the view could have misled it about, no phase, revision, weight, step,
-    condition or history. Every look of every canary was one of these, and its
-    re-reads were five requests of the six a look cost (bench-scale).
-    """
-    if decision.actions or decision.events:
-        return False
-    return decision.status.model_copy(update={"analysis": before.analysis}) == before
-
-
-def _before_first_serving(status: ModelDeploymentStatus) -> bool:
-    """Whether the ModelDeployment has never had a stable revision: its first one is
-    on its way to 100%, and its passes act on the view without reading again.
-
-    Nothing is served yet that a pass misled by a view behind the API server
-    could hurt, and no drill runs without a stable revision. What such a pass
-    can get wrong is idempotent: a Deployment or Service the view has not seen
-    yet is created, and the 409 falls back to a read and a patch; a weight is
-    set again; a Deployment the view still counts unready is waited for, and
-    its watch event wakes the next pass. The re-read was four of the
-    eighteen requests a new object cost (bench-scale, N=200), on every object
-    created.
-    """
-    return (
-        status.stable_revision is None
-        and status.canary_revision is None
-        and status.restoring is None
-    )
 
 
 def _values(

@@ -176,12 +176,12 @@ class ReplicasRouter:
         """
         weights = check_weights(weights)
         await self.ensure()
-        # A direct view holds this pass's read of the Deployments, with the pass's
-        # own writes in it (a new revision just created); a watch view may lag.
-        direct = self.view if self.view is not None and self.view.is_direct else None
+        # The view the pass acts on holds the Deployments with the pass's own writes
+        # in it (a new revision just created); another watch view may lag.
+        acting = self.view if self.view is not None and self.view.acting else None
         deployments = {
             str(d["metadata"]["labels"][LABEL_REVISION]): d
-            for d in await list_revisions(self.api, self.namespace, self.md_name, view=direct)
+            for d in await list_revisions(self.api, self.namespace, self.md_name, view=acting)
             if (d["metadata"].get("labels") or {}).get(LABEL_REVISION)
         }
         missing = sorted(r for r, w in weights.items() if w > 0 and r not in deployments)

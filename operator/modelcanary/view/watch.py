@@ -107,6 +107,9 @@ class View:
         self.api = api
         self.store = store if store is not None else Store()
         self.is_direct = direct
+        self.acting = direct
+        """A pass acts on what this view says: a direct view, or a pass's view that the
+        pass need not read again (:meth:`acting_view`)."""
         self._read_once: dict[tuple[str, ...], asyncio.Future[Any]] = {}
         """A direct view's reads, shared by concurrent readers: ("get", kind, namespace,
         name) or ("list", kind, namespace, model)."""
@@ -118,6 +121,15 @@ class View:
         """A view for one pass: reads as this one does, and remembers the pass's writes,
         so that its :attr:`direct` view does not read again what the pass just wrote."""
         return View(self.api, self.store, written={})
+
+    def acting_view(self) -> View:
+        """This pass's view, for a pass that acts on it without reading the API server
+        again (a first revision): readers that otherwise read the API server before a
+        write (the replicas router's list of Deployments) read it, with the pass's
+        own writes in it."""
+        view = View(self.api, self.store, written=self._written)
+        view.acting = True
+        return view
 
     @property
     def direct(self) -> View:

@@ -25,6 +25,7 @@ from tests.unit.pass_world import (
     MD_PATH,
     NEW,
     NOW,
+    NS,
     OLD,
     A,
     B,
@@ -112,3 +113,31 @@ def test_once_a_revision_is_stable_a_pass_that_acts_reads_again() -> None:
     assert result.decision.actions, "the canary of B did not start: the test proves nothing"
     assert any(B in str(a) for a in result.decision.actions)
     assert DEPLOYMENTS in reads(cluster)
+
+
+def test_with_the_replicas_router_a_new_object_costs_its_creates_and_its_status() -> None:
+    """The replicas router's ``set_weight`` lists the Deployments and scales them; for
+    a new object, it now lists the view (with the pass's own create in it) and finds
+    the Deployment created at its full count: no LIST, no scale PATCH."""
+    cluster = Cluster()
+    cluster.model_deployment({**OLD, "replicas": 3})
+    body = cluster.kube.get(MD_PATH)
+    body["spec"]["traffic"] = {"port": 8080, "replicas": {"service": "fraud"}}
+    cluster.kube.put(MD_PATH, body)
+    store = Store()
+    for kind in KINDS:
+        store.replace(kind, [], listed_at="1")
+    reconciler = Reconciler(cluster.api, view=View(cluster.api, store))  # the real router
+    cluster.kube.requests.clear()
+    result = run(reconciler, cluster)
+    assert result.failed is None
+    sent = [
+        (r.method, r.path.removeprefix(f"/api/v1/namespaces/{NS}")) for r in cluster.kube.requests
+    ]
+    assert ("POST", DEPLOYMENTS) in sent
+    assert not [s for s in sent if s[0] == "PATCH" and "/deployments/" in s[1]], sent
+    assert not [s for s in sent if s[0] == "GET" and s[1].startswith(DEPLOYMENTS)], sent
+    (deployment,) = [
+        obj for path, obj in cluster.kube.objects.items() if path.startswith(f"{DEPLOYMENTS}/")
+    ]
+    assert deployment["spec"]["replicas"] == 3
