@@ -54,6 +54,7 @@ from modelcanary.rollout.status_reading import read_status
 from modelcanary.traffic import Router
 from modelcanary.view.drills import drills_of
 from modelcanary.workloads import applier
+from modelcanary.workloads.rest import ObjectRef
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,7 @@ class DrillExecutor:
         wanted = model_label(md_name)
         if (obj["metadata"].get("labels") or {}).get(LABEL_MODEL) == wanted:
             return
-        resource = RollbackDrillResource(dict(obj), api=self.api)
-        await resource.patch({"metadata": {"labels": {LABEL_MODEL: wanted}}}, type="merge")
+        await self._resource(obj).patch({"metadata": {"labels": {LABEL_MODEL: wanted}}})
 
     async def _model_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
@@ -213,12 +213,18 @@ class DrillExecutor:
             **stored,
             **{key: ended.to_dict()[key] for key in ("phase", "reason", "finishedAt")},
         }
-        await write_status(RollbackDrillResource(dict(obj), api=self.api), stored, wanted)
+        await write_status(self._resource(obj), stored, wanted)
         return DrillPassResult(decision=DrillDecision(ended, requeue_after=3600.0))
 
     async def _write_status(self, obj: Mapping[str, Any], status: RollbackDrillStatus) -> bool:
-        resource = RollbackDrillResource(dict(obj), api=self.api)
-        return await write_status(resource, obj.get("status") or {}, status.to_dict())
+        stored = obj.get("status") or {}
+        return await write_status(self._resource(obj), stored, status.to_dict()) is not None
+
+    def _resource(self, obj: Mapping[str, Any]) -> ObjectRef:
+        metadata = obj["metadata"]
+        return ObjectRef.of(
+            RollbackDrillResource, self.api, metadata["namespace"], metadata["name"]
+        )
 
 
 async def _read_weights(router: Router) -> RouterObservation:

@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kr8s
-from kr8s.asyncio.objects import APIObject, new_class
+from kr8s.asyncio.objects import new_class
 
 from modelcanary.apierrors import ACTION_ERRORS
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID
 from modelcanary.rollout.decision import Action
+from modelcanary.workloads.rest import ObjectRef
 
 log = logging.getLogger(__name__)
 
@@ -74,24 +75,27 @@ async def carry_out_in_order(
 
 
 async def write_status(
-    resource: APIObject, stored: Mapping[str, Any], wanted: Mapping[str, Any]
-) -> bool:
-    """Patch the status subresource from ``stored`` to ``wanted``; False when nothing changed."""
+    resource: ObjectRef, stored: Mapping[str, Any], wanted: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Patch the status subresource from ``stored`` to ``wanted``; the API server's
+    answer, or None when nothing changed (nothing was sent)."""
     patch = merge_patch(stored, wanted)
     if not patch:
-        return False
-    await resource.patch({"status": patch}, subresource="status", type="merge")
-    return True
+        return None
+    return await resource.patch({"status": patch}, subresource="status")
 
 
-async def clear_action(resource: APIObject, annotations: Mapping[str, Any]) -> bool:
-    """Remove the manual-action annotations if they still hold what ``annotations`` held.
+async def clear_action(
+    resource: ObjectRef, annotations: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Remove the manual-action annotations if they still hold what ``annotations``
+    held; the API server's answer.
 
-    False when a person has asked for something else since: that request stays.
+    None when a person has asked for something else since: that request stays.
     """
     request = annotations.get(ANNOTATION)
     if request is None:
-        return False
+        return None
     ops: list[dict[str, Any]] = [
         {"op": "test", "path": _annotation_path(ANNOTATION), "value": request},
         {"op": "remove", "path": _annotation_path(ANNOTATION)},
@@ -101,12 +105,11 @@ async def clear_action(resource: APIObject, annotations: Mapping[str, Any]) -> b
         ops[1:1] = [{"op": "test", "path": _annotation_path(ANNOTATION_ID), "value": request_id}]
         ops.append({"op": "remove", "path": _annotation_path(ANNOTATION_ID)})
     try:
-        await resource.patch(ops, type="json")
+        return await resource.patch(ops, type="json")
     except kr8s.ServerError as error:
         if error.response is not None and error.response.status_code == _UNPROCESSABLE:
-            return False  # a failed test: the annotation holds a newer request
+            return None  # a failed test: the annotation holds a newer request
         raise
-    return True
 
 
 _UNPROCESSABLE = 422

@@ -49,7 +49,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import kr8s.asyncio
-from kr8s.asyncio.objects import APIObject
 
 from modelcanary import telemetry
 from modelcanary.analysis import queries
@@ -108,6 +107,7 @@ from modelcanary.workloads.builders import (
     build_service_spec,
     revision_name,
 )
+from modelcanary.workloads.rest import ObjectRef
 
 log = logging.getLogger(__name__)
 
@@ -251,9 +251,9 @@ class Reconciler:
         result.status_written = await self._write_status(obj, status, decision.status)
         handled = decision.status.last_action
         if observed.action is not None and handled is not None and handled.id == observed.action.id:
-            resource = self._resource(obj)
-            if await clear_action(resource, metadata.get("annotations") or {}):
-                self._keep(resource)
+            answer = await clear_action(self._resource(obj), metadata.get("annotations") or {})
+            if answer is not None:
+                self.own_writes.keep(answer)
         return result
 
     def router_of(
@@ -444,17 +444,16 @@ class Reconciler:
         return await self._write_raw_status(obj, after.to_dict())
 
     async def _write_raw_status(self, obj: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
-        resource = self._resource(obj)
-        written = await write_status(resource, obj.get("status") or {}, wanted)
-        if written:
-            self._keep(resource)
-        return written
+        answer = await write_status(self._resource(obj), obj.get("status") or {}, wanted)
+        if answer is not None:
+            self.own_writes.keep(answer)
+        return answer is not None
 
-    def _keep(self, resource: APIObject) -> None:
-        self.own_writes.keep(applier.plain(resource))
-
-    def _resource(self, obj: Mapping[str, Any]) -> APIObject:
-        return ModelDeploymentResource(dict(obj), api=self.api)
+    def _resource(self, obj: Mapping[str, Any]) -> ObjectRef:
+        metadata = obj["metadata"]
+        return ObjectRef.of(
+            ModelDeploymentResource, self.api, metadata["namespace"], metadata["name"]
+        )
 
 
 def _changes(obj: Mapping[str, Any], status: ModelDeploymentStatus, decision: Decision) -> bool:

@@ -26,11 +26,13 @@ from modelcanary.passes import (
 )
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID
 from modelcanary.rollout.decision import Action, ScaleRevision, SetWeights
+from modelcanary.workloads.rest import ObjectRef
 from tests.unit.fake_kube import Failure
 from tests.unit.pass_world import (
     DEPLOYMENTS,
     MD_PATH,
     NEW,
+    NS,
     OLD,
     A,
     B,
@@ -93,11 +95,10 @@ def test_the_status_is_written_once_as_a_merge_patch_and_not_when_unchanged(
 ) -> None:
     cluster = Cluster()
     cluster.model_deployment(OLD, stored)
-    obj = cluster.kube.get(MD_PATH)
-    resource = MDResource(obj, api=cluster.api)
-    changed = asyncio.run(write_status(resource, stored, wanted))
+    resource = ObjectRef.of(MDResource, cluster.api, NS, "fraud")
+    answer = asyncio.run(write_status(resource, stored, wanted))
     patches = cluster.kube.writes()
-    assert changed is (written is not None)
+    assert (answer is not None) is (written is not None)
     if written is None:
         assert patches == []
         return
@@ -105,6 +106,8 @@ def test_the_status_is_written_once_as_a_merge_patch_and_not_when_unchanged(
         ("PATCH", f"{MD_PATH}/status", {"status": written})
     ]
     assert cluster.status() == wanted
+    assert answer == cluster.kube.get(MD_PATH)  # the API server's answer, as plain dicts
+    assert type(answer["status"]) is dict
 
 
 @pytest.mark.parametrize(
@@ -146,8 +149,8 @@ def test_a_manual_action_is_cleared_by_id_and_a_newer_request_is_kept(
 ) -> None:
     cluster = Cluster()
     cluster.model_deployment(OLD, annotations=now)
-    resource = MDResource(cluster.kube.get(MD_PATH), api=cluster.api)
-    assert asyncio.run(clear_action(resource, read)) is cleared
+    resource = ObjectRef.of(MDResource, cluster.api, NS, "fraud")
+    assert (asyncio.run(clear_action(resource, read)) is not None) is cleared
     assert cluster.kube.get(MD_PATH)["metadata"].get("annotations", {}) == left
 
 

@@ -45,6 +45,7 @@ from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.rollout.observations import RevisionObservation
 from modelcanary.view.store import AUTOSCALER, DEPLOYMENT, SERVICE, Kind
 from modelcanary.view.watch import View
+from modelcanary.workloads import rest
 from modelcanary.workloads.builders import LABEL_REVISION
 from modelcanary.workloads.patches import (
     JsonPatch,
@@ -52,6 +53,7 @@ from modelcanary.workloads.patches import (
     deployment_ops,
     service_ops,
 )
+from modelcanary.workloads.rest import ObjectRef
 
 Change = Literal["created", "patched", "unchanged"]
 
@@ -83,12 +85,7 @@ async def read(
     Not ``Kind.get``: that one lists with a field selector and keeps retrying
     for two seconds when nothing is found, which a missing object always is.
     """
-    obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
-    try:
-        await obj.refresh()
-    except kr8s.NotFoundError:
-        return None
-    return plain(obj)
+    return await ObjectRef.of(kind, api, namespace, name).get()
 
 
 async def _list_of_model(
@@ -216,16 +213,15 @@ async def _create_or_patch(
     the rest of the pass reads what was written without asking again."""
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
 
-    def written(obj: APIObject) -> None:
+    def written(answer: dict[str, Any]) -> None:
         if view is not None and view_kind is not None:
-            view.remember(view_kind, plain(obj))
+            view.remember(view_kind, answer)
 
     if existing is None and not absent:
         existing = await read(kind, api, namespace, name)
     if existing is None:
-        created = kind(json.loads(json.dumps(manifest)), api=api)
         try:
-            await created.create()
+            answer = await rest.create(kind, api, manifest)
         except kr8s.ServerError as error:
             # Someone (a previous pass, cut short) created it in between: patch instead.
             if error.response is None or error.response.status_code != 409:
@@ -234,14 +230,12 @@ async def _create_or_patch(
             if existing is None:
                 raise
         else:
-            written(created)
+            written(answer)
             return "created"
     ops: JsonPatch = diff(existing, manifest)
     if not ops:
         return "unchanged"
-    obj = kind({"metadata": {"name": name, "namespace": namespace}}, api=api)
-    await obj.patch(ops, type="json")
-    written(obj)
+    written(await ObjectRef.of(kind, api, namespace, name).patch(ops, type="json"))
     return "patched"
 
 
@@ -334,8 +328,7 @@ async def scale_revision(api: kr8s.asyncio.Api, namespace: str, name: str, repli
     """
     if replicas < 0:
         raise ValueError(f"replicas must be >= 0, not {replicas}")
-    deployment = Deployment({"metadata": {"name": name, "namespace": namespace}}, api=api)
-    await deployment.patch({"spec": {"replicas": replicas}}, type="merge")
+    await ObjectRef.of(Deployment, api, namespace, name).patch({"spec": {"replicas": replicas}})
 
 
 async def _delete(kind: type[APIObject], api: kr8s.asyncio.Api, namespace: str, name: str) -> bool:
