@@ -49,12 +49,12 @@ from modelcanary.passes import (
     write_status,
 )
 from modelcanary.reconcile import Reconciler
+from modelcanary.rest import ObjectRef
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.rollout.status_reading import read_status
 from modelcanary.traffic import Router
 from modelcanary.view.drills import drills_of
 from modelcanary.workloads import applier
-from modelcanary.workloads.rest import ObjectRef
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import kr8s
 from kr8s.asyncio.objects import new_class
 
 from modelcanary.apierrors import ACTION_ERRORS
+from modelcanary.rest import ObjectRef
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID
 from modelcanary.rollout.decision import Action
-from modelcanary.workloads.rest import ObjectRef
 
 log = logging.getLogger(__name__)
 

@@ -75,6 +75,7 @@ from modelcanary.passes import (
     write_status,
 )
 from modelcanary.promql.templates import TemplateValues
+from modelcanary.rest import ObjectRef
 from modelcanary.rollout.acting import before_first_serving, routed_whole, routine_look
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
 from modelcanary.rollout.analysis import analysis_due, look_instant, look_lateness
@@ -107,7 +108,6 @@ from modelcanary.workloads.builders import (
     build_service_spec,
     revision_name,
 )
-from modelcanary.workloads.rest import ObjectRef
 
 log = logging.getLogger(__name__)
 

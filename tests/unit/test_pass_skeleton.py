@@ -24,9 +24,9 @@ from modelcanary.passes import (
     remaining,
     write_status,
 )
+from modelcanary.rest import ObjectRef
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID
 from modelcanary.rollout.decision import Action, ScaleRevision, SetWeights
-from modelcanary.workloads.rest import ObjectRef
 from tests.unit.fake_kube import Failure
 from tests.unit.pass_world import (
     DEPLOYMENTS,

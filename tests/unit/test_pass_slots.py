@@ -22,6 +22,12 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def hold(slots: PassSlots, gate: asyncio.Event) -> None:
+    """Take a slot and keep it until ``gate`` opens."""
+    async with slots.take(Priority.ROUTINE):
+        await gate.wait()
+
+
 def test_a_freed_slot_goes_to_a_due_pass_before_routine_ones_that_came_first() -> None:
     order: list[str] = []
 
@@ -29,16 +35,12 @@ def test_a_freed_slot_goes_to_a_due_pass_before_routine_ones_that_came_first() -
         slots = PassSlots(1)
         gate = asyncio.Event()
 
-        async def holder() -> None:
-            async with slots.take(Priority.ROUTINE):
-                await gate.wait()
-
         async def waiter(name: str, priority: Priority) -> None:
             async with slots.take(priority):
                 order.append(name)
                 await asyncio.sleep(0)
 
-        first = asyncio.create_task(holder())
+        first = asyncio.create_task(hold(slots, gate))
         await settle()
         tasks = [asyncio.create_task(waiter("first-pass-1", Priority.ROUTINE))]
         await settle()
@@ -85,15 +87,11 @@ def test_a_cancelled_waiter_loses_no_slot() -> None:
         slots = PassSlots(1)
         gate = asyncio.Event()
 
-        async def holder() -> None:
-            async with slots.take(Priority.ROUTINE):
-                await gate.wait()
-
         async def waiter() -> None:
             async with slots.take(Priority.DUE):
                 pass
 
-        held = asyncio.create_task(holder())
+        held = asyncio.create_task(hold(slots, gate))
         await settle()
         gone = asyncio.create_task(waiter())
         await settle()

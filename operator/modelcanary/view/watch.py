@@ -53,6 +53,7 @@ import kr8s.asyncio
 from modelcanary import telemetry
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.apierrors import API_ERRORS
+from modelcanary.rest import ObjectRef
 from modelcanary.view.store import KINDS, Key, Kind, Owner, Store
 
 log = logging.getLogger(__name__)
@@ -212,16 +213,7 @@ async def api_get(
     api: kr8s.asyncio.Api, kind: Kind, namespace: str, name: str
 ) -> dict[str, Any] | None:
     """One GET; None when it does not exist (or its kind is not served)."""
-    try:
-        async with api.call_api(
-            "GET", version=kind.api_version, namespace=namespace, url=f"{kind.plural}/{name}"
-        ) as response:
-            body: dict[str, Any] = response.json()
-    except kr8s.ServerError as error:
-        if _status(error) == _NOT_FOUND:
-            return None
-        raise
-    return body
+    return await ObjectRef(api, kind.api_version, kind.plural, namespace, name).get()
 
 
 async def api_list(

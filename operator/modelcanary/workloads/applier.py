@@ -41,11 +41,12 @@ import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import APIObject, Deployment, HorizontalPodAutoscaler, Service
 
+from modelcanary import rest
 from modelcanary.api.names import LABEL_MODEL, model_label
+from modelcanary.rest import ObjectRef
 from modelcanary.rollout.observations import RevisionObservation
 from modelcanary.view.store import AUTOSCALER, DEPLOYMENT, SERVICE, Kind
 from modelcanary.view.watch import View
-from modelcanary.workloads import rest
 from modelcanary.workloads.builders import LABEL_REVISION
 from modelcanary.workloads.patches import (
     JsonPatch,
@@ -53,7 +54,6 @@ from modelcanary.workloads.patches import (
     deployment_ops,
     service_ops,
 )
-from modelcanary.workloads.rest import ObjectRef
 
 Change = Literal["created", "patched", "unchanged"]
 
