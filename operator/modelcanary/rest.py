@@ -32,8 +32,10 @@ _CONTENT_TYPES = {
 }
 
 
-def _status(error: kr8s.ServerError) -> int | None:
-    return error.response.status_code if error.response is not None else None
+def status_code(error: Exception) -> int | None:
+    """The HTTP status of a failed request (a ``kr8s.ServerError``); None without one."""
+    response = getattr(error, "response", None)
+    return response.status_code if response is not None else None
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class ObjectRef:
             ) as response:
                 body: dict[str, Any] = response.json()
         except kr8s.ServerError as error:
-            if _status(error) == _NOT_FOUND:
+            if status_code(error) == _NOT_FOUND:
                 return None
             raise
         return body
@@ -85,7 +87,7 @@ class ObjectRef:
             ) as response:
                 answer: dict[str, Any] = response.json()
         except kr8s.ServerError as error:
-            if _status(error) == _NOT_FOUND:
+            if status_code(error) == _NOT_FOUND:
                 raise kr8s.NotFoundError(
                     f"{self.plural} {self.namespace}/{self.name} does not exist"
                 ) from error

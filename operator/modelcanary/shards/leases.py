@@ -34,6 +34,7 @@ import kr8s
 import kr8s.asyncio
 
 from modelcanary.apierrors import API_ERRORS
+from modelcanary.rest import status_code
 from modelcanary.shards.ownership import (
     Holdings,
     LeaseRecord,
@@ -81,11 +82,6 @@ def replica_lease_name(identity: str) -> str:
     if len(name) > _MAX_NAME or not _DNS_SUBDOMAIN.fullmatch(name):
         raise ValueError(f"replica identity {identity!r} does not make a valid Lease name")
     return name
-
-
-def _status(error: Exception) -> int | None:
-    response = getattr(error, "response", None)
-    return response.status_code if response is not None else None
 
 
 def _micro_time() -> str:
@@ -162,8 +158,8 @@ class LeaseStore:
             ):
                 pass
         except kr8s.ServerError as error:
-            if _status(error) in (_CONFLICT, _NOT_FOUND):
-                log.debug("lease %s: lost the write to %s (%s)", name, purpose, _status(error))
+            if status_code(error) in (_CONFLICT, _NOT_FOUND):
+                log.debug("lease %s: lost the write to %s (%s)", name, purpose, status_code(error))
                 return False
             raise
         return True

@@ -53,7 +53,7 @@ import kr8s.asyncio
 from modelcanary import telemetry
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.apierrors import API_ERRORS
-from modelcanary.rest import ObjectRef
+from modelcanary.rest import ObjectRef, status_code
 from modelcanary.view.store import KINDS, Key, Kind, Owner, Store
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,6 @@ _BROKEN: Final[tuple[type[Exception], ...]] = (*API_ERRORS, httpx.HTTPError, Val
 
 class _Expired(Exception):
     """The watch's resourceVersion is too old: list again."""
-
-
-def _status(error: Exception) -> int | None:
-    response = getattr(error, "response", None)
-    return response.status_code if response is not None else None
 
 
 class View:
@@ -316,9 +311,9 @@ class Watcher:
                 log.info("%s: watch expired; listing again", where)
                 continue
             except kr8s.ServerError as error:
-                if _status(error) == _GONE:
+                if status_code(error) == _GONE:
                     continue  # answered as a status rather than an event: list again
-                if _status(error) == _NOT_FOUND:
+                if status_code(error) == _NOT_FOUND:
                     log.info("%s is not served (CRD not installed); looking again later", where)
                     before = self.store.keys(kind)
                     self._tell(self.store.mark_missing(kind))
