@@ -11,8 +11,10 @@ Ville's inequality does the rest).
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -201,3 +203,66 @@ def test_overdispersed_blocks_temper_what_later_blocks_add() -> None:
     gain = [a - b for a, b in zip(after.test, before, strict=True)]
     full = [a - b for a, b in zip(plain.test, before, strict=True)]
     assert gain == pytest.approx([power * g for g in full])
+
+
+def test_a_first_block_of_one_request_does_not_freeze_a_real_effect() -> None:
+    """The e2e flake of a 30% slower candidate promoted: its first latency interval held
+    one request without the event, the estimate of 0 that left put the next block
+    hundreds of deviations away, and the overdispersion it implied tempered every later
+    block to nothing. Blocks with a steady odds ratio of about 5 must keep adding."""
+    adaptive = Null(psi0=math.log1p(0.1), adapt=True)
+    evidence = sequential.update(
+        Evidence.start(adaptive.psi0, "greater"), Table(0, 1, 40, 200), adaptive
+    )
+    grown = []
+    for _ in range(4):
+        evidence = sequential.update(evidence, Table(104, 180, 107, 510), adaptive)
+        grown.append(sequential.log_e_value(evidence))
+    assert sequential.overdispersion_temper(evidence) == 1.0
+    assert all(later > earlier + 3 for earlier, later in itertools.pairwise(grown))
+    assert grown[-1] > math.log(300)
+
+
+def test_an_estimate_of_zero_or_infinity_counts_a_block_as_ordinary() -> None:
+    adaptive = Null(adapt=True)
+    evidence = Evidence.start(0.0, "greater")
+    # Only stable has the event so far (estimate 0), then only the candidate (infinite).
+    for table in (Table(0, 5, 9, 50), Table(0, 5, 4, 50)):
+        evidence = sequential.update(evidence, table, adaptive)
+        assert sequential.estimate(evidence) == 0.0
+    assert evidence.dispersion == 2.0
+    only_candidate = sequential.update(Evidence.start(0.0, "greater"), Table(3, 5, 0, 50), adaptive)
+    assert sequential.estimate(only_candidate) == math.inf
+    assert only_candidate.dispersion == 1.0
+
+
+@pytest.mark.parametrize(
+    ("candidate_rate", "stable_rate", "first"),
+    [(0.3, 0.3, (50, 450)), (0.3, 0.3, (2, 50)), (0.58, 0.29, (1, 60)), (0.58, 0.29, (50, 450))],
+)
+def test_independent_requests_add_about_one_per_block_with_or_without_a_real_effect(
+    candidate_rate: float, stable_rate: float, first: tuple[int, int]
+) -> None:
+    """The overdispersion sum must grow by about 1 per block when requests are
+    independent, whatever the effect, or the temper punishes a real effect (the
+    old residual around the past blocks' estimate added 1.3 per block on average
+    with no effect, and 18 for the first block of an odds ratio of 3.4)."""
+    draws = numpy.random.default_rng(20261128)
+    adaptive = Null(adapt=True)
+    sizes = [first] + [(50, 450)] * 11
+    added = []
+    for _ in range(300):
+        evidence = Evidence.start(0.0, "greater")
+        for candidate, stable in sizes:
+            table = Table(
+                float(draws.binomial(candidate, candidate_rate)),
+                candidate,
+                float(draws.binomial(stable, stable_rate)),
+                stable,
+            )
+            before = evidence.dispersion
+            evidence = sequential.update(evidence, table, adaptive)
+            if table.informative:
+                added.append(evidence.dispersion - before)
+    assert 0.85 < sum(added) / len(added) < 1.15
+    assert max(added) < 40
