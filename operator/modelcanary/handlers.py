@@ -295,8 +295,14 @@ def _report(obj: Mapping[str, Any], result: PassResult) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def nudge(uid: str, body: kopf.Body, **_: Any) -> None:
-    """Wake the daemon when a person changed something: the spec, or an action."""
+def nudge(uid: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Wake the daemon when a person changed something: the spec, or an action.
+
+    Every event is also the echo of a write of ours, or later than it: the answer
+    kept for that write can go (``OwnWrites.seen``)."""
+    reconciler: Reconciler | None = getattr(memo, "reconciler", None)
+    if reconciler is not None:
+        reconciler.own_writes.seen(body)
     generation = body.get("metadata", {}).get("generation")
     annotations = body.get("metadata", {}).get("annotations") or {}
     changed = _seen_generation.get(uid) != generation
@@ -485,6 +491,7 @@ async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
             retry_seconds=ERROR_BACKOFF_SECONDS,
         ),
         store=store,
+        on_model_deployment=reconciler.own_writes.seen,
     )
     _sharded.start()
 

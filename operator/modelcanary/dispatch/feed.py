@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelcanary.dispatch.loops import Dispatcher, ObjectKey
@@ -64,9 +64,17 @@ def _signature(obj: Mapping[str, Any]) -> Signature:
 class Feed:
     """Turns the changed keys of the unselected watches into the dispatcher's calls."""
 
-    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        *,
+        on_model_deployment: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
         self.store = store
         self.dispatcher = dispatcher
+        self.on_model_deployment = on_model_deployment
+        """Told of every ModelDeployment the watch delivers (``OwnWrites.seen``)."""
         self._seen: dict[ObjectKey, tuple[tuple[str, str], Signature]] = {}
         self._forgetting: set[asyncio.Task[None]] = set()
         self._routes = WakeRoutes()
@@ -86,6 +94,8 @@ class Feed:
                 continue
             if kind == MODEL_DEPLOYMENT:
                 self._routes.register(owner_for(namespace, name), f"{namespace}/{name}")
+                if self.on_model_deployment is not None:
+                    self.on_model_deployment(obj)
             seen = self._seen.get(key)
             now = (owner, _signature(obj))
             self._seen[key] = now

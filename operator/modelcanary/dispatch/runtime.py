@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import kr8s.asyncio
 
@@ -53,6 +54,7 @@ class ShardedRuntime:
         drill_work: DrillWork,
         timing: Timing | None = None,
         store: Store | None = None,
+        on_model_deployment: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.store = store if store is not None else Store()
         """The unselected watch's objects; ``model_work.read`` reads this store."""
@@ -62,7 +64,7 @@ class ShardedRuntime:
             {MODEL_DEPLOYMENT: self._run_model, ROLLBACK_DRILL: self._run_drill},
         )
         self.manager.on_change = self.dispatcher.ownership_changed
-        self.feed = Feed(self.store, self.dispatcher)
+        self.feed = Feed(self.store, self.dispatcher, on_model_deployment=on_model_deployment)
         self.watcher = Watcher(
             api,
             self.store,
