@@ -295,11 +295,13 @@ def _report(obj: Mapping[str, Any], result: PassResult) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def nudge(uid: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def nudge(uid: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Wake the daemon when a person changed something: the spec, or an action.
 
     Every event is also the echo of a write of ours, or later than it: the answer
-    kept for that write can go (``OwnWrites.seen``)."""
+    kept for that write can go (``OwnWrites.seen``). Async, so on the event loop:
+    kopf runs a plain function in a thread, where neither the kept answers nor
+    the daemon's ``asyncio.Event`` may be touched."""
     reconciler: Reconciler | None = getattr(memo, "reconciler", None)
     if reconciler is not None:
         reconciler.own_writes.seen(body)

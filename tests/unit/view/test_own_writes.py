@@ -3,6 +3,7 @@ a pass right after a write decides from what it wrote, and at rest nothing is he
 
 from __future__ import annotations
 
+import asyncio
 import json
 import types
 from typing import Any, cast
@@ -74,9 +75,12 @@ def test_kopfs_event_handler_drops_the_answer_in_the_default_mode() -> None:
     writes.keep(model_deployment("12", "Progressing"))
     memo = kopf.Memo()
     memo.reconciler = types.SimpleNamespace(own_writes=writes)
-    handlers.nudge(uid="u-1", body=cast(kopf.Body, model_deployment("12")), memo=memo)
+    asyncio.run(handlers.nudge(uid="u-1", body=cast(kopf.Body, model_deployment("12")), memo=memo))
     assert len(writes) == 0
-    handlers.nudge(uid="u-1", body=cast(kopf.Body, model_deployment("13")), memo=kopf.Memo())
+    without_reconciler = handlers.nudge(
+        uid="u-1", body=cast(kopf.Body, model_deployment("13")), memo=kopf.Memo()
+    )
+    asyncio.run(without_reconciler)  # before start-up has made one: nothing to drop
 
 
 def test_the_view_holds_each_key_once_and_hands_out_independent_copies() -> None:
