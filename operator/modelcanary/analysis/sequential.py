@@ -72,9 +72,6 @@ DEFAULT_CAP: Final = 1e3
 """The most one block may multiply a component's evidence by."""
 PRIOR_BLOCKS: Final = 10
 """How many blocks of ordinary (binomial) dispersion the overdispersion estimate starts from."""
-MAX_LEVERAGE: Final = 0.5
-"""A block holding more than this share of the information so far says nothing about
-dispersion: the estimate it is measured around is mostly its own."""
 
 _TAIL: Final = 40.0
 """Terms of a normalising sum more than this many log units below its largest are
@@ -209,9 +206,8 @@ class Null:
     adapt: bool = False
     """Temper further by the overdispersion seen so far: the mean squared residual of
     past blocks around the estimated odds ratio (Pearson's, as in quasi-likelihood),
-    pulled towards 1 by :data:`PRIOR_BLOCKS`. Each block's residual is taken around
-    the estimate that includes it (see :func:`dispersion_term`). The power
-    of a block is computed from past blocks only, so it is fixed before its data,
+    pulled towards 1 by :data:`PRIOR_BLOCKS` (see :func:`dispersion_term`). It is
+    computed from past blocks only, so each block's power is fixed before its data,
     and Jensen's bound still holds."""
 
     def __post_init__(self) -> None:
@@ -256,51 +252,43 @@ def update(evidence: Evidence, table: Table, test: Null) -> Evidence:
     ]
     n = table.candidate_total + table.stable_total
     b, d = table.candidate_total - a, table.stable_total - c
-    judged = replace(
+    return replace(
         compared,
         log_likelihood=[x + y for x, y in zip(evidence.log_likelihood, block, strict=True)],
         test=test_log,
         mh_numerator=evidence.mh_numerator + a * d / n,
         mh_denominator=evidence.mh_denominator + b * c / n,
+        dispersion=evidence.dispersion + dispersion_term(table, evidence),
         blocks=evidence.blocks + 1,
     )
-    judged.dispersion = evidence.dispersion + dispersion_term(table, evidence, judged)
-    return judged
 
 
-def dispersion_term(table: Table, before: Evidence, after: Evidence) -> float:
-    """What one block adds to the overdispersion sum: about 1 when requests are
-    independent, about the overdispersion factor when they are not.
+def dispersion_term(table: Table, before: Evidence) -> float:
+    """What one block adds to the overdispersion sum: its squared residual around the
+    estimate of the blocks before it (Pearson's, as in quasi-likelihood).
 
-    It is the block's squared residual around the estimate of all blocks so far,
-    itself included, divided by one less its leverage: the share of the
-    information so far that is the block's own, which pulls that estimate
-    towards it (Pearson's residual, studentised, as in quasi-likelihood). Never
-    around the estimate of the blocks before it alone: a candidate's first
-    interval may hold a single request without the event, whose estimate of 0
-    puts the next block hundreds of deviations away, and a steady real effect
-    then reads as wild overdispersion that tempers every later block to nothing
-    (a 30% slower candidate was promoted that way). A block that holds most of
-    the information so far, or an estimate of 0 or infinity, tells nothing
-    about dispersion and counts as ordinary (1). The power of a block depends
-    only on blocks before it, which is what validity needs.
+    That residual also carries the estimate's own error, which errs towards
+    tempering more; but it is only meaningful while the blocks before hold more
+    information than this one. A candidate's first interval may hold a single
+    request without the event: its estimate of 0 put the next block hundreds of
+    deviations away, and a steady real effect read as wild overdispersion that
+    tempered every later block to nothing (a 30% slower candidate was promoted
+    that way). So a block measured against less information than its own, or
+    against an estimate of 0 or infinity (or none), counts as ordinary (1).
     """
-    fitted = estimate(after)
+    fitted = estimate(before)
     past = _central_variance(
         before.candidate_events + before.stable_events,
         before.candidate_total,
         before.stable_total,
     )
-    if fitted is None or fitted <= 0 or math.isinf(fitted) or past <= 0:
-        return 1.0
     own = _central_variance(
         table.candidate_events + table.stable_events, table.candidate_total, table.stable_total
     )
-    leverage = own / (past + own)
-    deviation = residual(table, max(-6.0, min(6.0, math.log(fitted))))
-    if deviation is None or leverage > MAX_LEVERAGE:
+    if fitted is None or fitted <= 0 or math.isinf(fitted) or own > past:
         return 1.0
-    return deviation**2 / (1.0 - leverage)
+    deviation = residual(table, max(-6.0, min(6.0, math.log(fitted))))
+    return 1.0 if deviation is None else deviation**2
 
 
 def _central_variance(events: float, candidate_total: float, stable_total: float) -> float:
