@@ -302,7 +302,7 @@ class OwnWrites:
     def seen(self, obj: Mapping[str, Any]) -> None:
         """A watch delivered ``obj``: drop the answer it has caught up with.
 
-        :meth:`freshest` drops it too, but only when a pass runs, and at rest no
+        :meth:`freshest` asks this too, but only when a pass runs, and at rest no
         pass runs: a kept answer would be a second copy of every object the
         operator ever wrote (a fifth of its memory per object, tracemalloc at N=300).
         """
@@ -316,12 +316,8 @@ class OwnWrites:
 
     def freshest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
         """``obj``, or the answer to our own last write of it if that is certainly newer."""
-        uid = str(obj["metadata"].get("uid", ""))
-        answer = self._answers.get(uid)
-        if answer is not None and known_newer(answer, obj):
-            return answer
-        self._answers.pop(uid, None)  # the watch has caught up: keep nothing
-        return obj
+        self.seen(obj)  # the watch may have caught up: then keep nothing
+        return self._answers.get(str(obj["metadata"].get("uid", "")), obj)
 
     def forget(self, uid: str) -> None:
         self._answers.pop(uid, None)
