@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -136,6 +136,14 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def failing_value_trail(entry: Mapping[str, object], series: Sequence[tuple[float, float]]) -> str:
+    """What a failed look at the drawn series needs: the value the operator judged
+    and every point Prometheus holds, in seconds from the rollback."""
+    finished = datetime.fromisoformat(str(entry["finishedAt"]).replace("Z", "+00:00"))
+    points = [(round(at - finished.timestamp(), 1), value) for at, value in series]
+    return f"judged: {entry.get('evidence')}; Prometheus, seconds from the rollback: {points}"
+
+
 def test_the_report_draws_the_promotion_and_the_rollback_from_prometheus(
     rolled_out: tuple[CanaryScenario, datetime], tmp_path: Path, matplotlib_cache: Path
 ) -> None:
@@ -166,7 +174,9 @@ def test_the_report_draws_the_promotion_and_the_rollback_from_prometheus(
     ]
     panels = {panel.name: panel for panel in timeline.metrics}
     assert tuple(panels) == METRICS
-    assert max(v for _, v in panels["error-rate"].candidate) > 0.05
+    assert max(v for _, v in panels["error-rate"].candidate) > 0.05, failing_value_trail(
+        by_version[BAD], values.get(("error-rate", "candidate"), ())
+    )
     assert panels["error-rate"].failed
     assert panels["p99-latency"].stable, "stable's latency is drawn for its relative bound"
     assert [b.label for b in panels["p99-latency"].bounds] == ["max 1", "max 2x stable"]
