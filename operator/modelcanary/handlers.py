@@ -1,4 +1,4 @@
-"""kopf wiring: the only module that imports kopf.
+"""kopf wiring: with ``kopf_tuning`` (kopf's per-event costs), the only module that imports kopf.
 
 One daemon per ModelDeployment runs passes (``reconcile.Reconciler``) in a
 loop: observe, decide, act, write status once, then sleep for as long as the
@@ -71,6 +71,7 @@ from modelcanary.dispatch.runtime import ShardedRuntime
 from modelcanary.dispatch.slots import NextPass, PassSlots, Priority, first_pass_priority
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
 from modelcanary.drills.plan import FINISHED
+from modelcanary.kopf_tuning import SpecEssenceStorage, quiet_every_event_handlers
 from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource, remaining
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
@@ -147,10 +148,11 @@ async def _configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     """Settings, the API client, the labelled view, the pass machinery: both modes'."""
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = SpecEssenceStorage(
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    quiet_every_event_handlers(["nudge"])
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30
     api = await kr8s.asyncio.api()

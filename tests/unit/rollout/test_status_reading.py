@@ -116,3 +116,22 @@ def test_a_status_that_never_had_the_condition_does_not_gain_it() -> None:
     status, events = note(read_status(GOOD), NOW, generation=1)
     assert [c.type for c in status.conditions] == ["Ready"]
     assert events == ()
+
+
+def test_a_status_with_nothing_to_note_is_not_copied() -> None:
+    # Copying the whole status (history, evidence) was a tenth of a pass at rest.
+    reading = read_status(GOOD)
+    status, events = note(reading, NOW, generation=1)
+    assert status is reading.status
+    assert events == ()
+
+
+def test_noting_a_repair_leaves_what_was_read_alone() -> None:
+    stored = {**GOOD, "stepStartedAt": YEAR_ZERO}
+    first = decide_unsound(read_status(stored), NOW, generation=1)
+    repaired = {**keep_memory(stored, first.status), "stepStartedAt": "2026-11-27T11:00:00Z"}
+    reading = read_status(repaired)
+    before = reading.status.model_dump()
+    status, _ = note(reading, NOW, generation=1)
+    assert status is not reading.status
+    assert reading.status.model_dump() == before

@@ -1,0 +1,111 @@
+"""kopf's per-event work made cheaper, with what kopf decides unchanged."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, cast
+
+import kopf
+import pytest
+
+from modelcanary.kopf_tuning import (
+    KOPF_OBJECT_LOGGER,
+    SpecEssenceStorage,
+    quiet_every_event_handlers,
+)
+
+pytestmark = pytest.mark.unit
+
+PREFIX = "modelcanary.io"
+
+
+class NotToBeCopied(dict[str, Any]):
+    """A stanza the essence drops: deep-copying it is the cost this storage removes."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NotToBeCopied:
+        raise AssertionError("the status was deep-copied")
+
+
+def model_deployment(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelcanary.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": "fraud",
+            "namespace": "ml",
+            "uid": "u-1",
+            "resourceVersion": "42",
+            "generation": 3,
+            "labels": {"team": "risk"},
+            "annotations": {
+                "note": "kept",
+                f"{PREFIX}/last-handled-configuration": '{"spec":{}}\n',
+                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            },
+            "finalizers": [f"{PREFIX}/finalizer"],
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+        },
+        "spec": {"predictor": {"model": {"name": "fraud", "version": "1.0.0"}}, "drill": None},
+        "status": status,
+    }
+
+
+def storages() -> tuple[kopf.AnnotationsDiffBaseStorage, SpecEssenceStorage]:
+    key = "last-handled-configuration"
+    return (
+        kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key=key),
+        SpecEssenceStorage(prefix=PREFIX, key=key),
+    )
+
+
+def test_the_essence_is_kopfs_own() -> None:
+    kopfs, ours = storages()
+    raw = model_deployment({"phase": "Healthy", "history": [{"revision": "a" * 10}]})
+    body = kopf.Body(cast(kopf.RawBody, raw))
+    assert ours.build(body=body) == kopfs.build(body=body)
+    assert ours.build(body=body) == {
+        "metadata": {"labels": {"team": "risk"}, "annotations": {"note": "kept"}},
+        "spec": {"predictor": {"model": {"name": "fraud", "version": "1.0.0"}}, "drill": None},
+    }
+
+
+def test_the_status_is_never_copied() -> None:
+    kopfs, ours = storages()
+    raw = model_deployment(NotToBeCopied(phase="Healthy"))
+    body = kopf.Body(cast(kopf.RawBody, raw))
+    with pytest.raises(AssertionError, match="deep-copied"):
+        kopfs.build(body=body)
+    essence = ours.build(body=body)
+    assert "status" not in essence
+    assert raw["status"] == {"phase": "Healthy"}, "the body itself is left as it was"
+
+
+def test_fields_asked_for_by_a_handler_come_from_the_whole_body() -> None:
+    kopfs, ours = storages()
+    raw = model_deployment({"phase": "Healthy"})
+    body = kopf.Body(cast(kopf.RawBody, copy.deepcopy(raw)))
+    extra = ["status.phase"]
+    assert ours.build(body=body, extra_fields=extra) == kopfs.build(body=body, extra_fields=extra)
+    assert ours.build(body=body, extra_fields=extra)["status"] == {"phase": "Healthy"}
+
+
+def test_the_event_handlers_success_is_not_logged_and_its_failure_is(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log_filter = quiet_every_event_handlers(["nudge"])
+    logger = logging.getLogger(KOPF_OBJECT_LOGGER)
+    try:
+        with caplog.at_level(logging.INFO, logger=KOPF_OBJECT_LOGGER):
+            logger.info("Handler 'nudge' succeeded.")
+            logger.info("Handler 'finalize' succeeded.")
+            logger.error("Handler 'nudge' failed with an exception. Will retry.")
+        assert [r.getMessage() for r in caplog.records] == [
+            "Handler 'finalize' succeeded.",
+            "Handler 'nudge' failed with an exception. Will retry.",
+        ]
+        assert quiet_every_event_handlers(["nudge"]) is not log_filter
+        assert sum(1 for f in logger.filters if type(f).__name__ == "EveryEventHandlerLog") == 1
+    finally:
+        for existing in list(logger.filters):
+            logger.removeFilter(existing)
