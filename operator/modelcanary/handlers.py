@@ -153,7 +153,9 @@ async def _configure(settings: kopf.OperatorSettings, memo: kopf.Memo) -> None:
     )
     settings.posting.level = logging.WARNING
     quiet_every_event_handlers(["nudge"])
-    settings.watching.server_timeout = 300
+    # Ten minutes, client-go's longest: kopf's three watches reconnect and do nothing
+    # else at rest (the view's own ask for 5 to 10, view/watch.py).
+    settings.watching.server_timeout = 600
     settings.networking.request_timeout = 30
     api = await kr8s.asyncio.api()
     # (qps, burst) from `run`; None when turned off; the defaults when unset.

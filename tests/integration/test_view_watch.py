@@ -1,5 +1,5 @@
 """The view's watches against a real API server: create, update, delete, a kind that is
-not served, and a kube-apiserver restart in the middle.
+not served (and its CRD installed later), and a kube-apiserver restart in the middle.
 
 Deployments are used because the fast tier serves them without any
 controller; nothing here needs pods. Every wait is on a condition of the
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from kr8s.asyncio.objects import Deployment
 
 from e2e.harness import ControlPlane
 from modelcanary.view.store import DEPLOYMENT, Kind, Owner, Store
-from modelcanary.view.watch import Watcher
+from modelcanary.view.watch import MISSING_RETRY_SECONDS, Watcher
 
 pytestmark = pytest.mark.integration
 
@@ -190,5 +191,93 @@ def test_an_unselected_watcher_tells_every_key_an_event_or_a_list_touched(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    asyncio.run(main())
+
+
+def gadget_crd(group: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"gadgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_a_kind_whose_crd_comes_later_is_picked_up_as_soon_as_it_is_served(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """Not a LIST of the kind every minute: a watch of its CRD, which sees it arrive."""
+    group = f"{namespace}.example.com"
+    gadgets = Kind("Gadget", group, "v1", "gadgets")
+    crds_version, crds_url = "apiextensions.k8s.io/v1", "customresourcedefinitions"
+
+    async def main() -> None:
+        api = await kr8s.asyncio.api(kubeconfig=str(control_plane.kubeconfig))
+        store = Store()
+        watcher = Watcher(api, store, lambda _: None, namespaces=[namespace], kinds=[gadgets])
+        task = asyncio.create_task(watcher.run())
+        try:
+            await asyncio.wait_for(watcher.ready.wait(), timeout=30)
+            assert store.missing(gadgets)
+            installed = time.monotonic()
+            async with api.call_api(
+                "POST", version=crds_version, url=crds_url, json=gadget_crd(group)
+            ):
+                pass
+            gadget = {
+                "apiVersion": f"{group}/v1",
+                "kind": "Gadget",
+                "metadata": {"name": "g1", "labels": {"modelcanary.io/model": "fraud"}},
+            }
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while True:  # the API server serves the new kind once the CRD is established
+                try:
+                    async with api.call_api(
+                        "POST",
+                        version=f"{group}/v1",
+                        namespace=namespace,
+                        url="gadgets",
+                        json=gadget,
+                    ):
+                        break
+                except kr8s.ServerError:
+                    if loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            await until(
+                lambda: store.get(gadgets, namespace, "g1") is not None,
+                "the gadget in the view",
+                within=MISSING_RETRY_SECONDS / 3,
+            )
+            assert not store.missing(gadgets)
+            assert time.monotonic() - installed < MISSING_RETRY_SECONDS / 3
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(kr8s.ServerError):
+                async with api.call_api(
+                    "DELETE", version=crds_version, url=f"{crds_url}/gadgets.{group}"
+                ):
+                    pass
 
     asyncio.run(main())

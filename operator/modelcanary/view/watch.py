@@ -29,8 +29,13 @@ Each (kind, namespace) has one loop, which never ends before the operator:
   (a restarted API server is back within seconds; one LIST attempt per kind
   every 10 s during an outage costs it nothing);
 * 404 on the LIST: the kind is not served (no Gateway API CRDs on a cluster
-  that routes by replicas). The view answers "none" for it and looks again
-  every minute, so CRDs installed later are picked up.
+  that routes by replicas). The view answers "none" for it and watches the
+  kind's CRD (``served``), so CRDs installed later are picked up at once; where
+  CRDs cannot be watched, it looks again every minute.
+
+Each watch asks the API server for 5 to 10 minutes at random, as client-go's
+reflectors do: a controller at rest reconnects its watches and sends nothing
+else, so that span is most of its requests at rest.
 
 A pass reads through :class:`View`: from the store once its kind is synced,
 from the API server before that (start-up, or a watch that never listed).
@@ -54,12 +59,14 @@ from modelcanary import telemetry
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.apierrors import API_ERRORS
 from modelcanary.rest import ObjectRef, status_code
+from modelcanary.view.served import until_served
 from modelcanary.view.store import KINDS, Key, Kind, Owner, Store
 
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS: Final = 300
-"""How long the API server keeps one watch open (the next resumes where it ended)."""
+"""The shortest the API server keeps one watch open (the next resumes where it ended);
+each asks for between this and twice it, at random, so reconnects do not bunch."""
 BACKOFF_MAX_SECONDS: Final = 10.0
 MISSING_RETRY_SECONDS: Final = 60.0
 PAGE: Final = 500
@@ -319,7 +326,12 @@ class Watcher:
                     self._tell(self.store.mark_missing(kind))
                     self._tell_keys(kind, before)
                     self._synced(kind, namespace)
-                    await asyncio.sleep(MISSING_RETRY_SECONDS)
+                    await until_served(
+                        self.api,
+                        kind,
+                        watch_seconds=watch_seconds,
+                        fallback_seconds=MISSING_RETRY_SECONDS,
+                    )
                     continue
                 delay = self._broken(kind, where, error, backoff)
             except Exception as error:  # a watch must outlive any failure, a bug included
@@ -339,7 +351,7 @@ class Watcher:
 
     async def _watch(self, kind: Kind, namespace: str | None, version: str | None) -> str | None:
         """One watch request until the server ends it; the last resourceVersion seen."""
-        seconds = int(WATCH_SECONDS * random.uniform(0.8, 1.2))  # noqa: S311 - jitter
+        seconds = watch_seconds()
         params: dict[str, Any] = {
             "watch": "true",
             "labelSelector": self.selector,
@@ -381,6 +393,11 @@ class Watcher:
                 kind, {(kind.kind, str(metadata.get("namespace") or ""), str(metadata["name"]))}
             )
         return str(version) if version else None
+
+
+def watch_seconds() -> int:
+    """How long to ask for one watch: 5 to 10 minutes, as client-go's reflectors do."""
+    return int(WATCH_SECONDS * random.uniform(1.0, 2.0))  # noqa: S311 - jitter, not a secret
 
 
 async def stop(task: asyncio.Task[None] | None) -> None:

@@ -1,0 +1,66 @@
+"""When a kind that is not served may be: its CRD's versions and Established condition,
+and the fallback to looking again later where the CRD cannot be watched."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+import kr8s.asyncio
+import pytest
+
+from modelcanary.view.served import crd_name, serves, until_served
+from modelcanary.view.store import ROUTE
+
+pytestmark = pytest.mark.unit
+
+
+def crd(*, version: str = "v1", served: bool = True, established: str = "True") -> dict[str, Any]:
+    return {
+        "spec": {"versions": [{"name": version, "served": served}]},
+        "status": {"conditions": [{"type": "Established", "status": established}]},
+    }
+
+
+def test_the_crd_is_named_by_plural_and_group() -> None:
+    assert crd_name(ROUTE) == "httproutes.gateway.networking.k8s.io"
+
+
+@pytest.mark.parametrize(
+    ("found", "expected"),
+    [
+        (crd(), True),
+        (crd(version="v1beta1"), False),
+        (crd(served=False), False),
+        (crd(established="False"), False),
+        ({}, False),
+    ],
+)
+def test_a_crd_serves_the_kind_only_established_and_with_its_version_served(
+    found: dict[str, Any], expected: bool
+) -> None:
+    assert serves(found, ROUTE) is expected
+
+
+class Refusing:
+    """An API client whose every request is refused (no RBAC on CRDs)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        raise kr8s.ServerError("customresourcedefinitions is forbidden")
+
+
+def test_where_crds_cannot_be_watched_it_looks_again_after_the_fallback() -> None:
+    api = Refusing()
+    started = time.monotonic()
+    asyncio.run(
+        until_served(
+            cast(kr8s.asyncio.Api, api), ROUTE, watch_seconds=lambda: 300, fallback_seconds=0.2
+        )
+    )
+    assert api.calls == 1
+    assert time.monotonic() - started >= 0.2
