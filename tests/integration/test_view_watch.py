@@ -279,5 +279,23 @@ def test_a_kind_whose_crd_comes_later_is_picked_up_as_soon_as_it_is_served(
                     "DELETE", version=crds_version, url=f"{crds_url}/gadgets.{group}"
                 ):
                     pass
+            # The namespace fixture's clean-up walks API discovery: it must not meet
+            # the group half gone (listed in /apis, its version already 404).
+            await until_gone_from_discovery(api, group)
 
     asyncio.run(main())
+
+
+async def until_gone_from_discovery(api: kr8s.asyncio.Api, group: str) -> None:
+    async def listed() -> bool:
+        async with api.call_api("GET", base="/apis", version="") as response:
+            names = {g.get("name") for g in response.json().get("groups") or []}
+        assert "apps" in names, f"not the discovery document: {sorted(names)}"
+        return group in names
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while await listed():
+        if loop.time() > deadline:
+            raise AssertionError(f"API group {group} still in discovery 60 s after its CRD went")
+        await asyncio.sleep(0.2)

@@ -14,15 +14,15 @@ it looks again after ``fallback_seconds``, as before.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-import httpx
 import kr8s.asyncio
 
 from modelcanary.view.store import Kind
+from modelcanary.view.stream import watch_events
 
 log = logging.getLogger(__name__)
 
@@ -79,18 +79,9 @@ async def until_served(
                 "timeoutSeconds": seconds,
                 "resourceVersion": version,
             }
-            async with api.call_api(
-                "GET",
-                version=CRDS.api_version,
-                url=CRDS.plural,
-                params=params,
-                stream=True,
-                timeout=httpx.Timeout(10.0, read=seconds + 30.0),
-            ) as response:
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
+            events = watch_events(api, CRDS, namespace=None, params=params, seconds=seconds)
+            async with contextlib.aclosing(events) as stream:
+                async for event in stream:
                     obj = event.get("object") or {}
                     if event.get("type") == "ERROR":
                         raise RuntimeError(str(obj.get("message", obj)))

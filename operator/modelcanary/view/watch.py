@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable
@@ -61,6 +60,7 @@ from modelcanary.apierrors import API_ERRORS
 from modelcanary.rest import ObjectRef, status_code
 from modelcanary.view.served import until_served
 from modelcanary.view.store import KINDS, Key, Kind, Owner, Store
+from modelcanary.view.stream import watch_events
 
 log = logging.getLogger(__name__)
 
@@ -360,19 +360,9 @@ class Watcher:
         }
         if version:
             params["resourceVersion"] = version
-        async with self.api.call_api(
-            "GET",
-            version=kind.api_version,
-            namespace=namespace,
-            url=kind.plural,
-            params=params,
-            stream=True,
-            timeout=httpx.Timeout(10.0, read=seconds + 30.0),
-        ) as response:
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
+        events = watch_events(self.api, kind, namespace=namespace, params=params, seconds=seconds)
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
                 version = self._event(kind, event) or version
         return version
 
