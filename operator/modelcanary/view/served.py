@@ -26,6 +26,9 @@ from modelcanary.view.stream import watch_events
 
 log = logging.getLogger(__name__)
 
+SERVED_RETRY_SECONDS: Final = 2.0
+"""How soon to LIST a kind again whose CRD says it is served though the LIST was 404."""
+
 CRDS: Final = Kind(
     "CustomResourceDefinition",
     "apiextensions.k8s.io",
@@ -68,7 +71,11 @@ async def until_served(
         ) as response:
             listed = response.json()
         if any(serves(crd, kind) for crd in listed.get("items") or []):
-            return  # it was created between the kind's 404 and this LIST
+            # Created between the kind's 404 and this LIST, or a kube-apiserver that
+            # is starting and not serving its CRDs yet: LIST the kind again soon,
+            # not at once, or a slow start would be a loop of requests.
+            await asyncio.sleep(SERVED_RETRY_SECONDS)
+            return
         version = (listed.get("metadata") or {}).get("resourceVersion")
         while True:
             seconds = watch_seconds()

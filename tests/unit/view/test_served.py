@@ -10,6 +10,7 @@ from typing import Any, cast
 import kr8s.asyncio
 import pytest
 
+from modelcanary.view import served
 from modelcanary.view.served import crd_name, serves, until_served
 from modelcanary.view.store import ROUTE
 
@@ -64,3 +65,40 @@ def test_where_crds_cannot_be_watched_it_looks_again_after_the_fallback() -> Non
     )
     assert api.calls == 1
     assert time.monotonic() - started >= 0.2
+
+
+class Listing:
+    """An API client whose CRD LIST says the kind is served (a 404 was transient)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self
+
+    async def __aenter__(self) -> Listing:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def json(self) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": "7"}, "items": [crd()]}
+
+
+def test_a_crd_that_serves_already_is_looked_at_again_soon_not_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A kube-apiserver that is starting answers 404 for a kind its CRD serves:
+    # returning at once would make the caller's LIST and this one a tight loop.
+    monkeypatch.setattr(served, "SERVED_RETRY_SECONDS", 0.2)
+    api = Listing()
+    started = time.monotonic()
+    asyncio.run(
+        until_served(
+            cast(kr8s.asyncio.Api, api), ROUTE, watch_seconds=lambda: 300, fallback_seconds=60
+        )
+    )
+    assert api.calls == 1
+    assert 0.2 <= time.monotonic() - started < 5
