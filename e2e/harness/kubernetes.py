@@ -41,6 +41,8 @@ from e2e.harness.processes import ManagedProcess, StartupError, free_port, termi
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
+# Stages of our own for kwok's fake kubelet, beside upstream's from the toolchain.
+OUR_KWOK_STAGES = Path(__file__).parent / "kwok_stages"
 _STATE_FILE = "state.json"
 
 # client certificate file stem -> (user, group)
@@ -500,8 +502,12 @@ class ControlPlane:
         )
 
     def _start_kwok(self) -> None:
-        # kwok reads its Stage objects from one multi-document config file.
-        stages = sorted(self.toolchain.kwok_stages.glob("*.yaml"))
+        # kwok reads its Stage objects from one multi-document config file:
+        # upstream's, then ours (what a kubelet does that upstream's leave out).
+        stages = [
+            *sorted(self.toolchain.kwok_stages.glob("*.yaml")),
+            *sorted(OUR_KWOK_STAGES.glob("*.yaml")),
+        ]
         config = self.workdir / "kwok.yaml"
         config.write_text("\n---\n".join(path.read_text() for path in stages))
         port = free_port()

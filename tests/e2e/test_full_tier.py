@@ -85,3 +85,37 @@ def test_scaling_to_zero_removes_the_pods(
         timeout=90,
         what="the pods to be deleted",
     )
+
+
+def test_a_pod_the_node_controller_marked_not_ready_is_ready_again(
+    full_control_plane: ControlPlane, k8s: kr8s.Api, namespace: str
+) -> None:
+    """A node that missed its lease (kube-apiserver down past the grace period) has its
+    pods marked Ready=False by kube-controller-manager; a kubelet reports them Ready
+    again, and so must kwok, or their Deployment is never Available again."""
+    labels = {"app": "recovers"}
+    deployment = _deployment(k8s, namespace, "recovers", labels, replicas=1)
+
+    def ready_replicas() -> int:
+        deployment.refresh()
+        return int(deployment.raw.get("status", {}).get("readyReplicas") or 0)
+
+    wait_for(lambda: ready_replicas() == 1, timeout=90, what="one ready replica")
+    (pod,) = list_objects(k8s, Pod, namespace=namespace, label_selector=labels)
+    # What the node lifecycle controller's MarkPodsNotReady writes: Ready alone, False.
+    ready_at = [c["type"] for c in pod.raw["status"]["conditions"]].index("Ready")
+    not_ready = {"op": "replace", "path": f"/status/conditions/{ready_at}/status", "value": "False"}
+    pod.patch([not_ready], subresource="status", type="json")
+
+    def conditions(*, read: bool = True) -> dict[str, str]:
+        if read:
+            pod.refresh()
+        return {c["type"]: c["status"] for c in pod.raw["status"]["conditions"]}
+
+    assert conditions(read=False)["Ready"] == "False"  # as the patch wrote it
+
+    wait_for(lambda: conditions()["Ready"] == "True", timeout=30, what="the pod to be Ready again")
+    wait_for(lambda: ready_replicas() == 1, timeout=30, what="the replica to count as ready")
+    after = conditions()
+    assert after["ContainersReady"] == "True"
+    assert after["PodScheduled"] == "True"
