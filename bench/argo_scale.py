@@ -42,7 +42,7 @@ from typing import Any
 
 from bench import phases, promtext
 from bench.audit import AuditTail
-from bench.kube import Client, cpu_seconds, mib, rss_kib, spread
+from bench.kube import Census, Client, cpu_seconds, mib, rss_kib, spread
 from bench.phases import NotHealthyError
 from e2e.harness import ControlPlane
 from e2e.harness.argo_rollouts import ROLLOUTS_PATH, ArgoRolloutsController
@@ -126,33 +126,28 @@ def create_rollouts(client: Client, count: int, namespaces: int, *, workers: int
     return time.monotonic() - started
 
 
-def list_rollouts(client: Client) -> list[dict[str, Any]]:
-    """Every Rollout in the cluster, with one LIST."""
-    items: list[dict[str, Any]] = client.must("GET", rollouts_path())["items"]
-    return items
-
-
-def phase_counts(items: list[dict[str, Any]]) -> Counter[str]:
-    return Counter(str((item.get("status") or {}).get("phase", "-")) for item in items)
+def rollout_phase(item: dict[str, Any]) -> str:
+    return str((item.get("status") or {}).get("phase", "-"))
 
 
 def wait_all_healthy(
-    client: Client,
+    census: Census[str],
     count: int,
     *,
     timeout: float,
     alive: Callable[[], None] = lambda: None,
-    interval: float = 1.0,
+    interval: float = 0.2,
     report_every: float = 10.0,
 ) -> float:
-    """Poll until ``count`` Rollouts report status.phase Healthy; returns the monotonic
-    time at which they first did. ``alive`` raises if the controller died."""
+    """Wait until ``count`` Rollouts report status.phase Healthy (``census`` holds each
+    one's phase, from a watch); returns the monotonic time at which they first did.
+    ``alive`` raises if the controller died."""
     started = time.monotonic()
     last_print = started
     deadline = started + timeout
     while True:
         alive()
-        seen = phase_counts(list_rollouts(client))
+        seen = Counter(census.values())
         now = time.monotonic()
         if seen["Healthy"] >= count:
             return now
@@ -269,19 +264,18 @@ class ArgoBench:
         print(f"== Argo Rollouts: {args.rollouts} in {args.namespaces} namespaces", flush=True)
         create_namespaces(self.client, args.namespaces)
         wait_default_service_accounts(self.client, args.namespaces)
-        cpu_before = cpu_seconds(pid)
-        started = time.monotonic()
-        result["create_seconds"] = round(
-            create_rollouts(self.client, args.rollouts, args.namespaces), 1
-        )
         timeout = args.healthy_timeout or max(120.0, args.rollouts * 0.6)
-        try:
-            healthy = wait_all_healthy(
-                self.client, args.rollouts, timeout=timeout, alive=self.alive
+        with Census(self.client, rollouts_path(), rollout_phase) as census:
+            cpu_before = cpu_seconds(pid)
+            started = time.monotonic()
+            result["create_seconds"] = round(
+                create_rollouts(self.client, args.rollouts, args.namespaces), 1
             )
-        except TimeoutError as error:
-            print(f"  {error}", flush=True)
-            raise NotHealthyError(str(error)) from None
+            try:
+                healthy = wait_all_healthy(census, args.rollouts, timeout=timeout, alive=self.alive)
+            except TimeoutError as error:
+                print(f"  {error}", flush=True)
+                raise NotHealthyError(str(error)) from None
         result["healthy_all_seconds"] = round(healthy - started, 1)
         result["ramp_cpu_seconds"] = round(cpu_seconds(pid) - cpu_before, 1)
         rss = rss_kib(pid)["VmRSS"]
