@@ -71,7 +71,7 @@ from modelcanary.dispatch.runtime import ShardedRuntime
 from modelcanary.dispatch.slots import NextPass, PassSlots, Priority, first_pass_priority
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
 from modelcanary.drills.plan import FINISHED
-from modelcanary.kopf_tuning import SpecEssenceStorage, quiet_every_event_handlers
+from modelcanary.kopf_tuning import SpecEssenceStorage, idle, quiet_every_event_handlers
 from modelcanary.passes import ModelDeploymentResource, RollbackDrillResource, remaining
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
@@ -221,8 +221,8 @@ async def rollout(
             wake.clear()
             async with slots.take(priority):
                 upcoming = await _one_pass(reconciler, body)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=upcoming.delay)
+            if not await idle(wake, stopped, upcoming.delay):
+                break
             priority = upcoming.priority(woken=wake.is_set())
     finally:
         _routes.unregister(owner, uid)

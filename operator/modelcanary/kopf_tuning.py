@@ -16,12 +16,19 @@ change that, neither changing what kopf decides:
 * :class:`EveryEventHandlerLog`: kopf logs "Handler 'nudge' succeeded." at INFO
   for the event handler, once per event: a line per status write per object,
   which says nothing and costs a log record each time. Its failures still log.
+* :func:`idle`: kopf stops a daemon (its object deleted, the operator exiting)
+  by setting ``stopped`` and then cancelling the task, and logs every such
+  cancellation as a warning, "is cancelled. Will escalate.": one line per object
+  at every restart and deletion, 1,000 at N=1,000, about nothing wrong. A
+  daemon resting between passes ends quietly instead; a pass cut short still
+  warns.
 
 Only the kopf wiring (``handlers``) uses this module.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Collection, Iterable
 from typing import Any, cast
@@ -81,3 +88,20 @@ def quiet_every_event_handlers(handlers: Collection[str]) -> EveryEventHandlerLo
     log_filter = EveryEventHandlerLog(handlers)
     logger.addFilter(log_filter)
     return log_filter
+
+
+async def idle(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> bool:
+    """Rest until ``wake`` is set or ``seconds`` pass: True to run the next pass,
+    False when kopf is stopping the daemon (the caller returns)."""
+    try:
+        await asyncio.wait_for(wake.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+    except asyncio.CancelledError:
+        if not stopped:  # not kopf's stop: someone else's cancellation, theirs to handle
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # taken as the ordinary end it is
+        return False
+    return not stopped

@@ -110,6 +110,10 @@ def test_good_candidate_walks_10_50_100_bakes_and_is_promoted(scenario: CanarySc
     wait_for(
         lambda: scenario.servers.running() == {new}, timeout=30, what="the old revision scaled down"
     )
+    # A graceful stop ends each object's resting daemon quietly, not with kopf's
+    # "Daemon 'rollout' is cancelled. Will escalate." (a warning per object per restart).
+    scenario.operator.stop()
+    assert "Daemon 'rollout' is cancelled" not in scenario.operator.log_text()
 
 
 def test_candidate_with_20_percent_errors_is_rolled_back_at_the_first_step(

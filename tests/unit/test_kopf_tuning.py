@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from typing import Any, cast
@@ -12,6 +13,7 @@ import pytest
 from modelcanary.kopf_tuning import (
     KOPF_OBJECT_LOGGER,
     SpecEssenceStorage,
+    idle,
     quiet_every_event_handlers,
 )
 
@@ -109,3 +111,66 @@ def test_the_event_handlers_success_is_not_logged_and_its_failure_is(
     finally:
         for existing in list(logger.filters):
             logger.removeFilter(existing)
+
+
+class Stopped:
+    """kopf's ``stopped``, as a daemon sees it: falsy until kopf stops the daemon."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+
+    def __bool__(self) -> bool:
+        return self.is_set
+
+
+def resting(stopped: Stopped, wake: asyncio.Event, seconds: float = 60.0) -> asyncio.Task[bool]:
+    return asyncio.ensure_future(idle(wake, cast(kopf.DaemonStopped, stopped), seconds))
+
+
+def test_a_wake_or_the_time_runs_the_next_pass() -> None:
+    async def test() -> None:
+        wake = asyncio.Event()
+        task = resting(Stopped(), wake)
+        await asyncio.sleep(0)
+        wake.set()
+        assert await asyncio.wait_for(task, timeout=5) is True
+        assert await idle(asyncio.Event(), cast(kopf.DaemonStopped, Stopped()), 0.01) is True
+
+    asyncio.run(test())
+
+
+def test_kopfs_stop_while_resting_ends_the_daemon_without_a_cancellation() -> None:
+    """kopf sets ``stopped`` and then cancels: the daemon returns, so kopf has no
+    cancellation to warn about ("is cancelled. Will escalate.")."""
+
+    async def test() -> None:
+        stopped = Stopped()
+        task = resting(stopped, asyncio.Event())
+        await asyncio.sleep(0)
+        stopped.is_set = True
+        task.cancel()
+        assert await asyncio.wait_for(task, timeout=5) is False
+        assert not task.cancelled()
+        assert task.cancelling() == 0
+
+    asyncio.run(test())
+
+
+def test_a_cancellation_that_is_not_kopfs_stop_still_cancels() -> None:
+    async def test() -> None:
+        task = resting(Stopped(), asyncio.Event())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(test())
+
+
+def test_a_stop_signalled_without_a_cancellation_ends_after_the_rest() -> None:
+    async def test() -> None:
+        stopped = Stopped()
+        stopped.is_set = True
+        assert await idle(asyncio.Event(), cast(kopf.DaemonStopped, stopped), 0.01) is False
+
+    asyncio.run(test())
