@@ -10,9 +10,10 @@ canary could not start in the 300 s it is given: the earlier tests' leftovers,
 not the operator, decided the outcome.
 
 Later, in CI (and, by its message, in a run before that), a candidate stayed
-"waiting to become Available" for all its 300 s: restarts of kube-apiserver kept kwok's nodes from renewing their leases
-past the grace period, kube-controller-manager marked every pod NotReady
-("all Nodes are not-Ready"), and kwok, unlike a kubelet, never reported them
+"waiting to become Available" for all its 300 s: restarts of kube-apiserver
+kept kwok's nodes from renewing their leases past the grace period,
+kube-controller-manager marked every pod NotReady ("all Nodes are not-Ready"),
+and kwok, unlike a kubelet, never reported them
 Ready again. The harness now does (``e2e/harness/kwok_stages``)."""
 
 from __future__ import annotations
