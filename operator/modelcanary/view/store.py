@@ -141,6 +141,9 @@ class Store:
     """resourceVersion at which an object was deleted, so an older event cannot revive it."""
     _synced: set[str] = field(default_factory=set)
     _missing: set[str] = field(default_factory=set)
+    _outside: set[Key] = field(default_factory=set)
+    """Objects that a read found but no watch will bring: a user's Service named in the
+    spec, which carries none of the labels the watches select."""
 
     # -- what the watches say ------------------------------------------------------
 
@@ -232,6 +235,18 @@ class Store:
 
     def missing(self, kind: Kind) -> bool:
         return kind.kind in self._missing
+
+    def note_outside(self, kind: Kind, namespace: str, name: str, *, there: bool) -> None:
+        """A read found the object outside the watches (``there``), or found nothing."""
+        key = (kind.kind, namespace, name)
+        if there:
+            self._outside.add(key)
+        else:
+            self._outside.discard(key)
+
+    def outside(self, kind: Kind, namespace: str, name: str) -> bool:
+        """A read found this object before and no watch holds it: only a read can say."""
+        return (kind.kind, namespace, name) in self._outside
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         """A copy of one object, or None if the view does not hold it."""

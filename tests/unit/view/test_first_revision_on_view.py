@@ -118,7 +118,8 @@ def test_once_a_revision_is_stable_a_pass_that_acts_reads_again() -> None:
 def test_with_the_replicas_router_a_new_object_costs_its_creates_and_its_status() -> None:
     """The replicas router's ``set_weight`` lists the Deployments and scales them; for
     a new object, it now lists the view (with the pass's own create in it) and finds
-    the Deployment created at its full count: no LIST, no scale PATCH."""
+    the Deployment created at its full count: no LIST, no scale PATCH. The shared
+    Service is created without a read first (``test_shared_service``)."""
     cluster = Cluster()
     cluster.model_deployment({**OLD, "replicas": 3})
     body = cluster.kube.get(MD_PATH)
@@ -137,6 +138,8 @@ def test_with_the_replicas_router_a_new_object_costs_its_creates_and_its_status(
     assert ("POST", DEPLOYMENTS) in sent
     assert not [s for s in sent if s[0] == "PATCH" and "/deployments/" in s[1]], sent
     assert not [s for s in sent if s[0] == "GET" and s[1].startswith(DEPLOYMENTS)], sent
+    # Nor a read of the shared Service: the synced view does not hold it, so it is created.
+    assert not [s for s in sent if s[0] == "GET"], sent
     (deployment,) = [
         obj for path, obj in cluster.kube.objects.items() if path.startswith(f"{DEPLOYMENTS}/")
     ]
