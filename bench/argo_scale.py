@@ -12,7 +12,11 @@ identity of its own, and takes it through the same phases:
                   router; one replica; the same pod template, which kwok runs)
                   -> every Rollout's status.phase is Healthy, polled with one
                   LIST; the namespaces and their default ServiceAccount
-                  (without which no pod is admitted) are made first, untimed
+                  (without which no pod is admitted) are made first, untimed.
+                  With ``--argo-services`` each Rollout comes with the Service
+                  its users apply beside it (the getting-started manifests do),
+                  selecting its pods: what our replicas router's shared Service
+                  is, which the operator creates itself
     rest          CPU, reconciles per minute (the sum of its
                   ``rollout_reconcile_count`` series) and API requests per
                   minute (audit log), RSS at the end
@@ -87,6 +91,19 @@ def rollout(
     }
 
 
+def service(name: str) -> dict[str, Any]:
+    """The Service a user applies beside a Rollout: its pods, both revisions' alike."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"app": name},
+            "ports": [{"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}],
+        },
+    }
+
+
 def rollouts_path(namespace: str | None = None, name: str = "") -> str:
     where = f"/namespaces/{namespace}" if namespace else ""
     return f"{ROLLOUTS_PATH}{where}/rollouts" + (f"/{name}" if name else "")
@@ -112,13 +129,18 @@ def wait_default_service_accounts(client: Client, namespaces: int, timeout: floa
             time.sleep(0.1)
 
 
-def create_rollouts(client: Client, count: int, namespaces: int, *, workers: int = 8) -> float:
+def create_rollouts(
+    client: Client, count: int, namespaces: int, *, workers: int = 8, services: bool = False
+) -> float:
     """Create ``count`` Rollouts over ``namespaces`` namespaces (which
-    :func:`create_namespaces` made); returns the seconds it took."""
+    :func:`create_namespaces` made), each with its :func:`service` if ``services``;
+    returns the seconds it took."""
 
     def create(index: int) -> None:
-        body = rollout(rollout_name(index))
-        client.must("POST", rollouts_path(namespace_of(index, namespaces)), body)
+        name, namespace = rollout_name(index), namespace_of(index, namespaces)
+        if services:
+            client.must("POST", f"/api/v1/namespaces/{namespace}/services", service(name))
+        client.must("POST", rollouts_path(namespace), rollout(name))
 
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -269,7 +291,13 @@ class ArgoBench:
             cpu_before = cpu_seconds(pid)
             started = time.monotonic()
             result["create_seconds"] = round(
-                create_rollouts(self.client, args.rollouts, args.namespaces), 1
+                create_rollouts(
+                    self.client,
+                    args.rollouts,
+                    args.namespaces,
+                    services=getattr(args, "argo_services", False),
+                ),
+                1,
             )
             try:
                 healthy = wait_all_healthy(census, args.rollouts, timeout=timeout, alive=self.alive)

@@ -74,6 +74,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--max-concurrent-passes", type=int, default=None, help="passed to our operator if set"
     )
     parser.add_argument(
+        "--argo-services",
+        action="store_true",
+        help="a Service beside each Rollout, as its users apply (ours creates its own)",
+    )
+    parser.add_argument(
         "--controllers",
         default="argo,modelcanary",
         help="which to run, in this order (argo, modelcanary)",
@@ -191,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_concurrent_passes
             else ""
         )
+        + (", a Service beside each Rollout" if args.argo_services else "")
     )
     report = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -11,6 +11,7 @@ from bench.argo_scale import (
     STEPS,
     canary_paused_at_weight,
     canary_started,
+    create_rollouts,
     namespace_of,
     rollout,
 )
@@ -35,6 +36,33 @@ def test_rollouts_match_the_scale_bench_model_deployments() -> None:
     assert argo["spec"]["selector"]["matchLabels"] == labels
     # Both benches can share one cluster.
     assert namespace_of(3, 2) == "argo-1"
+
+
+class RecordingClient:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, dict[str, Any]]] = []
+
+    def must(self, method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert method == "POST"
+        self.posted.append((path, body))
+        return body
+
+
+@pytest.mark.parametrize("services", [False, True])
+def test_a_service_beside_each_rollout_only_when_asked(services: bool) -> None:
+    """``--argo-services``: the Service an Argo user applies with a Rollout, selecting
+    its pods, as our replicas router's shared Service selects a model's."""
+    client = RecordingClient()
+    create_rollouts(cast(Any, client), 4, 2, workers=1, services=services)
+    rollouts = [body for path, body in client.posted if body["kind"] == "Rollout"]
+    made = [(path, body) for path, body in client.posted if body["kind"] == "Service"]
+    assert len(rollouts) == 4
+    assert len(made) == (4 if services else 0)
+    for path, body in made:
+        name = body["metadata"]["name"]
+        (pods,) = [r for r in rollouts if r["metadata"]["name"] == name]
+        assert path == f"/api/v1/namespaces/{namespace_of(int(name[-4:]), 2)}/services"
+        assert body["spec"]["selector"] == pods["spec"]["template"]["metadata"]["labels"]
 
 
 def _rollout(generation: int, **status: Any) -> dict[str, Any]:
