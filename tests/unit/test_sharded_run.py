@@ -88,7 +88,7 @@ def test_a_drill_that_ends_wakes_its_model_deployments_sharded_loop(
 
         events = SimpleNamespace(post=lambda *_, **__: None)
 
-    monkeypatch.setattr(handlers, "_sharded", Runtime())
+    monkeypatch.setattr(handlers.state, "sharded", Runtime())
     drill = {
         "apiVersion": "modelcanary.io/v1alpha1",
         "kind": "RollbackDrill",
@@ -102,5 +102,5 @@ def test_a_drill_that_ends_wakes_its_model_deployments_sharded_loop(
     result = SimpleNamespace(
         decision=decision, failed=None, finished=True, model_deployment_uid=None
     )
-    handlers._report_drill(drill, result)  # type: ignore[arg-type]
+    handlers.drills.report_drill(drill, result)  # type: ignore[arg-type]
     assert woken == [("ns", "fraud")]

@@ -105,7 +105,7 @@ class Feed:
 
     def wake_owners(self, owners: set[Owner]) -> None:
         """The labelled view's ``on_change``: wake the loops of the ModelDeployments whose
-        Deployments, Services, HPAs, routes or drills changed (``handlers._wake_owners``
+        Deployments, Services, HPAs, routes or drills changed (``handlers.startup._wake_owners``
         for kopf's daemons)."""
         for target in self._routes.targets(owners):
             namespace, name = target.split("/", 1)

@@ -72,7 +72,8 @@ def test_sharded_mode_drops_the_answer_when_the_unselected_watch_delivers_the_ec
 
 
 def test_kopfs_event_handler_drops_the_answer_in_the_default_mode() -> None:
-    nudge = cast(Callable[..., Coroutine[Any, Any, None]], handlers.nudge)  # kopf's decorator
+    # kopf's decorator hides the coroutine function's type.
+    nudge = cast(Callable[..., Coroutine[Any, Any, None]], handlers.models.nudge)
     writes = OwnWrites()
     writes.keep(model_deployment("12", "Progressing"))
     memo = kopf.Memo()
