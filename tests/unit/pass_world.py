@@ -17,6 +17,9 @@ from modelcanary.api.modeldeployment import Predictor
 from modelcanary.drill_executor import DrillExecutor
 from modelcanary.reconcile import Reconciler
 from modelcanary.rollout.observations import RouterObservation
+from modelcanary.traffic.replicas import ReplicasRouter
+from modelcanary.view.watch import View
+from modelcanary.workloads.builders import OwnerRef
 from tests.unit.fake_kube import FakeKube
 
 NS = "ns"
@@ -24,6 +27,26 @@ MD_PATH = f"/apis/modelcanary.io/v1alpha1/namespaces/{NS}/modeldeployments/fraud
 DRILL_PATH = f"/apis/modelcanary.io/v1alpha1/namespaces/{NS}/rollbackdrills/drill-1"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+OWNER = OwnerRef(
+    api_version="modelcanary.io/v1alpha1", kind="ModelDeployment", name="fraud", uid="u1"
+)
+"""The ModelDeployment ``fraud`` that a router of these tests works for."""
+
+
+def fraud_router(kube: FakeKube, view: View) -> ReplicasRouter:
+    """The replicas router of ``fraud`` (one replica, its own shared Service), over ``view``."""
+    return ReplicasRouter(
+        kube.api(),
+        namespace=NS,
+        md_name="fraud",
+        service=None,
+        port=8080,
+        owner=OWNER,
+        total=1,
+        view=view,
+    )
 
 
 def predictor(version: str) -> dict[str, Any]:

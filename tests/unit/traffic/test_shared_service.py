@@ -14,19 +14,14 @@ import asyncio
 
 import pytest
 
-from modelcanary.traffic.replicas import ReplicasRouter
 from modelcanary.view.store import KINDS, SERVICE, Store
 from modelcanary.view.watch import View
-from modelcanary.workloads.builders import OwnerRef
 from tests.unit.fake_kube import FakeKube
-from tests.unit.pass_world import NS
+from tests.unit.pass_world import NS, fraud_router
 
 pytestmark = pytest.mark.unit
 
 SERVICES = f"/api/v1/namespaces/{NS}/services"
-OWNER = OwnerRef(
-    api_version="modelcanary.io/v1alpha1", kind="ModelDeployment", name="fraud", uid="u1"
-)
 USERS = {
     "apiVersion": "v1",
     "kind": "Service",
@@ -46,17 +41,7 @@ def ensure(kube: FakeKube, store: Store) -> None:
     """One pass's ``ensure`` on the store's view (a new view per pass, as passes have)."""
 
     async def one_pass() -> None:
-        router = ReplicasRouter(
-            kube.api(),
-            namespace=NS,
-            md_name="fraud",
-            service=None,
-            port=8080,
-            owner=OWNER,
-            total=1,
-            view=View(kube.api(), store).for_pass(),
-        )
-        await router.ensure()
+        await fraud_router(kube, View(kube.api(), store).for_pass()).ensure()
 
     asyncio.run(one_pass())
 

@@ -14,28 +14,26 @@ from typing import Any
 
 import pytest
 
-from modelcanary.traffic.replicas import ReplicasRouter
 from modelcanary.view.store import DEPLOYMENT, SERVICE
 from modelcanary.view.watch import View
-from modelcanary.workloads.builders import OwnerRef, build_shared_service_spec
+from modelcanary.workloads.builders import build_shared_service_spec
 from tests.unit.fake_kube import Failure, FakeKube
 from tests.unit.pass_world import (
     DEPLOYMENTS,
     NS,
     OLD,
+    OWNER,
     A,
     B,
     Cluster,
     FakeRouter,
     available_deployment,
+    fraud_router,
 )
 
 pytestmark = pytest.mark.unit
 
 SERVICES = f"/api/v1/namespaces/{NS}/services"
-OWNER = OwnerRef(
-    api_version="modelcanary.io/v1alpha1", kind="ModelDeployment", name="fraud", uid="u1"
-)
 
 
 def cluster() -> FakeKube:
@@ -122,17 +120,7 @@ def test_the_replicas_router_reads_the_service_and_deployments_once_a_pass() -> 
     kube = cluster()
 
     async def one_pass() -> None:
-        direct = View(kube.api()).direct
-        router = ReplicasRouter(
-            kube.api(),
-            namespace=NS,
-            md_name="fraud",
-            service=None,
-            port=8080,
-            owner=OWNER,
-            total=1,
-            view=direct,
-        )
+        router = fraud_router(kube, View(kube.api()).direct)
         await router.ensure()
         observed = await router.get_weight()
         assert observed.weights == {A: 100}
