@@ -128,6 +128,10 @@ bench-chaos: deps ## 20 canaries (good and bad) while the operator, Prometheus a
 bench-warm: deps ## rollback right after a promotion: warm previous revision (scaleDownDelay) vs cold, 10 runs each
 	$(PY) -m bench.warm_restore --runs $(or $(RUNS),10)
 
+.PHONY: bench-metrics
+bench-metrics: venv ## the operator's /metrics at N = 1,000 and 10,000: page size, render time, memory; COMPARE=REV measures REV in the same run
+	$(PY) -m bench.metrics_page $(if $(COMPARE),--compare $(COMPARE)) $(BENCH_ARGS)
+
 .PHONY: bench-scale
 bench-scale: deps argo-rollouts ## the scale report (docs/scale.md): our operator and Argo Rollouts with N (1000) objects each, one cluster, one table; BENCH_ARGS=--rest 60 for a shorter rest window
 	$(PY) -m bench.scale_report --objects $(or $(N),1000) $(BENCH_ARGS)

@@ -9,52 +9,28 @@ and time to restore (time to rollback).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from modelcanary.api.judging import Verdict
-from modelcanary.api.modeldeployment import (
-    DrillSummary,
-    ModelDeploymentStatus,
-    Phase,
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
 )
+
+from modelcanary import object_series
+from modelcanary.api.modeldeployment import DrillSummary, ModelDeploymentStatus
 from modelcanary.rollout import deadline
+
+# A counter's *_created series is a second series per label set that Prometheus stores
+# as a gauge of its own; nothing here reads it, and per-object counters double with it.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-OUTCOMES = tuple(verdict.value for verdict in Verdict)
-"""A metric's verdicts and an evaluation's outcomes share their names."""
+RECORDS = object_series.ObjectRecords()
+"""Each ModelDeployment's phase, weight, analysis and last drill: its own series."""
+object_series.register(RECORDS, REGISTRY)
 
-PHASE = Gauge(
-    "modelcanary_phase",
-    "1 for the ModelDeployment's current phase, 0 for the others.",
-    ["namespace", "name", "phase"],
-    registry=REGISTRY,
-)
-CANARY_WEIGHT = Gauge(
-    "modelcanary_canary_weight_percent",
-    "Percent of traffic the router confirmed for the candidate.",
-    ["namespace", "name"],
-    registry=REGISTRY,
-)
-ANALYSIS_VALUE = Gauge(
-    "modelcanary_analysis_value",
-    "The latest value of each analysis metric, for the candidate and for stable.",
-    ["namespace", "name", "metric", "revision_role"],
-    registry=REGISTRY,
-)
-ANALYSIS_VERDICT = Gauge(
-    "modelcanary_analysis_verdict",
-    "1 for each analysis metric's latest verdict (Pass, Fail, NoData, Error, Outage).",
-    ["namespace", "name", "metric", "verdict"],
-    registry=REGISTRY,
-)
-ANALYSIS_OUTCOME = Gauge(
-    "modelcanary_analysis_outcome",
-    "1 for the latest evaluation's outcome (Pass, Fail, NoData, Error, Outage), 0 for the "
-    "others; all 0 while no canary is judged. Error is a query that waiting will not fix.",
-    ["namespace", "name", "outcome"],
-    registry=REGISTRY,
-)
 CANARIES = Counter(
     "modelcanary_canaries_started",
     "Canaries started.",
@@ -84,12 +60,6 @@ TIME_TO_ROLLBACK = Histogram(
     "From the failing evaluation to the router taking the rollback weights.",
     ["namespace"],
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
-    registry=REGISTRY,
-)
-DRILL_LAST_SUCCESS = Gauge(
-    "modelcanary_drill_last_success_timestamp",
-    "Unix time at which the latest successful rollback drill of the ModelDeployment ended.",
-    ["namespace", "name"],
     registry=REGISTRY,
 )
 DRILL_DURATION = Histogram(
@@ -127,19 +97,6 @@ ANALYSIS_TICK_LAG = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 30),
     registry=REGISTRY,
 )
-ANALYSIS_EVIDENCE = Gauge(
-    "modelcanary_analysis_evidence",
-    "A count metric's evidence against the candidate (its e-value) and the e-value at which "
-    "it fails.",
-    ["namespace", "name", "metric", "kind"],
-    registry=REGISTRY,
-)
-ANALYSIS_EFFECT = Gauge(
-    "modelcanary_analysis_effect",
-    "A count metric's estimated odds ratio, candidate to stable, and its interval's ends.",
-    ["namespace", "name", "metric", "bound"],
-    registry=REGISTRY,
-)
 RECONCILE_ERRORS = Counter(
     "modelcanary_reconcile_errors",
     "Passes that failed to observe or act (they are retried).",
@@ -162,35 +119,7 @@ API_RATE_LIMIT_QPS = Gauge(
 
 
 def record_status(namespace: str, name: str, status: ModelDeploymentStatus) -> None:
-    # From the recorded history, so the figure survives an operator restart.
-    succeeded = [d.finished_at for d in status.drill_history if d.succeeded and d.finished_at]
-    if succeeded:
-        DRILL_LAST_SUCCESS.labels(namespace, name).set(max(succeeded).timestamp())
-    for phase in Phase:
-        PHASE.labels(namespace, name, phase.value).set(1 if status.phase is phase else 0)
-    CANARY_WEIGHT.labels(namespace, name).set(status.canary_weight)
-    results = status.analysis.results if status.analysis else []
-    outcome = status.analysis.outcome if status.analysis else None
-    for known in OUTCOMES:
-        ANALYSIS_OUTCOME.labels(namespace, name, known).set(1 if outcome == known else 0)
-    for result in results:
-        for role, value in (("candidate", result.candidate), ("stable", result.stable)):
-            if value is not None:
-                ANALYSIS_VALUE.labels(namespace, name, result.metric, role).set(value)
-        for verdict in OUTCOMES:
-            ANALYSIS_VERDICT.labels(namespace, name, result.metric, verdict).set(
-                1 if result.verdict == verdict else 0
-            )
-        for kind, value in (("e-value", result.e_value), ("threshold", result.threshold)):
-            if value is not None:
-                ANALYSIS_EVIDENCE.labels(namespace, name, result.metric, kind).set(value)
-        for bound, value in (
-            ("estimate", result.effect),
-            ("low", result.effect_low),
-            ("high", result.effect_high),
-        ):
-            if value is not None:
-                ANALYSIS_EFFECT.labels(namespace, name, result.metric, bound).set(value)
+    RECORDS.record((namespace, name), status)
 
 
 def record_events(namespace: str, name: str, reasons: list[str]) -> None:
@@ -218,18 +147,7 @@ def record_drill(namespace: str, md_name: str, summary: DrillSummary) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted ModelDeployment's series, so 1,000 come and go without a leak."""
-    gauges = (
-        PHASE,
-        CANARY_WEIGHT,
-        ANALYSIS_VALUE,
-        ANALYSIS_VERDICT,
-        ANALYSIS_OUTCOME,
-        DRILL_LAST_SUCCESS,
-    )
-    for gauge in gauges:
-        for labels in list(gauge._metrics):  # prometheus-client has no public iterator
-            if labels[:2] == (namespace, name):
-                gauge.remove(*labels)
+    RECORDS.forget((namespace, name))
 
 
 API_REQUESTS = Counter(
