@@ -13,6 +13,7 @@ from bench.argo_scale import (
     canary_started,
     create_rollouts,
     namespace_of,
+    remove_namespaces,
     rollout,
 )
 from bench.operator_scale import model_deployment
@@ -97,3 +98,34 @@ def test_controller_flags_make_the_comparison_fair(tmp_path: Path) -> None:
     assert not any(flag.startswith("--namespaced") for flag in argv)
     with_election = ArgoRolloutsController(binaries, plane, tmp_path, leader_elect=True)
     assert "--leader-elect=true" in with_election.argv(tmp_path / "k")
+
+
+class NamespacesGoingAway:
+    """Each namespace answers 200 to its first GET after the DELETE, then 404."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.calls: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+        self.calls.append((method, path))
+        if method == "DELETE":
+            return (403, {}) if self.refuse else (200, {})
+        return (200, {}) if self.calls.count((method, path)) == 1 else (404, {})
+
+
+def test_argo_namespaces_are_deleted_and_waited_for_before_ours_runs() -> None:
+    client = NamespacesGoingAway()
+    remove_namespaces(cast(Any, client), 2, timeout=30, interval=0.01)
+    deleted = [path for method, path in client.calls if method == "DELETE"]
+    assert deleted == ["/api/v1/namespaces/argo-0", "/api/v1/namespaces/argo-1"]
+    # It returned only after each namespace answered 404.
+    assert client.calls[-2:] == [
+        ("GET", "/api/v1/namespaces/argo-0"),
+        ("GET", "/api/v1/namespaces/argo-1"),
+    ]
+
+
+def test_a_refused_delete_is_an_error_not_a_wait() -> None:
+    with pytest.raises(RuntimeError, match="HTTP 403"):
+        remove_namespaces(cast(Any, NamespacesGoingAway(refuse=True)), 2, timeout=30)
