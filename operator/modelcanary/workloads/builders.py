@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from modelcanary.api.modeldeployment import (
+    API_VERSION,
     Predictor,
 )
 from modelcanary.api.names import (
@@ -92,6 +93,14 @@ class OwnerRef:
             "controller": True,
             "blockOwnerDeletion": True,
         }
+
+
+def owner_of(obj: Mapping[str, Any]) -> OwnerRef:
+    """The owner reference of the ModelDeployment ``obj``."""
+    metadata = obj["metadata"]
+    return OwnerRef(
+        api_version=API_VERSION, kind="ModelDeployment", name=metadata["name"], uid=metadata["uid"]
+    )
 
 
 # --------------------------------------------------------------------------- names

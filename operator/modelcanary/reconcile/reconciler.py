@@ -40,10 +40,9 @@ pass uses it while it is newer than the object it was given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -51,30 +50,25 @@ from typing import Any, Protocol
 import kr8s.asyncio
 
 from modelcanary import telemetry
-from modelcanary.analysis import queries
 from modelcanary.analysis.samples import AnalysisObservation
-from modelcanary.api.analysis import PrometheusConnection
 from modelcanary.api.modeldeployment import (
-    API_VERSION,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     Traffic,
 )
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_OR_MISSING
-from modelcanary.metrics.batching import QueryBatcher
-from modelcanary.metrics.connection import ConnectionConfigError, provider_for
-from modelcanary.metrics.prometheus import PrometheusProvider
+from modelcanary.metrics.connection import provider_for
 from modelcanary.passes import (
     ModelDeploymentResource,
     PassState,
-    RollbackDrillResource,
     carry_out_in_order,
     clear_action,
     merge_patch,
     write_status,
 )
-from modelcanary.promql.templates import TemplateValues
+from modelcanary.reconcile import acts
+from modelcanary.reconcile.looks import Looks, ProviderFactory
 from modelcanary.rest import ObjectRef
 from modelcanary.rollout.acting import before_first_serving, routed_whole, routine_look
 from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
@@ -83,12 +77,6 @@ from modelcanary.rollout.decide import decide, decide_invalid
 from modelcanary.rollout.decision import (
     Action,
     Decision,
-    DeleteAutoscaler,
-    DeleteDrill,
-    DeleteRevision,
-    EnsureRevision,
-    ScaleRevision,
-    SetWeights,
 )
 from modelcanary.rollout.observations import (
     Observations,
@@ -101,13 +89,7 @@ from modelcanary.view.drills import observe_drills
 from modelcanary.view.store import OwnWrites
 from modelcanary.view.watch import View
 from modelcanary.workloads import applier
-from modelcanary.workloads.builders import (
-    OwnerRef,
-    build_autoscaler_spec,
-    build_deployment_spec,
-    build_service_spec,
-    revision_name,
-)
+from modelcanary.workloads.builders import OwnerRef, owner_of
 
 log = logging.getLogger(__name__)
 
@@ -128,23 +110,10 @@ class RouterFactory(Protocol):
     ) -> Router: ...
 
 
-ProviderFactory = Callable[
-    [kr8s.asyncio.Api, PrometheusConnection, str], Awaitable[PrometheusProvider]
-]
-"""Finds the Prometheus to query for ``spec.analysis.prometheus`` (``metrics.provider_for``)."""
-
-
 @dataclass
 class PassResult(PassState):
     decision: Decision = field(kw_only=True)
     rollback_seconds: float | None = None
-
-
-def owner_of(obj: Mapping[str, Any]) -> OwnerRef:
-    metadata = obj["metadata"]
-    return OwnerRef(
-        api_version=API_VERSION, kind="ModelDeployment", name=metadata["name"], uid=metadata["uid"]
-    )
 
 
 class Reconciler:
@@ -162,8 +131,7 @@ class Reconciler:
         self.view = view
         """Where passes read what they observe; None: the API server, every time."""
         self._routers = routers
-        self._prometheus = prometheus
-        self._batchers: dict[int, QueryBatcher] = {}
+        self.looks = Looks(api, prometheus)
         self.own_writes = OwnWrites()
 
     def freshest(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -172,14 +140,6 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         """The ModelDeployment is gone (or no longer ours): drop what was kept for it."""
         self.own_writes.forget(uid)
-
-    def _batcher(self, provider: PrometheusProvider) -> QueryBatcher:
-        # Providers are cached per Prometheus, so one batcher per provider lets
-        # every ModelDeployment that shares a Prometheus share its batches.
-        batcher = self._batchers.get(id(provider))
-        if batcher is None or batcher.provider is not provider:
-            batcher = self._batchers[id(provider)] = QueryBatcher(provider)
-        return batcher
 
     async def run_pass(self, obj: Mapping[str, Any], *, now: datetime | None = None) -> PassResult:
         now = now or datetime.now(UTC)
@@ -336,31 +296,18 @@ class Reconciler:
         count_metrics: bool = True,
         at: datetime | None = None,
     ) -> AnalysisObservation:
-        """Run the analysis queries for ``candidate_revision`` and, where needed, stable.
-
-        ``at`` is the look grid's instant to evaluate them at (the observation is of
-        that instant); None evaluates them now. Looks of one instant share answers.
-        """
-        analysis = spec.analysis
-        assert analysis is not None
-        evaluated = at or now
-        try:
-            provider = await self._prometheus(self.api, analysis.prometheus, namespace)
-        except ConnectionConfigError as error:
-            return queries.failed_observation(analysis, evaluated, str(error))
-        batcher = self._batcher(provider)
-        if not await batcher.is_online(at):
-            return AnalysisObservation(at=evaluated, prometheus_online=False)
-        candidate = _values(namespace, name, candidate_revision, spec, status)
-        stable = (
-            _values(namespace, name, stable_revision, spec, status) if stable_revision else None
+        """One look at Prometheus (``looks.Looks.observe``), shared with the drill's pass."""
+        return await self.looks.observe(
+            namespace,
+            name,
+            spec,
+            status,
+            now,
+            candidate_revision=candidate_revision,
+            stable_revision=stable_revision,
+            count_metrics=count_metrics,
+            at=at,
         )
-        wanted = queries.plan(analysis, candidate, stable, count_metrics=count_metrics)
-        # Every query at once: concurrent ModelDeployments' queries share batches.
-        keys = list(wanted)
-        results = await asyncio.gather(*(batcher.query(*wanted[key], at=at) for key in keys))
-        answers = {key: result.answer() for key, result in zip(keys, results, strict=True)}
-        return queries.observation(analysis, evaluated, answers, with_stable=stable is not None)
 
     # -- acting --------------------------------------------------------------------
 
@@ -375,61 +322,17 @@ class Reconciler:
         view: View | None = None,
         routed_whole: Collection[str] = (),
     ) -> None:
-        """Carry out one action; ``existing``: the revisions whose Deployments the
-        pass has just read (a new one is created without a GET); ``view``: the view
-        the pass acts on, told what is written; ``routed_whole``: revisions that a
-        later action of this pass gives 100% through the replicas router."""
-        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        if isinstance(action, EnsureRevision):
-            replicas = action.replicas if action.replicas is not None else 0
-            if action.replicas is None and action.revision in routed_whole:
-                # The router would scale it to all of them a moment later: a new
-                # Deployment starts there (one PATCH less for every new object), and
-                # one that exists is left to the router as before.
-                replicas = spec.predictor.replicas
-            common: dict[str, Any] = {
-                "md_name": name,
-                "namespace": namespace,
-                "revision": action.revision,
-                "predictor": action.predictor,
-                "role": action.role,
-                "owner": owner_of(obj),
-            }
-            port = spec.traffic.port
-            deployment = build_deployment_spec(replicas=replicas, port=port, **common)
-            service = build_service_spec(port=port, **common)
-            autoscaler = (
-                build_autoscaler_spec(min_replicas=action.autoscaler_min_replicas, **common)
-                if action.autoscaler_min_replicas is not None
-                else None
-            )
-            await applier.apply_revision(
-                self.api,
-                deployment,
-                service,
-                manage_replicas=action.replicas is not None,
-                manifest_autoscaler=autoscaler,
-                new=existing is not None and action.revision not in existing,
-                view=view,
-            )
-        elif isinstance(action, ScaleRevision):
-            await applier.scale_revision(
-                self.api, namespace, revision_name(name, action.revision), action.replicas
-            )
-        elif isinstance(action, DeleteAutoscaler):
-            await applier.delete_autoscaler(
-                self.api, namespace, revision_name(name, action.revision)
-            )
-        elif isinstance(action, SetWeights):
-            await router.set_weight(action.as_dict())
-        elif isinstance(action, DeleteRevision):
-            await applier.delete_revision(self.api, namespace, revision_name(name, action.revision))
-        elif isinstance(action, DeleteDrill):
-            drill = RollbackDrillResource(
-                {"metadata": {"name": action.name, "namespace": namespace}}, api=self.api
-            )
-            with contextlib.suppress(kr8s.NotFoundError):
-                await drill.delete()
+        """Carry out one action (``acts.carry_out``) with this reconciler's client."""
+        await acts.carry_out(
+            self.api,
+            obj,
+            spec,
+            router,
+            action,
+            existing=existing,
+            view=view,
+            routed_whole=routed_whole,
+        )
 
     # -- writing -------------------------------------------------------------------
 
@@ -463,19 +366,3 @@ def _changes(obj: Mapping[str, Any], status: ModelDeploymentStatus, decision: De
     if decision.status == status and decision.status.to_dict() == (obj.get("status") or {}):
         return False
     return bool(merge_patch(obj.get("status") or {}, decision.status.to_dict()))
-
-
-def _values(
-    namespace: str,
-    name: str,
-    revision: str,
-    spec: ModelDeploymentSpec,
-    status: ModelDeploymentStatus,
-) -> TemplateValues:
-    model = spec.predictor.model
-    entry = next((e for e in status.history if e.revision == revision), None)
-    if entry is not None and revision != spec.predictor.revision():
-        model = entry.predictor.model
-    return TemplateValues(
-        namespace=namespace, name=name, revision=revision, model=model.name, version=model.version
-    )

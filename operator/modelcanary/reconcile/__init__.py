@@ -1,0 +1,10 @@
+"""The ModelDeployment's reconcile pass: observe, decide, act, write status once.
+
+``reconciler`` holds the pass and its order (read it first); ``acts`` carries
+out one action of a decision; ``looks`` runs one look at Prometheus. The drill's
+pass (``drill_executor``) borrows the last two through the ``Reconciler``.
+"""
+
+from modelcanary.reconcile.reconciler import PassResult, Reconciler
+
+__all__ = ["PassResult", "Reconciler"]
