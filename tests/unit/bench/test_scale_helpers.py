@@ -6,12 +6,15 @@ import argparse
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 
 from bench.audit import parse_line, peak_per_second, per_minute
 from bench.kube import spread
+from bench.operator_scale import Bench
 from bench.phases import reaction_figures
 from bench.promtext import buckets, quantile_bound, samples, series_objects, total
 from bench.scale_canaries import canary_indices, look_lags, query_shape
@@ -185,3 +188,20 @@ def test_verdicts_hold_each_figure_to_its_target_and_to_argo() -> None:
     )
     unmeasured = verdicts({}, None, 1000)
     assert all(met is None for _, met, _ in unmeasured)
+
+
+class PhasesPage:
+    """An operator's /metrics after the reaction phase: one object paused mid-canary."""
+
+    def metrics(self, names: Sequence[str] = ()) -> str:
+        assert list(names) == ["modelcanary_phase"]
+        return (
+            'modelcanary_phase{name="m1",namespace="a",phase="Healthy"} 1.0\n'
+            'modelcanary_phase{name="m2",namespace="a",phase="Paused"} 1.0\n'
+        )
+
+
+def test_the_restart_counts_every_object_passed_whatever_its_phase() -> None:
+    bench = object.__new__(Bench)
+    bench.operator = cast(Any, PhasesPage())
+    assert bench.reconciled() == 2
