@@ -205,11 +205,21 @@ class Plan:
 def quotas(replicas: frozenset[str], shards: int, held: Mapping[str, int]) -> dict[str, int]:
     """Each live replica's share: ``shards // n``, and one more for ``shards % n`` of them.
 
-    The extra ones go to the replicas already holding the most (then by name),
-    so a balanced assignment is never reshuffled to move the extra elsewhere.
+    The extra ones go first to replicas already holding more than ``shards // n``
+    (the most first), so a balanced assignment is never reshuffled to move an
+    extra elsewhere; the rest by name. Not by how many each holds below that:
+    while survivors take a dead replica's shards, those counts change every
+    round, and an extra that went to the replica holding most in one round went
+    to the other in the next, which cost a takeover one more round than
+    :meth:`Timing.takeover_bound` (found by the property test).
     """
     base, extra = divmod(shards, len(replicas))
-    order = sorted(replicas, key=lambda replica: (-held.get(replica, 0), replica))
+
+    def standing(replica: str) -> tuple[int, str]:
+        count = held.get(replica, 0)
+        return (-count if count > base else 0, replica)
+
+    order = sorted(replicas, key=standing)
     return {replica: base + (1 if rank < extra else 0) for rank, replica in enumerate(order)}
 
 

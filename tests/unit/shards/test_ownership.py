@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from modelcanary.shards.ownership import (
@@ -222,6 +222,18 @@ def test_no_shard_ever_has_two_owners_through_kills_joins_and_pauses(
 
 
 @settings(max_examples=100, deadline=None)
+# Found by this test: the quota's extra shard went to whichever survivor held the
+# most, which changed between their rounds, so the takeover took one round more
+# than the bound (5.27 s against 5.20).
+@example(
+    shards=9,
+    start=4,
+    latency=0.234375,
+    offset=0.0,
+    script=[Step(1.0, "pause", 0, 0.0), Step(2.5, "kill", 0, 0.0), Step(3.5, "kill", 0, 0.0)],
+    victim=0,
+    join_after=False,
+)
 @given(
     shards=st.integers(1, 12),
     start=st.integers(2, 4),
