@@ -185,7 +185,7 @@ class DrillExecutor:
         self, obj: Mapping[str, Any], status: RollbackDrillStatus, reason: str, now: datetime
     ) -> DrillPassResult:
         """A drill that cannot run at all: refused before it began, failed after."""
-        ended = status.model_copy(deep=True)
+        ended = status.deep_copy()
         ended.phase = (
             DrillPhase.REFUSED if status.phase is DrillPhase.PENDING else DrillPhase.FAILED
         )

@@ -122,7 +122,7 @@ def judge(
     close: bool = False,
 ) -> Judged:
     """One look at one count metric; ``alpha`` is this metric's share of the budget."""
-    state = previous.model_copy(deep=True) if previous is not None else None
+    state = previous.deep_copy() if previous is not None else None
     restarted = state is not None and state.test != fingerprint(metric)
     if state is None or restarted:
         state = CountJudgement(metric=metric.name, test=fingerprint(metric))

@@ -9,10 +9,12 @@ reads: camelCase field names, a docstring on every field (it becomes the
 
 from __future__ import annotations
 
+import copy
+import enum
 import re
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Annotated, Any
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any, Final, Self, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
@@ -112,3 +114,44 @@ class ApiModel(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The Kubernetes form: camelCase keys, unset optional fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def deep_copy(self) -> Self:
+        """What ``model_copy(deep=True)`` gives, at about 40% of its cost.
+
+        Each pass copies the status once, so that ``decide`` leaves its input as it
+        was; pydantic's deep copy goes through ``copy.deepcopy`` and its memo for
+        every value, and was most of a pass's CPU in a restart (py-spy, N = 1,000).
+        The models are trees of models, lists, dicts and immutable values (str,
+        numbers, datetimes, enums), so a copy that rebuilds the containers and
+        shares the immutable values is the same copy. It sets the instance state
+        the way pydantic's own ``__copy__`` does."""
+        return cast(Self, _copied(self))
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        copied = object.__new__(type(value))
+        extra, private = value.__pydantic_extra__, value.__pydantic_private__
+        object.__setattr__(copied, "__dict__", {k: _copied(v) for k, v in value.__dict__.items()})
+        object.__setattr__(copied, "__pydantic_fields_set__", set(value.__pydantic_fields_set__))
+        object.__setattr__(copied, "__pydantic_extra__", None if extra is None else _copied(extra))
+        object.__setattr__(
+            copied, "__pydantic_private__", None if private is None else _copied(private)
+        )
+        return copied
+    kind = type(value)
+    if kind is list:
+        return [_copied(item) for item in value]
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is tuple:
+        return tuple(_copied(item) for item in value)
+    if kind in _IMMUTABLE or isinstance(value, enum.Enum):
+        return value
+    return copy.deepcopy(value)  # anything else: as pydantic would
+
+
+_IMMUTABLE: Final = frozenset(
+    {str, int, float, bool, type(None), bytes, datetime, date, time, timedelta, frozenset}
+)
+"""Values a copy may share: nothing can change them in place."""

@@ -207,7 +207,7 @@ def plan_drill(
     observed: DrillObservations,
     now: datetime,
 ) -> DrillDecision:
-    work = _Work(name, spec, status.model_copy(deep=True), md_spec, md_status, observed, now)
+    work = _Work(name, spec, status.deep_copy(), md_spec, md_status, observed, now)
     state = work.status
     if state.phase in FINISHED:
         return DrillDecision(state, requeue_after=3600.0)

@@ -45,7 +45,7 @@ def decide(
 ) -> Decision:
     work = Pass(
         spec=spec,
-        status=status.model_copy(deep=True),
+        status=status.deep_copy(),
         observed=observed,
         now=now,
         desired=spec.predictor.revision(),
@@ -92,7 +92,7 @@ def decide_invalid(
     generation: int | None = None,
 ) -> Decision:
     """A spec the models refuse: say so, and touch nothing (traffic stays where it is)."""
-    new = status.model_copy(deep=True)
+    new = status.deep_copy()
     message = "; ".join(str(error) for error in errors)
     was_invalid = any(c.type == "InvalidSpec" and c.status == "True" for c in new.conditions)
     previous_message = next((c.message for c in new.conditions if c.type == "InvalidSpec"), "")

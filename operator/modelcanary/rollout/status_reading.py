@@ -121,7 +121,7 @@ def note(
     previous = next((c for c in reading.status.conditions if c.type == CONDITION), None)
     if not reading.problems and (previous is None or previous.status != "True"):
         return reading.status, ()
-    status = reading.status.model_copy(deep=True)
+    status = reading.status.deep_copy()
     if not reading.problems:
         if previous is not None and previous.status == "True":
             conditions.set_condition(
