@@ -48,7 +48,7 @@ from modelcanary.passes import (
     carry_out_in_order,
     write_status,
 )
-from modelcanary.reconcile import Reconciler
+from modelcanary.reconcile import Reconciler, acts
 from modelcanary.rest import ObjectRef
 from modelcanary.rollout.observations import RouterObservation
 from modelcanary.rollout.status_reading import read_status
@@ -136,7 +136,7 @@ class DrillExecutor:
         if analysis_due(spec, status, md_spec, now) and status.revisions is not None:
             target = status.revisions.last_known_good
             assert target is not None
-            analysis = await self.reconciler.observe_analysis(
+            analysis = await self.reconciler.looks.observe(
                 namespace,
                 spec.model_deployment,
                 md_spec,
@@ -160,7 +160,7 @@ class DrillExecutor:
         result = DrillPassResult(decision=decision, model_deployment_uid=md_obj["metadata"]["uid"])
         await carry_out_in_order(
             decision.actions,
-            lambda action: self.reconciler.carry_out(md_obj, md_spec, router, action),
+            lambda action: acts.carry_out(self.api, md_obj, md_spec, router, action),
             result,
             who=f"{namespace}/{name}",
         )

@@ -241,7 +241,7 @@ def passes_at(
 
     async def one_after_another() -> list[AnalysisObservation]:
         return [
-            await reconciler.observe_analysis(
+            await reconciler.looks.observe(
                 canaries.namespace,
                 f"grid-{n}",
                 analysis_spec,

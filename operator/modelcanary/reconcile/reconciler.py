@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -75,7 +75,6 @@ from modelcanary.rollout.actions import ANNOTATION, ANNOTATION_ID, parse_action
 from modelcanary.rollout.analysis import analysis_due, look_instant, look_lateness
 from modelcanary.rollout.decide import decide, decide_invalid
 from modelcanary.rollout.decision import (
-    Action,
     Decision,
 )
 from modelcanary.rollout.observations import (
@@ -192,7 +191,8 @@ class Reconciler:
         whole = routed_whole(spec, decision.actions)
         await carry_out_in_order(
             decision.actions,
-            lambda action: self.carry_out(
+            lambda action: acts.carry_out(
+                self.api,
                 obj,
                 spec,
                 router,
@@ -257,7 +257,7 @@ class Reconciler:
             late = look_lateness(spec, status, now)
             if late is not None:
                 telemetry.ANALYSIS_TICK_LAG.observe(max(0.0, late))
-            analysis = await self.observe_analysis(
+            analysis = await self.looks.observe(
                 namespace,
                 name,
                 spec,
@@ -283,56 +283,7 @@ class Reconciler:
         except API_OR_MISSING as error:
             return RouterObservation(weights=None, error=str(error))
 
-    async def observe_analysis(
-        self,
-        namespace: str,
-        name: str,
-        spec: ModelDeploymentSpec,
-        status: ModelDeploymentStatus,
-        now: datetime,
-        *,
-        candidate_revision: str,
-        stable_revision: str | None,
-        count_metrics: bool = True,
-        at: datetime | None = None,
-    ) -> AnalysisObservation:
-        """One look at Prometheus (``looks.Looks.observe``), shared with the drill's pass."""
-        return await self.looks.observe(
-            namespace,
-            name,
-            spec,
-            status,
-            now,
-            candidate_revision=candidate_revision,
-            stable_revision=stable_revision,
-            count_metrics=count_metrics,
-            at=at,
-        )
-
     # -- acting --------------------------------------------------------------------
-
-    async def carry_out(
-        self,
-        obj: Mapping[str, Any],
-        spec: ModelDeploymentSpec,
-        router: Router,
-        action: Action,
-        *,
-        existing: Collection[str] | None = None,
-        view: View | None = None,
-        routed_whole: Collection[str] = (),
-    ) -> None:
-        """Carry out one action (``acts.carry_out``) with this reconciler's client."""
-        await acts.carry_out(
-            self.api,
-            obj,
-            spec,
-            router,
-            action,
-            existing=existing,
-            view=view,
-            routed_whole=routed_whole,
-        )
 
     # -- writing -------------------------------------------------------------------
 

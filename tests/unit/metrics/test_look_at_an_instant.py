@@ -44,7 +44,7 @@ def looks(canaries: list[str], at: datetime | None) -> tuple[CountingOnline, lis
 
     async def every_look() -> list[AnalysisObservation]:
         return [
-            await reconciler.observe_analysis(
+            await reconciler.looks.observe(
                 "ml",
                 f"model-{canary}",
                 spec,
