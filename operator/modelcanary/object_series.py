@@ -124,9 +124,6 @@ class ObjectRecords:
         with self._lock:
             return list(self._records.items())
 
-    def __len__(self) -> int:
-        return len(self._records)
-
 
 Samples = Callable[[ObjectRecord], Iterator[tuple[list[str], float]]]
 """A family's samples of one record: its own label values (after namespace, name) and value."""
@@ -201,39 +198,35 @@ def _drill_last_success(record: ObjectRecord) -> Iterator[tuple[list[str], float
         yield [], record.drill_last_success
 
 
-def register(records: ObjectRecords, registry: CollectorRegistry) -> None:
-    families = (
-        ObjectFamily(
-            records,
+def _families() -> tuple[tuple[str, str, list[str], Samples], ...]:
+    """Each family: its name, its help, its labels after namespace and name, its samples."""
+    return (
+        (
             "modelcanary_phase",
             "1, labelled with the ModelDeployment's current phase (one series per object).",
             ["phase"],
             _phase,
         ),
-        ObjectFamily(
-            records,
+        (
             "modelcanary_canary_weight_percent",
             "Percent of traffic the router confirmed for the candidate.",
             [],
             _weight,
         ),
-        ObjectFamily(
-            records,
+        (
             "modelcanary_analysis_value",
             "The latest value of each analysis metric, for the candidate and for stable.",
             ["metric", "revision_role"],
             _values,
         ),
-        ObjectFamily(
-            records,
+        (
             "modelcanary_analysis_verdict",
             "1, labelled with each analysis metric's latest verdict (Pass, Fail, NoData, "
             "Error, Outage).",
             ["metric", "verdict"],
             _verdicts,
         ),
-        ObjectFamily(
-            records,
+        (
             "modelcanary_analysis_outcome",
             "1, labelled with the latest evaluation's outcome (Pass, Fail, NoData, Error, "
             "Outage); no series while no canary is judged. Error is a query that waiting "
@@ -241,28 +234,28 @@ def register(records: ObjectRecords, registry: CollectorRegistry) -> None:
             ["outcome"],
             _outcome,
         ),
-        ObjectFamily(
-            records,
+        (
             "modelcanary_analysis_evidence",
             "A count metric's evidence against the candidate (its e-value) and the e-value "
             "at which it fails.",
             ["metric", "kind"],
             _evidence,
         ),
-        ObjectFamily(
-            records,
+        (
             "modelcanary_analysis_effect",
             "A count metric's estimated odds ratio, candidate to stable, and its interval's ends.",
             ["metric", "bound"],
             _effect,
         ),
-        ObjectFamily(
-            records,
+        (
             "modelcanary_drill_last_success_timestamp",
             "Unix time at which the latest successful rollback drill of the ModelDeployment ended.",
             [],
             _drill_last_success,
         ),
     )
-    for family in families:
-        registry.register(family)
+
+
+def register(records: ObjectRecords, registry: CollectorRegistry) -> None:
+    for name, documentation, labels, samples in _families():
+        registry.register(ObjectFamily(records, name, documentation, labels, samples))
