@@ -11,8 +11,11 @@ change that, neither changing what kopf decides:
   handlers compare, stored as the last-handled-configuration annotation) is
   built by deep-copying the whole body and then deleting the status and the
   metadata. A ModelDeployment's status (history, analysis evidence) is most of
-  the object; here kopf's build is given the body without the stanzas it would
-  delete, so the essence is the same and the status is never copied.
+  the object; here the essence is built from the spec, labels and annotations
+  alone, copied as JSON (:func:`json_copy`), and never from the status. It is
+  the same essence as kopf's, key order included (a test compares them): a
+  restart of 3,000 (py-spy) still spent 9% of the operator's samples in
+  kopf's ``copy.deepcopy`` of what was left after the status was dropped.
 * :class:`EveryEventHandlerLog`: kopf logs "Handler 'nudge' succeeded." at INFO
   for the event handler, once per event: a line per status write per object,
   which says nothing and costs a log record each time. Its failures still log.
@@ -29,8 +32,9 @@ Only the kopf wiring (``handlers``) uses this module.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -53,7 +57,56 @@ class SpecEssenceStorage(kopf.AnnotationsDiffBaseStorage):
             # A handler asked for fields kopf would otherwise drop (status.x):
             # kopf's own build, from the whole body.
             return super().build(body=body, extra_fields=extra)
-        return super().build(body=_without_dropped_stanzas(body))
+        metadata = body.get("metadata") or {}
+        if self.ignored_fields or not all(
+            isinstance(metadata.get(field, {}), Mapping) for field in _KEPT_METADATA
+        ):
+            # Fields to ignore, or metadata no API server sends: kopf's own build,
+            # still without the stanzas it drops.
+            return super().build(body=_without_dropped_stanzas(body))
+        return self._essence(body, metadata)
+
+    def _essence(self, body: kopf.Body, metadata: Mapping[str, Any]) -> kopf.BodyEssence:
+        """What kopf's build gives, in kopf's order: the body's own stanzas but the
+        identity, metadata and status; then the labels and the annotations, less
+        other kopf operators' and kubectl's, and less this storage's own key."""
+        essence: dict[str, Any] = {
+            key: json_copy(value) for key, value in body.items() if key not in _DROPPED_STANZAS
+        }
+        kept = {field: json_copy(metadata[field]) for field in _KEPT_METADATA if field in metadata}
+        if kept:
+            essence["metadata"] = kept
+        annotations = kept.get("annotations")
+        if annotations:
+            others = self._detect_marked_prefixes(annotations)
+            own = set(self.make_keys(self.key, body=body))
+            kept["annotations"] = {
+                key: value
+                for key, value in annotations.items()
+                if key not in own
+                and key != _LAST_APPLIED
+                and not any(key.startswith(f"{prefix}/") for prefix in others)
+            }
+        self.remove_empty_stanzas(cast(kopf.BodyEssence, essence))
+        return cast(kopf.BodyEssence, essence)
+
+
+_DROPPED_STANZAS = frozenset({"apiVersion", "kind", "metadata", "status"})
+_KEPT_METADATA = ("labels", "annotations")
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (dicts, lists and scalars), a third of ``copy.deepcopy``'s
+    cost: it keeps no memo, since JSON from a watch has no shared or cyclic parts."""
+    kind = type(value)
+    if kind is dict:
+        return {key: json_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [json_copy(item) for item in value]
+    if kind in (str, int, float, bool) or value is None:
+        return value
+    return copy.deepcopy(value)
 
 
 def _without_dropped_stanzas(body: kopf.Body) -> kopf.Body:

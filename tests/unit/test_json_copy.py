@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelcanary.handlers.models import json_copy
+from modelcanary.kopf_tuning import json_copy
 
 pytestmark = pytest.mark.unit
 

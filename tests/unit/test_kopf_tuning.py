@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 from typing import Any, cast
 
 import kopf
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelcanary.kopf_tuning import (
     KOPF_OBJECT_LOGGER,
@@ -90,6 +93,80 @@ def test_fields_asked_for_by_a_handler_come_from_the_whole_body() -> None:
     extra = ["status.phase"]
     assert ours.build(body=body, extra_fields=extra) == kopfs.build(body=body, extra_fields=extra)
     assert ours.build(body=body, extra_fields=extra)["status"] == {"phase": "Healthy"}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+annotation_keys = st.sampled_from(
+    [
+        "note",
+        "team.example.com/owner",
+        f"{PREFIX}/last-handled-configuration",
+        f"{PREFIX}/kopf-managed",
+        f"{PREFIX}/action",
+        "kopf.zalando.org/last-handled-configuration",
+        "other.example.com/kopf-managed",
+        "other.example.com/last-handled-configuration",
+        "kubectl.kubernetes.io/last-applied-configuration",
+    ]
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "fraud", "namespace": "ml", "uid": "u-1"}
+    if draw(st.booleans()):
+        metadata["labels"] = draw(st.dictionaries(st.text(max_size=4), st.text(max_size=4)))
+    if draw(st.booleans()):
+        metadata["annotations"] = draw(st.dictionaries(annotation_keys, st.text(max_size=4)))
+    raw: dict[str, Any] = {"apiVersion": "modelcanary.io/v1alpha1", "kind": "ModelDeployment"}
+    raw["metadata"] = metadata
+    raw.update(draw(st.dictionaries(st.sampled_from(["spec", "data", "extra"]), json_values)))
+    if draw(st.booleans()):
+        raw["status"] = {"phase": "Healthy"}
+    return raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=bodies())
+def test_the_essence_is_kopfs_own_key_order_included(raw: dict[str, Any]) -> None:
+    """The essence is stored as JSON and compared with the next one: the same
+    content in the same order as kopf's build, whatever the body holds."""
+    kopfs, ours = storages()
+    body = kopf.Body(cast(kopf.RawBody, raw))
+    expected = kopfs.build(body=body)
+    assert json.dumps(ours.build(body=body)) == json.dumps(expected)
+
+
+def test_the_essence_shares_nothing_with_the_body() -> None:
+    _, ours = storages()
+    raw = model_deployment({"phase": "Healthy"})
+    raw["spec"]["traffic"] = {"steps": [{"weight": 10}]}
+    before = copy.deepcopy(raw)
+    essence = cast(dict[str, Any], ours.build(body=kopf.Body(cast(kopf.RawBody, raw))))
+    essence["spec"]["traffic"]["steps"].append({"weight": 50})
+    essence["spec"]["predictor"]["model"]["name"] = "changed"
+    essence["metadata"]["labels"]["team"] = "changed"
+    assert raw == before
+
+
+def test_kopfs_build_when_fields_are_ignored() -> None:
+    """kopf's ``ignored_fields`` (none here, a user's setting elsewhere): kopf's own build."""
+    key = "last-handled-configuration"
+    ignoring = ["spec.drill"]
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key=key, ignored_fields=ignoring)
+    ours = SpecEssenceStorage(prefix=PREFIX, key=key, ignored_fields=ignoring)
+    raw = model_deployment(NotToBeCopied(phase="Healthy"))
+    body = kopf.Body(cast(kopf.RawBody, raw))
+    essence = ours.build(body=body)
+    assert "drill" not in essence["spec"]
+    raw["status"] = {"phase": "Healthy"}
+    assert essence == kopfs.build(body=body)
 
 
 def test_the_event_handlers_success_is_not_logged_and_its_failure_is(

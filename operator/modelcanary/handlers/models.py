@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -31,7 +30,7 @@ from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_ERRORS
 from modelcanary.dispatch.slots import NextPass, PassSlots, Priority, first_pass_priority
 from modelcanary.handlers import state
-from modelcanary.kopf_tuning import idle
+from modelcanary.kopf_tuning import idle, json_copy
 from modelcanary.passes import remaining
 from modelcanary.reconcile import PassResult, Reconciler
 from modelcanary.rollout.actions import ANNOTATION
@@ -105,19 +104,6 @@ async def one_pass(reconciler: Reconciler, body: Mapping[str, Any]) -> NextPass:
         return NextPass(min(result.decision.requeue_after, ERROR_BACKOFF_SECONDS), Priority.DUE)
     requeue = result.decision.requeue_after
     return NextPass.after(remaining(requeue, since=started), requeue_after=requeue)
-
-
-def json_copy(value: Any) -> Any:
-    """A deep copy of JSON data (dicts, lists and scalars), a third of ``copy.deepcopy``'s
-    cost: it keeps no memo, since JSON from a watch has no shared or cyclic parts."""
-    kind = type(value)
-    if kind is dict:
-        return {key: json_copy(item) for key, item in value.items()}
-    if kind is list:
-        return [json_copy(item) for item in value]
-    if kind in (str, int, float, bool) or value is None:
-        return value
-    return copy.deepcopy(value)
 
 
 def reference(obj: Mapping[str, Any]) -> kopf.Body:

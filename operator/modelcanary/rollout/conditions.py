@@ -32,15 +32,28 @@ def set_condition(
         "Unknown" if value is None else ("True" if value else "False")
     )
     previous = next((c for c in status.conditions if c.type == kind), None)
-    changed = previous is None or previous.status != text
-    condition = Condition(
-        type=kind,
-        status=text,
-        reason=reason,
-        message=message,
-        last_transition_time=now if changed or previous is None else previous.last_transition_time,
-        observed_generation=generation,
-    )
+    if previous is not None and (previous.status, previous.reason, previous.message) == (
+        text,
+        reason,
+        message,
+    ):
+        # Unchanged (every condition of an object at rest, every pass): the same
+        # condition, with no model built and validated for it.
+        condition = previous
+        if previous.observed_generation != generation:
+            condition = previous.model_copy(update={"observed_generation": generation})
+    else:
+        changed = previous is None or previous.status != text
+        condition = Condition(
+            type=kind,
+            status=text,
+            reason=reason,
+            message=message,
+            last_transition_time=now
+            if changed or previous is None
+            else previous.last_transition_time,
+            observed_generation=generation,
+        )
     status.conditions = [c for c in status.conditions if c.type != kind] + [condition]
 
 
