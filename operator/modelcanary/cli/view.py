@@ -21,6 +21,19 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from modelcanary.cli.fields import (
+    age,
+    bounds,
+    current_step,
+    effect,
+    event_time,
+    evidence_text,
+    lookup,
+    number,
+    parse_time,
+    revision_text,
+)
+
 RECENT_EVENTS = 8
 # Wide enough that a plain block rarely wraps a message mid-line, so that it
 # stays greppable in logs.
@@ -61,149 +74,14 @@ class _Section:
     style_column: int | None = None
 
 
-def _get(data: Any, *keys: str | int) -> Any:
-    """data["a"]["b"][0], or None as soon as a step is missing."""
-    for key in keys:
-        if isinstance(key, int):
-            if not isinstance(data, Sequence) or isinstance(data, str) or key >= len(data):
-                return None
-        elif not isinstance(data, Mapping):
-            return None
-        data = data[key] if isinstance(key, int) else data.get(key)
-    return data
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def age(value: Any, now: datetime) -> str:
-    """kubectl's way: 45s, 3m, 5h, 2d."""
-    when = _parse_time(value)
-    if when is None:
-        return "-"
-    seconds = max(0, int((now - when).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "-"
-    return f"{value:.4g}"
-
-
-def model_version(md: Mapping[str, Any], revision: str | None) -> str | None:
-    """The model version a revision serves, from wherever the object records it."""
-    if not revision:
-        return None
-    for entry in _get(md, "status", "history") or ():
-        if _get(entry, "revision") == revision:
-            version = _get(entry, "predictor", "model", "version")
-            if version:
-                return str(version)
-    if _get(md, "status", "lastKnownGood", "revision") == revision:
-        version = _get(md, "status", "lastKnownGood", "model", "version")
-        if version:
-            return str(version)
-    if _get(md, "status", "canaryRevision") == revision:
-        # The candidate is the spec's predictor until history records it.
-        version = _get(md, "spec", "predictor", "model", "version")
-        if version:
-            return str(version)
-    return None
-
-
-def _revision(md: Mapping[str, Any], revision: str | None) -> str:
-    if not revision:
-        return "-"
-    version = model_version(md, revision)
-    return f"{revision} (model {version})" if version else revision
-
-
-def step_description(step: Any) -> str:
-    if not isinstance(step, Mapping):
-        return "?"
-    if step.get("setWeight") is not None:
-        return f"setWeight {step['setWeight']}%"
-    if "pause" in step:
-        duration = _get(step, "pause", "duration")
-        return f"pause {duration}" if duration else "pause until resumed"
-    return "?"
-
-
-def current_step(md: Mapping[str, Any]) -> str | None:
-    """ "2/4 pause 1m" while a canary runs; None otherwise."""
-    if not _get(md, "status", "canaryRevision"):
-        return None
-    steps = _get(md, "spec", "strategy", "steps") or []
-    index = _get(md, "status", "currentStep") or 0
-    total = len(steps)
-    if _get(md, "status", "promoteFull"):
-        return f"{min(index, total)}/{total} promote --full: going to 100%"
-    if index >= total:
-        bake = _get(md, "spec", "strategy", "bake", "duration") or "0s"
-        return f"{total}/{total} done, baking at 100% for {bake}"
-    return f"{index + 1}/{total} {step_description(steps[index])}"
-
-
-_COUNT_KINDS = {"errors": "errors", "latency": "slower", "distribution": "shifted"}
-
-
-def bounds(metric: Any) -> str:
-    """A metric's bounds as read in the spec: "<= 0.5, <= 1.2x stable", or for a count
-    metric what it tests: "not slower than stable (+10%), per segment"."""
-    if not isinstance(metric, Mapping):
-        return "-"
-    for kind, word in _COUNT_KINDS.items():
-        block = metric.get(kind)
-        if isinstance(block, Mapping):
-            tolerance = block.get("tolerance")
-            text = f"{word} vs stable"
-            if tolerance:
-                text += f" (+{number(tolerance * 100)}% odds)"
-            label = _get(metric, "slice", "label")
-            return f"{text}, per {label}" if label else text
-    parts = []
-    if metric.get("min") is not None:
-        parts.append(f">= {number(metric['min'])}")
-    if metric.get("max") is not None:
-        parts.append(f"<= {number(metric['max'])}")
-    if metric.get("minRelativeToStable") is not None:
-        parts.append(f">= {number(metric['minRelativeToStable'])}x stable")
-    if metric.get("maxRelativeToStable") is not None:
-        parts.append(f"<= {number(metric['maxRelativeToStable'])}x stable")
-    return ", ".join(parts) or "-"
-
-
-def _evidence(results: Any) -> str:
-    items = []
-    for result in results or ():
-        stable = _get(result, "stable")
-        against = f" vs stable {number(stable)}" if stable is not None else ""
-        items.append(
-            f"{_get(result, 'metric')}={number(_get(result, 'candidate'))}{against}"
-            f" {_get(result, 'verdict') or ''}".rstrip()
-        )
-    return "; ".join(items)
-
-
 def _summary_rows(md: Mapping[str, Any], now: datetime) -> list[_Row]:
-    status = _get(md, "status")
+    status = lookup(md, "status")
     if not isinstance(status, Mapping):
         status = {}
     phase = str(status.get("phase") or "Pending")
     rows = [
-        _Row("Name", str(_get(md, "metadata", "name") or "-")),
-        _Row("Namespace", str(_get(md, "metadata", "namespace") or "-")),
+        _Row("Name", str(lookup(md, "metadata", "name") or "-")),
+        _Row("Namespace", str(lookup(md, "metadata", "namespace") or "-")),
         _Row("Phase", phase, _PHASE_STYLES.get(phase, "bold")),
     ]
     if status.get("message"):
@@ -211,17 +89,17 @@ def _summary_rows(md: Mapping[str, Any], now: datetime) -> list[_Row]:
     canary = status.get("canaryRevision")
     weight = status.get("canaryWeight") or 0
     stable = status.get("stableRevision")
-    rows.append(_Row("Stable", f"{_revision(md, stable)}  weight {100 - weight}%"))
+    rows.append(_Row("Stable", f"{revision_text(md, stable)}  weight {100 - weight}%"))
     if canary:
-        rows.append(_Row("Canary", f"{_revision(md, canary)}  weight {weight}%", "cyan"))
+        rows.append(_Row("Canary", f"{revision_text(md, canary)}  weight {weight}%", "cyan"))
         step = current_step(md)
         if step:
             paused = "  (paused)" if status.get("paused") else ""
             rows.append(_Row("Step", f"{step}{paused}", "yellow" if paused else ""))
-    elif _get(md, "spec", "predictor", "model", "version"):
-        rows.append(_Row("Desired", f"model {_get(md, 'spec', 'predictor', 'model', 'version')}"))
+    elif lookup(md, "spec", "predictor", "model", "version"):
+        rows.append(_Row("Desired", f"model {lookup(md, 'spec', 'predictor', 'model', 'version')}"))
     if status.get("restoring"):
-        rows.append(_Row("Restoring", _revision(md, status["restoring"]), "yellow"))
+        rows.append(_Row("Restoring", revision_text(md, status["restoring"]), "yellow"))
     if status.get("previousRevision"):
         # strategy.scaleDownDelay: a rollback to it now meets Ready pods.
         rows.append(_Row("Warm", _warm(md, status, now)))
@@ -233,9 +111,9 @@ def _summary_rows(md: Mapping[str, Any], now: datetime) -> list[_Row]:
 
 
 def _warm(md: Mapping[str, Any], status: Mapping[str, Any], now: datetime) -> str:
-    when = _parse_time(status.get("scaleDownAt"))
+    when = parse_time(status.get("scaleDownAt"))
     left = f"  scaled to zero in {max(0, int((when - now).total_seconds()))}s" if when else ""
-    return f"{_revision(md, status['previousRevision'])}{left}"
+    return f"{revision_text(md, status['previousRevision'])}{left}"
 
 
 def _analysis_rows(status: Mapping[str, Any], now: datetime) -> list[_Row]:
@@ -263,11 +141,11 @@ def _known_good_rows(md: Mapping[str, Any], status: Mapping[str, Any], now: date
         rows.append(
             _Row(
                 "Last known-good",
-                f"{_revision(md, known_good.get('revision'))}, promoted {promoted} ago",
+                f"{revision_text(md, known_good.get('revision'))}, promoted {promoted} ago",
                 "green",
             )
         )
-        evidence = _evidence(known_good.get("evidence"))
+        evidence = evidence_text(known_good.get("evidence"))
         note = known_good.get("note") or ""
         if evidence or note:
             rows.append(_Row("  evidence", "; ".join(x for x in (evidence, note) if x)))
@@ -307,11 +185,11 @@ def _action_rows(status: Mapping[str, Any], now: datetime) -> list[_Row]:
 
 
 def _metrics_section(md: Mapping[str, Any]) -> _Section | None:
-    results = _get(md, "status", "analysis", "results") or []
+    results = lookup(md, "status", "analysis", "results") or []
     if not results:
         return None
     specs = {
-        _get(metric, "name"): metric for metric in _get(md, "spec", "analysis", "metrics") or ()
+        lookup(metric, "name"): metric for metric in lookup(md, "spec", "analysis", "metrics") or ()
     }
     section = _Section(
         "Metrics",
@@ -319,52 +197,31 @@ def _metrics_section(md: Mapping[str, Any]) -> _Section | None:
         style_column=5,
     )
     for result in results:
-        name = str(_get(result, "metric") or "?")
+        name = str(lookup(result, "metric") or "?")
         section.rows.append(
             (
                 name,
-                number(_get(result, "candidate")),
-                number(_get(result, "stable")),
+                number(lookup(result, "candidate")),
+                number(lookup(result, "stable")),
                 bounds(specs.get(name)),
                 effect(result),
-                str(_get(result, "verdict") or "-"),
-                str(_get(result, "message") or ""),
+                str(lookup(result, "verdict") or "-"),
+                str(lookup(result, "message") or ""),
             )
         )
     return section
-
-
-def effect(result: Any) -> str:
-    """A count metric's odds ratio with its interval, "2.3 [1.5, 5.1]"; "-" otherwise."""
-    estimate, low, high = (_get(result, key) for key in ("effect", "effectLow", "effectHigh"))
-    if estimate is None and low is None and high is None:
-        return "-"
-    shown = number(estimate) if estimate is not None else "?"
-    lower = number(low) if low is not None else "0"
-    upper = number(high) if high is not None else "inf"
-    return f"{shown} [{lower}, {upper}]"
-
-
-def _event_time(event: Mapping[str, Any]) -> Any:
-    return (
-        event.get("lastTimestamp")
-        or event.get("eventTime")
-        or _get(event, "series", "lastObservedTime")
-        or event.get("firstTimestamp")
-        or _get(event, "metadata", "creationTimestamp")
-    )
 
 
 def _events_section(events: Sequence[Mapping[str, Any]], now: datetime) -> _Section | None:
     if not events:
         return None
     oldest_first = sorted(
-        events, key=lambda e: _parse_time(_event_time(e)) or datetime.min.replace(tzinfo=UTC)
+        events, key=lambda e: parse_time(event_time(e)) or datetime.min.replace(tzinfo=UTC)
     )
     section = _Section("Events", ("TYPE", "REASON", "AGE", "MESSAGE"), style_column=0)
     for event in oldest_first[-RECENT_EVENTS:]:
         count = event.get("count") or 1
-        seen = age(_event_time(event), now) + (f" (x{count})" if count > 1 else "")
+        seen = age(event_time(event), now) + (f" (x{count})" if count > 1 else "")
         section.rows.append(
             (
                 str(event.get("type") or "-"),
