@@ -9,6 +9,8 @@ and time to restore (time to rollback).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -16,8 +18,10 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
-from modelcanary import object_series
+from modelcanary import gc_pauses, object_series
 from modelcanary.api.modeldeployment import DrillSummary, ModelDeploymentStatus
 from modelcanary.rollout import deadline
 
@@ -26,6 +30,30 @@ from modelcanary.rollout import deadline
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class GcPauseCollector(Collector):
+    """``modelcanary_gc_pause_seconds{generation}``: how long each cyclic-GC collection
+    stopped the process, from ``gc_pauses``'s counts (read, never locked)."""
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "modelcanary_gc_pause_seconds",
+            "Python's cyclic garbage collections by generation: how long each stopped "
+            "the process (2 is a full collection).",
+            labels=["generation"],
+        )
+        for generation, counts in sorted(gc_pauses.PAUSES.items()):
+            cumulative = [
+                (f"{bound:g}", float(count))
+                for bound, count in zip(gc_pauses.BUCKETS, counts.buckets, strict=True)
+            ]
+            cumulative.append(("+Inf", float(counts.count)))
+            family.add_metric([str(generation)], cumulative, counts.total_seconds)
+        yield family
+
+
+REGISTRY.register(GcPauseCollector())
 
 RECORDS = object_series.ObjectRecords()
 """Each ModelDeployment's phase, weight, analysis and last drill: its own series."""

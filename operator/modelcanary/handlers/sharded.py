@@ -24,7 +24,7 @@ from modelcanary.drill_executor import DrillExecutor
 from modelcanary.handlers import state
 from modelcanary.handlers.drills import match_drill_schedule, one_drill_pass
 from modelcanary.handlers.models import ERROR_BACKOFF_SECONDS, give_back, one_pass
-from modelcanary.handlers.startup import SHARDED, configure_both, watched
+from modelcanary.handlers.startup import SHARDED, configure_both, stop_gc_pauses, watched
 from modelcanary.passes import ModelDeploymentResource
 from modelcanary.reconcile import Reconciler
 from modelcanary.shards.ownership import Timing
@@ -96,3 +96,4 @@ async def stop_sharded(memo: kopf.Memo, **_: Any) -> None:
     if runtime is not None:
         await runtime.stop()
     await stop(getattr(memo, "watch_task", None))
+    stop_gc_pauses(memo)

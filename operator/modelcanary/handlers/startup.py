@@ -30,6 +30,7 @@ from prometheus_client import start_http_server
 from modelcanary import ratelimit, telemetry
 from modelcanary.dispatch.slots import PassSlots
 from modelcanary.drill_executor import DrillExecutor
+from modelcanary.gc_pauses import GcPauses
 from modelcanary.handlers import state
 from modelcanary.kopf_tuning import SpecEssenceStorage, quiet_every_event_handlers
 from modelcanary.reconcile import Reconciler
@@ -93,6 +94,8 @@ async def configure_both(settings: kopf.OperatorSettings, memo: kopf.Memo) -> No
     # else at rest (the view's own ask for 5 to 10, view/watch.py).
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 30
+    memo.gc_pauses = GcPauses(asyncio.get_running_loop())
+    memo.gc_pauses.install()
     api = await kr8s.asyncio.api()
     # (qps, burst) from `run`; None when turned off; the defaults when unset.
     limit = getattr(memo, "api_rate_limit", (ratelimit.DEFAULT_QPS, ratelimit.DEFAULT_BURST))
@@ -128,3 +131,11 @@ def watched(memo: kopf.Memo) -> list[str] | None:
 @kopf.on.cleanup()
 async def stop_watches(memo: kopf.Memo, **_: Any) -> None:
     await stop(getattr(memo, "watch_task", None))
+    stop_gc_pauses(memo)
+
+
+def stop_gc_pauses(memo: kopf.Memo) -> None:
+    """Both modes' clean-up: the collector's hook off, the frozen heap handed back."""
+    pauses: GcPauses | None = getattr(memo, "gc_pauses", None)
+    if pauses is not None:
+        pauses.remove()
