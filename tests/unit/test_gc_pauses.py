@@ -35,6 +35,7 @@ def only_the_tests_collections() -> Iterator[None]:
     """No automatic collection in between: each test counts the ones it asks for."""
     was_enabled = gc.isenabled()
     gc.disable()
+    gc.unfreeze()
     yield
     gc.unfreeze()
     if was_enabled:
@@ -122,6 +123,14 @@ def test_a_collection_after_the_loop_closed_is_still_timed() -> None:
         assert pauses.freezes == 0
     finally:
         pauses.remove()
+
+
+def test_at_exit_everything_is_frozen_and_nothing_timed(loop: asyncio.AbstractEventLoop) -> None:
+    pauses = pauses_on(loop, Clock())
+    pauses.remove(exiting=True)
+    assert gc.get_freeze_count() > 0, "the interpreter's last collection walks nothing"
+    gc.collect()
+    assert pauses.generations[2].count == 0
 
 
 def test_pause_counts_are_cumulative_buckets() -> None:

@@ -135,7 +135,8 @@ async def stop_watches(memo: kopf.Memo, **_: Any) -> None:
 
 
 def stop_gc_pauses(memo: kopf.Memo) -> None:
-    """Both modes' clean-up: the collector's hook off, the frozen heap handed back."""
+    """Both modes' clean-up, the last before the process exits: the collector's hook off,
+    and the whole heap frozen for the exit."""
     pauses: GcPauses | None = getattr(memo, "gc_pauses", None)
     if pauses is not None:
-        pauses.remove()
+        pauses.remove(exiting=True)
