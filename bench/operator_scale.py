@@ -103,6 +103,23 @@ def status_summary(item: dict[str, Any]) -> dict[str, Any]:
     return {key: status.get(key) for key in ("phase", "message", "observedGeneration")}
 
 
+GC_PAUSE = "modelcanary_gc_pause_seconds"
+
+
+def gc_figures(text: str) -> dict[str, float]:
+    """From a /metrics page: the process's full collections so far, how many and their
+    pauses in all, and the young collections' pauses in all (seconds)."""
+    counts = {
+        labels.get("generation"): v for labels, v in promtext.samples(text, f"{GC_PAUSE}_count")
+    }
+    sums = {labels.get("generation"): v for labels, v in promtext.samples(text, f"{GC_PAUSE}_sum")}
+    return {
+        "full_collections": counts.get("2", 0.0),
+        "full_pause_seconds": round(sums.get("2", 0.0), 3),
+        "young_pause_seconds": round(sums.get("0", 0.0) + sums.get("1", 0.0), 3),
+    }
+
+
 def reconcile_passes(operator: OperatorProcess) -> float:
     """modelcanary_reconcile_seconds_count from the operator's own /metrics."""
     for line in operator.metrics().splitlines():
@@ -224,6 +241,7 @@ class Bench:
         self.result["healthy_all_seconds"] = round(healthy - started, 1)
         rss = rss_kib(self.pid)["VmRSS"]
         self.result["rss_mib"]["healthy"] = mib(rss)
+        self.result["gc"] = {"ramp": self.gc_pauses()}
         self.result["rss_kib_per_object"] = round((rss - self.rss_start) / args.objects, 1)
         print(
             f"  every object had a status after {first - started:.1f} s, all Healthy after "
@@ -323,6 +341,16 @@ class Bench:
             return 0
         return len(promtext.series_objects(text, "modelcanary_phase"))
 
+    def gc_pauses(self) -> dict[str, float] | None:
+        """The process's collections since it started (its startup and the ramp, or the
+        restart); None from an operator without the figure."""
+        names = [f"{GC_PAUSE}_count", f"{GC_PAUSE}_sum"]
+        try:
+            text = self.operator.metrics(names=names)
+        except OSError:
+            return None
+        return gc_figures(text) if GC_PAUSE in text else None
+
     def restart(self) -> None:
         print("== modelcanary: restart", flush=True)
         figures = phases.restart(
@@ -334,6 +362,7 @@ class Bench:
             timeout=max(120.0, self.args.objects * 0.3),
         )
         self.result["restart"] = figures
+        self.result.setdefault("gc", {})["restart"] = self.gc_pauses()
 
     def finish(self) -> None:
         self.alive()

@@ -36,6 +36,8 @@ ROWS = (
     Row("reaction p99 (s)", ("reaction_seconds", "p99"), 3),
     Row("restart: all reconciled again (s)", ("restart", "all_reconciled_seconds")),
     Row("restart: peak API requests/s", ("restart", "peak_api_requests_per_second"), 0),
+    Row("full GC pauses over the ramp (s)", ("gc", "ramp", "full_pause_seconds"), 2, ()),
+    Row("full GC pauses in the restart (s)", ("gc", "restart", "full_pause_seconds"), 2, ()),
     Row("analysis tick lag p99 (s)", ("canaries", "tick_lag_p99_seconds"), 3, ()),
     Row("Prometheus queries per interval", ("canaries", "prometheus_queries_per_interval"), 1, ()),
 )

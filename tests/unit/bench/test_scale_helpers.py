@@ -14,7 +14,7 @@ import pytest
 
 from bench.audit import parse_line, peak_per_second, per_minute
 from bench.kube import spread
-from bench.operator_scale import Bench
+from bench.operator_scale import Bench, gc_figures
 from bench.phases import reaction_figures
 from bench.promtext import buckets, quantile_bound, samples, series_objects, total
 from bench.scale_canaries import canary_indices, look_lags, query_shape
@@ -166,6 +166,38 @@ def test_the_table_has_a_row_per_figure_and_argo_has_no_analysis() -> None:
     assert "| CPU at rest (cores) | 0.0100 | 0.0100 | ≤ 0.02, ≤ Argo |" in lines
     # A figure not measured reads n/a, not 0.
     assert "| startup (s) | n/a |" in table({}, None, 1000, title="t")
+
+
+def test_gc_figures_are_the_full_collections_and_the_young_pauses() -> None:
+    page = "\n".join(
+        [
+            "# TYPE modelcanary_gc_pause_seconds histogram",
+            'modelcanary_gc_pause_seconds_bucket{generation="0",le="+Inf"} 900.0',
+            'modelcanary_gc_pause_seconds_count{generation="0"} 900.0',
+            'modelcanary_gc_pause_seconds_sum{generation="0"} 0.5',
+            'modelcanary_gc_pause_seconds_count{generation="1"} 80.0',
+            'modelcanary_gc_pause_seconds_sum{generation="1"} 0.25',
+            'modelcanary_gc_pause_seconds_count{generation="2"} 9.0',
+            'modelcanary_gc_pause_seconds_sum{generation="2"} 0.1694',
+        ]
+    )
+    assert gc_figures(page) == {
+        "full_collections": 9.0,
+        "full_pause_seconds": 0.169,
+        "young_pause_seconds": 0.75,
+    }
+    assert gc_figures("") == {
+        "full_collections": 0.0,
+        "full_pause_seconds": 0.0,
+        "young_pause_seconds": 0.0,
+    }
+
+
+def test_the_gc_rows_are_ours_alone() -> None:
+    ours = _result(gc={"ramp": {"full_pause_seconds": 0.374}, "restart": None})
+    lines = table(ours, _result(), 1000, title="t").splitlines()
+    assert "| full GC pauses over the ramp (s) | 0.37 | n/a | — |" in lines
+    assert "| full GC pauses in the restart (s) | n/a | n/a | — |" in lines
 
 
 def test_targets_follow_the_issue_per_n() -> None:
