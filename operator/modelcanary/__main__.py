@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         max_concurrent_passes=args.max_concurrent_passes,
         namespaces=args.namespace or None,
         api_rate_limit=None if args.no_api_rate_limit else (args.api_qps, args.api_burst),
+        gc_freeze=not args.no_gc_freeze,
     )
     settings = kopf.OperatorSettings()
     # How long a silent replica counts as alive: a standby takes over at most
@@ -202,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-api-rate-limit",
         action="store_true",
         help="send API requests as fast as they come (--api-qps and --api-burst are ignored)",
+    )
+    run.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="never freeze what survives a full garbage collection (pauses are still "
+        "timed; docs/operator.md)",
     )
     run.add_argument("--verbose", "-v", action="store_true")
     run.set_defaults(handler=_run)

@@ -20,7 +20,9 @@ the permanent generation is handed back (``gc.unfreeze``) and the next full
 collection walks everything, once, and frees any such cycle.
 
 Every collection's duration is counted here, by generation, for
-``modelcanary_gc_pause_seconds`` (``telemetry``). The counters are plain
+``modelcanary_gc_pause_seconds`` (``telemetry``), with or without the freeze
+(``run --no-gc-freeze`` turns it off, to compare, or should it ever cost more
+than it saves). The counters are plain
 numbers, not prometheus-client metrics: a collection can start in any thread,
 including the one rendering ``/metrics`` while it holds a metric's lock.
 """
@@ -72,12 +74,15 @@ class GcPauses:
         self,
         loop: asyncio.AbstractEventLoop,
         *,
+        freeze: bool = True,
         unfreeze_seconds: float = UNFREEZE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         collector: Any = gc,
         counts: dict[int, PauseCounts] = PAUSES,
     ) -> None:
         self.generations = counts
+        self.freeze = freeze
+        """False (``run --no-gc-freeze``): collections are timed, nothing is frozen."""
         self.freezes = 0
         self.unfreezes = 0
         self._loop = loop
@@ -97,7 +102,7 @@ class GcPauses:
         heap (210 to 330 ms at N = 1,000) only to free what the exit frees anyway."""
         if self._on_collection in self._gc.callbacks:
             self._gc.callbacks.remove(self._on_collection)
-        if exiting:
+        if exiting and self.freeze:
             self._gc.freeze()
         else:
             self._gc.unfreeze()
@@ -108,7 +113,7 @@ class GcPauses:
             return
         generation = info["generation"]
         self.generations[generation].observe(time.perf_counter() - self._started)
-        if generation == 2 and not self._loop.is_closed():
+        if generation == 2 and self.freeze and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self.after_full_collection)
 
     def after_full_collection(self) -> None:

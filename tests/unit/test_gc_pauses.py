@@ -6,10 +6,13 @@ import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
+import kopf
 import pytest
 from prometheus_client import generate_latest
 
+from modelcanary import __main__ as cli_main
 from modelcanary import telemetry
 from modelcanary.gc_pauses import BUCKETS, PAUSES, GcPauses, PauseCounts
 
@@ -111,6 +114,29 @@ def test_a_cycle_that_dies_frozen_is_freed_after_the_interval(
         assert gc.get_freeze_count() > 0, "and what survived it is frozen again"
     finally:
         pauses.remove()
+
+
+def test_without_the_freeze_collections_are_only_timed(loop: asyncio.AbstractEventLoop) -> None:
+    counts = {generation: PauseCounts() for generation in (0, 1, 2)}
+    pauses = GcPauses(loop, freeze=False, counts=counts)
+    pauses.install()
+    try:
+        gc.collect()
+        run_callbacks(loop)
+        assert pauses.generations[2].count == 1
+        assert (pauses.freezes, gc.get_freeze_count()) == (0, 0)
+    finally:
+        pauses.remove(exiting=True)
+    assert gc.get_freeze_count() == 0, "nor at exit"
+
+
+def test_the_flag_turns_the_freeze_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: seen.update(kwargs["memo"]))
+    assert cli_main.main(["run"]) == 0
+    assert seen["gc_freeze"] is True
+    assert cli_main.main(["run", "--no-gc-freeze"]) == 0
+    assert seen["gc_freeze"] is False
 
 
 def test_a_collection_after_the_loop_closed_is_still_timed() -> None:

@@ -94,7 +94,7 @@ async def configure_both(settings: kopf.OperatorSettings, memo: kopf.Memo) -> No
     # else at rest (the view's own ask for 5 to 10, view/watch.py).
     settings.watching.server_timeout = 600
     settings.networking.request_timeout = 30
-    memo.gc_pauses = GcPauses(asyncio.get_running_loop())
+    memo.gc_pauses = GcPauses(asyncio.get_running_loop(), freeze=getattr(memo, "gc_freeze", True))
     memo.gc_pauses.install()
     api = await kr8s.asyncio.api()
     # (qps, burst) from `run`; None when turned off; the defaults when unset.
