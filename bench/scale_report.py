@@ -76,6 +76,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--max-concurrent-passes", type=int, default=None, help="passed to our operator if set"
     )
     parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="our operator with run --no-gc-freeze (the GC freeze's A/B)",
+    )
+    parser.add_argument(
         "--argo-services",
         action="store_true",
         help="a Service beside each Rollout, as its users apply (ours creates its own)",
@@ -139,11 +144,18 @@ def run_argo(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> di
     return bench.result
 
 
-def run_ours(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> dict[str, Any]:
+def operator_args(args: argparse.Namespace) -> list[str]:
+    """What ``run`` is given beside the bench's own flags."""
     extra = []
     if args.max_concurrent_passes:
-        extra = ["--max-concurrent-passes", str(args.max_concurrent_passes)]
-    bench = Bench(args, plane, workdir / "operator", extra_args=extra)
+        extra += ["--max-concurrent-passes", str(args.max_concurrent_passes)]
+    if args.no_gc_freeze:
+        extra.append("--no-gc-freeze")
+    return extra
+
+
+def run_ours(args: argparse.Namespace, plane: ControlPlane, workdir: Path) -> dict[str, Any]:
+    bench = Bench(args, plane, workdir / "operator", extra_args=operator_args(args))
 
     def canaries() -> None:
         bench.result["canaries"] = scale_canaries.run(bench, workdir)
@@ -205,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_concurrent_passes
             else ""
         )
+        + (", --no-gc-freeze" if args.no_gc_freeze else "")
         + (", a Service beside each Rollout" if args.argo_services else "")
     )
     report = {

@@ -18,6 +18,7 @@ from bench.operator_scale import Bench, gc_figures
 from bench.phases import reaction_figures
 from bench.promtext import buckets, quantile_bound, samples, series_objects, total
 from bench.scale_canaries import canary_indices, look_lags, query_shape
+from bench.scale_report import operator_args, parse
 from bench.scale_table import ROWS, table, target_text, verdicts
 
 pytestmark = pytest.mark.unit
@@ -198,6 +199,15 @@ def test_the_gc_rows_are_ours_alone() -> None:
     lines = table(ours, _result(), 1000, title="t").splitlines()
     assert "| full GC pauses over the ramp (s) | 0.37 | n/a | — |" in lines
     assert "| full GC pauses in the restart (s) | n/a | n/a | — |" in lines
+
+
+def test_the_operator_is_run_with_the_flags_the_bench_was_given() -> None:
+    assert operator_args(parse([])) == []
+    assert operator_args(parse(["--max-concurrent-passes", "16", "--no-gc-freeze"])) == [
+        "--max-concurrent-passes",
+        "16",
+        "--no-gc-freeze",
+    ]
 
 
 def test_targets_follow_the_issue_per_n() -> None:
