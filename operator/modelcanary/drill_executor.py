@@ -33,8 +33,8 @@ from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_OR_MISSING
+from modelcanary.drills.ending import FINISHED
 from modelcanary.drills.plan import (
-    FINISHED,
     DrillDecision,
     DrillObservations,
     analysis_due,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelcanary.dispatch.loops import Dispatcher, ObjectKey
-from modelcanary.drills.plan import FINISHED
+from modelcanary.drills.ending import FINISHED
 from modelcanary.rollout.actions import ANNOTATION
 from modelcanary.view.store import DRILL, MODEL_DEPLOYMENT, Key, Kind, Owner, Store
 from modelcanary.view.wake import WakeRoutes, owner_for

@@ -9,7 +9,8 @@ state lives in ``RollbackDrill.status.step`` so an operator restart resumes
 
 Which revision is rehearsed: the one a rollback would restore if the current
 stable revision went bad, that is the newest *other* promoted revision in the
-history, or the last known-good revision when there is no other.
+history, or the last known-good revision when there is no other
+(``drills.target``, with the reasons a drill may not start).
 
 Modes, each a prefix of the next:
 
@@ -45,7 +46,6 @@ from modelcanary.api.modeldeployment import (
     DrillSummary,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
-    RevisionOutcome,
 )
 from modelcanary.api.rollbackdrill import (
     DrillPhase,
@@ -53,6 +53,8 @@ from modelcanary.api.rollbackdrill import (
     RollbackDrillSpec,
     RollbackDrillStatus,
 )
+from modelcanary.drills.ending import FINISHED, summary_of
+from modelcanary.drills.target import drill_target, refusal
 from modelcanary.rollout.analysis import seconds_until_next_look, with_stable_baseline
 from modelcanary.rollout.decision import Action, EnsureRevision, Event, ScaleRevision, SetWeights
 from modelcanary.rollout.observations import RevisionObservation, RouterObservation
@@ -74,10 +76,6 @@ class Step(enum.StrEnum):
     DONE = "Done"
 
 
-FINISHED = frozenset({DrillPhase.SUCCEEDED, DrillPhase.FAILED, DrillPhase.REFUSED})
-"""The phases a drill ends in: its executor stops, its ModelDeployment records it."""
-
-
 @dataclass(frozen=True)
 class DrillObservations:
     revisions: dict[str, RevisionObservation] = field(default_factory=dict)
@@ -95,37 +93,6 @@ class DrillDecision:
     requeue_after: float = POLL_SECONDS
     summary: DrillSummary | None = None
     """For ModelDeployment.status.lastDrill, once the drill has ended."""
-
-
-def drill_target(status: ModelDeploymentStatus) -> str | None:
-    """The revision a rollback would restore if the current stable went bad."""
-    for entry in status.history:
-        if entry.outcome is RevisionOutcome.PROMOTED and entry.revision != status.stable_revision:
-            return entry.revision
-    return status.last_known_good.revision if status.last_known_good else None
-
-
-def refusal(
-    md_spec: ModelDeploymentSpec, md_status: ModelDeploymentStatus, observed: DrillObservations
-) -> str | None:
-    if md_spec.traffic.replicas is not None:
-        # One shared Service serves every Ready pod, so the rehearsed revision
-        # could not be held at 0% (verify) or at a chosen slice (warm).
-        return "drills need a router that can hold a Ready revision at 0%: use gatewayAPI"
-    if md_status.canary_revision is not None:
-        return f"a canary of {md_status.canary_revision} is in progress"
-    if md_status.restoring is not None:
-        return f"revision {md_status.restoring} is being restored"
-    if observed.other_drill_running:
-        return f"drill {observed.other_drill_running} is already running"
-    if md_status.stable_revision is None:
-        return "the ModelDeployment has no stable revision yet"
-    if drill_target(md_status) is None:
-        return "there is no known-good revision to rehearse"
-    if observed.router.weights is None:
-        # Without the weights as found, they could not be put back exactly.
-        return f"the router's weights cannot be read: {observed.router.error or 'no route yet'}"
-    return None
 
 
 def judges_counts(spec: RollbackDrillSpec) -> bool:
@@ -212,7 +179,12 @@ def plan_drill(
     if state.phase in FINISHED:
         return DrillDecision(state, requeue_after=3600.0)
     if state.phase is DrillPhase.PENDING:
-        reason = refusal(md_spec, md_status, observed)
+        reason = refusal(
+            md_spec,
+            md_status,
+            router=observed.router,
+            other_drill_running=observed.other_drill_running,
+        )
         if reason is not None:
             state.phase = DrillPhase.REFUSED
             state.reason = reason
@@ -401,26 +373,3 @@ def _finish(work: _Work) -> None:
         work.event("DrillSucceeded", f"{work.spec.mode} drill of {work.target} passed")
     else:
         work.event("DrillFailed", state.reason, warning=True)
-
-
-def summary_of(
-    name: str, spec: RollbackDrillSpec, status: RollbackDrillStatus
-) -> DrillSummary | None:
-    """A finished drill as ModelDeployment.status records it; None unless it ran to an end.
-
-    A refused drill rehearsed nothing, so it says nothing about readiness.
-    """
-    if status.phase not in (DrillPhase.SUCCEEDED, DrillPhase.FAILED) or status.started_at is None:
-        return None
-    return DrillSummary(
-        name=name,
-        mode=spec.mode,
-        succeeded=status.phase is DrillPhase.SUCCEEDED,
-        revision=status.revisions.last_known_good if status.revisions else None,
-        started_at=status.started_at,
-        finished_at=status.finished_at,
-        time_to_ready_seconds=status.time_to_ready_seconds,
-        time_to_restore_seconds=status.time_to_restore_seconds,
-        time_to_healthy_seconds=status.time_to_healthy_seconds,
-        reason=status.reason,
-    )

@@ -22,7 +22,7 @@ from modelcanary.api.modeldeployment import GROUP, VERSION, DrillSchedule
 from modelcanary.api.validation import InvalidSpecError, parse
 from modelcanary.apierrors import API_ERRORS
 from modelcanary.drill_executor import DrillExecutor, DrillPassResult
-from modelcanary.drills.plan import FINISHED
+from modelcanary.drills.ending import FINISHED
 from modelcanary.handlers import state
 from modelcanary.handlers.models import ERROR_BACKOFF_SECONDS, PLURAL, post, reference
 from modelcanary.passes import RollbackDrillResource, remaining

@@ -15,7 +15,7 @@ import kr8s.asyncio
 
 from modelcanary.api.names import LABEL_MODEL, model_label
 from modelcanary.api.rollbackdrill import DrillPhase, RollbackDrillSpec, RollbackDrillStatus
-from modelcanary.drills.plan import FINISHED, summary_of
+from modelcanary.drills.ending import FINISHED, summary_of
 from modelcanary.rollout.observations import ActiveDrill, FinishedDrill
 from modelcanary.view.store import DRILL
 from modelcanary.view.watch import View, api_list

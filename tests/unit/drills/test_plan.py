@@ -16,14 +16,14 @@ from modelcanary.api.modeldeployment import (
     ModelDeploymentStatus,
 )
 from modelcanary.api.rollbackdrill import RollbackDrillSpec, RollbackDrillStatus
+from modelcanary.drills.ending import summary_of
 from modelcanary.drills.plan import (
     DrillDecision,
     DrillObservations,
     analysis_due,
-    drill_target,
     plan_drill,
-    summary_of,
 )
+from modelcanary.drills.target import drill_target
 from modelcanary.rollout.decision import EnsureRevision, ScaleRevision, SetWeights
 from modelcanary.rollout.observations import RevisionObservation, RouterObservation
 from tests.unit.rollout.world import make_spec, serving_first_revision
