@@ -12,58 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from modelcanary.promql.grammar import (
+    AGGREGATIONS,
+    KEYWORDS,
+    OTHER_AGGREGATIONS,
+    PRECEDENCE,
+    RANGE_FUNCTIONS,
+    SCALAR_PARAMETERS,
+    SET_OPERATORS,
+)
 from modelcanary.promql.lexer import Context, Lexed, Placeholder, Token
 
 REVISION: Final = "revision"
-
-AGGREGATIONS: Final = frozenset({"sum", "avg", "min", "max", "count"})
-RANGE_FUNCTIONS: Final = frozenset(
-    {"rate", "irate", "increase", "delta", "idelta", "deriv", "changes", "resets"}
-    | {
-        f"{statistic}_over_time"
-        for statistic in ("avg", "min", "max", "sum", "count", "last", "stddev", "stdvar")
-    }
-    | {"present_over_time"}
-)
-"""Functions of one range vector that compute each series on its own and keep its labels."""
-
-SERIES_FUNCTIONS: Final = frozenset(
-    {"abs", "ceil", "floor", "exp", "ln", "log2", "log10", "sqrt", "sgn"}
-)
-"""Functions of one instant vector that compute each series on its own and keep its labels."""
-
-
-_OTHER_AGGREGATIONS = frozenset(
-    {"stddev", "stdvar", "topk", "bottomk", "quantile", "count_values", "group", "limitk"}
-    | {"limit_ratio"}
-)
-_KEYWORDS = frozenset(
-    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
-    | {"and", "or", "unless", "atan2", "start", "end"}
-)
-_PRECEDENCE_LEVELS = (
-    ("or",),
-    ("and", "unless"),
-    ("==", "!=", "<=", "<", ">=", ">"),
-    ("+", "-"),
-    ("*", "/", "%", "atan2"),
-    ("^",),
-)
-"""PromQL's binary operators, loosest binding first."""
-_PRECEDENCE: Final = {
-    operator: level
-    for level, operators in enumerate(_PRECEDENCE_LEVELS, start=1)
-    for operator in operators
-}
-_SET_OPERATORS = frozenset({"and", "or", "unless"})
-_SCALAR_PARAMETERS: Final = {
-    "round": (0, 1),
-    "clamp": (2, 2),
-    "clamp_min": (1, 1),
-    "clamp_max": (1, 1),
-    **dict.fromkeys(SERIES_FUNCTIONS, (0, 0)),
-}
-"""Per-series functions of an instant vector and then (least, most) number literals."""
 
 
 class NotBatchable(Exception):
@@ -175,16 +135,16 @@ class Parser:
 
     def binary_operator(self) -> str | None:
         token = self.peek()
-        if token.kind == "op" and token.text in _PRECEDENCE:
+        if token.kind == "op" and token.text in PRECEDENCE:
             return token.text
-        if token.kind == "ident" and token.text.lower() in _PRECEDENCE:
+        if token.kind == "ident" and token.text.lower() in PRECEDENCE:
             return token.text.lower()
         return None
 
     def expression(self, min_precedence: int = 0) -> _Type:
         left = self.unary()
         while (operator := self.binary_operator()) is not None:
-            precedence = _PRECEDENCE[operator]
+            precedence = PRECEDENCE[operator]
             if precedence < min_precedence:
                 break
             self.advance()
@@ -197,7 +157,7 @@ class Parser:
     def unary(self) -> _Type:
         if self.at_op("-") or self.at_op("+"):
             self.advance()
-            operand = self.expression(_PRECEDENCE["^"])
+            operand = self.expression(PRECEDENCE["^"])
             if operand.kind not in ("scalar", "vector"):
                 raise self.failure("a sign before a range vector or a string")
             return operand
@@ -224,7 +184,7 @@ class Parser:
     ) -> _Type:
         if {left.kind, right.kind} - {"scalar", "vector"}:
             raise self.failure(f"a range vector or string as an operand of {operator}")
-        set_operator = operator in _SET_OPERATORS
+        set_operator = operator in SET_OPERATORS
         if left.kind == "scalar" or right.kind == "scalar":
             if set_operator or matching is not None:
                 raise self.failure(f"{operator} with a scalar operand and vector matching")
@@ -273,9 +233,9 @@ class Parser:
             return _SCALAR
         if word in AGGREGATIONS:
             return self.aggregation()
-        if word in _OTHER_AGGREGATIONS:
+        if word in OTHER_AGGREGATIONS:
             raise self.failure(f"the aggregation {word} is not batched")
-        if word in _KEYWORDS:
+        if word in KEYWORDS:
             raise self.failure(f"unexpected {token.text!r}")
         if self.peek(1).kind == "op" and self.peek(1).text == "(":
             return self.call()
@@ -350,8 +310,8 @@ class Parser:
             return _Type("vector", arguments[1].revision_label)
         if name == "histogram_quantile" and kinds == ("scalar", "vector"):
             return arguments[1]
-        if name in _SCALAR_PARAMETERS and kinds and kinds[0] == "vector":
-            least, most = _SCALAR_PARAMETERS[name]
+        if name in SCALAR_PARAMETERS and kinds and kinds[0] == "vector":
+            least, most = SCALAR_PARAMETERS[name]
             rest = kinds[1:]
             if least <= len(rest) <= most and all(kind == "scalar" for kind in rest):
                 return arguments[0]
