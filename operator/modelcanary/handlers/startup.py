@@ -102,7 +102,10 @@ async def configure_both(settings: kopf.OperatorSettings, memo: kopf.Memo) -> No
     if limit is not None:
         qps, burst = limit
         ratelimit.limit_api(
-            api, ratelimit.RateLimiter(qps, burst), on_wait=telemetry.API_RATE_LIMIT_WAIT.observe
+            api,
+            ratelimit.RateLimiter(qps, burst),
+            on_wait=telemetry.API_RATE_LIMIT_WAIT.observe,
+            exempt=ratelimit.is_lease_request,
         )
         telemetry.API_RATE_LIMIT_QPS.set(qps)
     _count_requests(api)
