@@ -81,6 +81,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="our operator with run --no-gc-freeze (the GC freeze's A/B)",
     )
     parser.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="our operator in sharded mode with this many shard Leases (one replica owns them all)",
+    )
+    parser.add_argument(
         "--argo-services",
         action="store_true",
         help="a Service beside each Rollout, as its users apply (ours creates its own)",
@@ -151,6 +157,9 @@ def operator_args(args: argparse.Namespace) -> list[str]:
         extra += ["--max-concurrent-passes", str(args.max_concurrent_passes)]
     if args.no_gc_freeze:
         extra.append("--no-gc-freeze")
+    if args.shards:
+        # Outside a pod there is no namespace of its own to put the Leases in.
+        extra += ["--shards", str(args.shards), "--shard-namespace", "default"]
     return extra
 
 
@@ -218,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
         + (", --no-gc-freeze" if args.no_gc_freeze else "")
+        + (f", sharded mode ({args.shards} shards, one replica)" if args.shards else "")
         + (", a Service beside each Rollout" if args.argo_services else "")
     )
     report = {

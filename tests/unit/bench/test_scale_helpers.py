@@ -208,6 +208,12 @@ def test_the_operator_is_run_with_the_flags_the_bench_was_given() -> None:
         "16",
         "--no-gc-freeze",
     ]
+    assert operator_args(parse(["--shards", "1"])) == [
+        "--shards",
+        "1",
+        "--shard-namespace",
+        "default",
+    ]
 
 
 def test_targets_follow_the_issue_per_n() -> None:
