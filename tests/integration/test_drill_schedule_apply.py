@@ -467,6 +467,38 @@ def test_remove_deletes_the_four_objects_then_finds_nothing_to_delete(
     run(control_plane, body)
 
 
+def test_a_removal_only_if_scheduled_reads_on_only_when_the_cronjob_is_there(
+    control_plane: ControlPlane, modelcanary_crds: list[str], namespace: str
+) -> None:
+    """A sharded loop's first look at an object without ``spec.drill``: the CronJob
+    decides. With it, the whole schedule goes; without it, nothing more is read or
+    removed (what a removal cut short left runs no drill)."""
+    md_uid = create_model_deployment(control_plane, namespace)
+
+    async def body(api: kr8s.asyncio.Api) -> None:
+        await apply(api, namespace, md_uid, drill())
+        assert await remove_drill_schedule(
+            api, md_name=MD, namespace=namespace, only_if_scheduled=True
+        )
+        for kind in KINDS:
+            assert await read(kind, api, namespace, NAME) is None, kind.kind
+
+        await apply(api, namespace, md_uid, drill())
+        cronjob = await read(CronJob, api, namespace, NAME)
+        assert cronjob is not None
+        await CronJob(cronjob, api=api).delete()
+        assert not await remove_drill_schedule(
+            api, md_name=MD, namespace=namespace, only_if_scheduled=True
+        )
+        assert await read(ServiceAccount, api, namespace, NAME) is not None
+        # A change of spec.drill to none removes what is left all the same.
+        assert await remove_drill_schedule(api, md_name=MD, namespace=namespace)
+        for kind in KINDS:
+            assert await read(kind, api, namespace, NAME) is None, kind.kind
+
+    run(control_plane, body)
+
+
 def test_a_long_dotted_name_gets_its_schedule_and_a_job_that_may_create_its_drills(
     control_plane: ControlPlane, modelcanary_crds: list[str], namespace: str
 ) -> None:

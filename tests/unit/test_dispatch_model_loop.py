@@ -56,6 +56,7 @@ class World:
         self.given_back: list[str] = []
         self.give_back_failures = 0
         self.schedules: list[Any] = []
+        self.firsts: list[bool] = []
         self.schedule_failures = 0
         self.passes_wanted = 1
         self.forgotten: list[str] = []
@@ -82,8 +83,9 @@ class World:
             self.loop.wake.set()
         return self.next_passes.pop(0) if self.next_passes else NextPass(0.0, Priority.DUE)
 
-    async def schedule_drills(self, obj: Mapping[str, Any]) -> bool:
+    async def schedule_drills(self, obj: Mapping[str, Any], *, first: bool) -> bool:
         self.schedules.append(obj["spec"].get("drill"))
+        self.firsts.append(first)
         if self.schedule_failures:
             self.schedule_failures -= 1
             return False
@@ -163,11 +165,36 @@ def test_the_drill_schedule_is_applied_once_per_change_and_again_after_a_failure
     world.run()
     # The first apply failed and was tried again; then nothing until spec.drill changes.
     assert world.schedules == [drill, drill]
+    # Both tries were the loop's first look: it had applied nothing yet.
+    assert world.firsts == [True, True]
     world.loop.stopping.clear()
     world.passes_wanted = 6
     world.kube.objects[PATH]["spec"]["drill"] = None
     world.run()
     assert world.schedules == [drill, drill, None]
+    assert world.firsts == [True, True, True]  # a new loop's first look again
+
+
+def test_a_change_of_the_drill_within_a_loop_is_not_its_first_look() -> None:
+    """Only a loop's first apply may settle for one GET when there is no ``spec.drill``;
+    a change to none removes the whole schedule."""
+    world = World(finalizers=[FINALIZER])
+    world.passes_wanted = 3
+    drill = {"schedule": "0 3 * * *"}
+    world.kube.objects[PATH]["spec"]["drill"] = drill
+    one_pass = world.one_pass
+
+    async def dropping_the_drill_after_the_first_pass(obj: Mapping[str, Any]) -> NextPass:
+        upcoming = await one_pass(obj)
+        # A new version of the object, as the watch would store it.
+        stored = world.kube.objects[PATH]
+        world.kube.objects[PATH] = {**stored, "spec": {**stored["spec"], "drill": None}}
+        return upcoming
+
+    world.one_pass = dropping_the_drill_after_the_first_pass  # type: ignore[method-assign]
+    world.run()
+    assert world.schedules == [drill, None]
+    assert world.firsts == [True, False]
 
 
 def test_passes_are_due_when_woken_or_timed_by_a_rollout_and_routine_otherwise() -> None:

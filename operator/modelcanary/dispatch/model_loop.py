@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from kr8s.asyncio.objects import APIObject
 
@@ -37,6 +37,12 @@ from modelcanary.view.store import known_newer
 from modelcanary.workloads.finalizer import FINALIZER, set_finalizer
 
 log = logging.getLogger(__name__)
+
+
+class ScheduleDrills(Protocol):
+    """Makes the drill CronJob match ``spec.drill``; False: try again later."""
+
+    def __call__(self, obj: Mapping[str, Any], /, *, first: bool) -> Awaitable[bool]: ...
 
 
 @dataclass(frozen=True)
@@ -52,13 +58,15 @@ class ModelDeploymentWork:
     resource: Callable[[Mapping[str, Any]], APIObject]
     slots: PassSlots
     """At most this many passes at once, across every loop (``--max-concurrent-passes``)."""
-    schedule_drills: Callable[[Mapping[str, Any]], Awaitable[bool]] | None = None
+    schedule_drills: ScheduleDrills | None = None
     """Make the drill CronJob match ``spec.drill`` (none without it); False: try again later.
 
     kopf ran this on a change of the field; here the loop runs it when
     ``spec.drill`` differs from what it last applied, and once when it
     starts (a new owner does not know what the last one applied; the apply is
-    idempotent)."""
+    idempotent). ``first`` says it is that once: the loop has applied nothing
+    yet, so for an object without ``spec.drill`` it is a check that no
+    schedule was left, not a removal asked for."""
     retry_seconds: float = 5.0
     """After a failed write of the finalizer, or a clean-up that failed."""
     forget: Callable[[str, str, str], None] | None = None
@@ -131,7 +139,7 @@ async def _schedule_drills(
     drill = (obj.get("spec") or {}).get("drill")
     if work.schedule_drills is None or drill_applied == [drill] or not loop.owns():
         return delay
-    if await work.schedule_drills(obj):
+    if await work.schedule_drills(obj, first=not drill_applied):
         drill_applied[:] = [drill]
         return delay
     return min(delay, work.retry_seconds)

@@ -124,14 +124,22 @@ async def schedule_drills(
         raise kopf.TemporaryError(str(conflict), delay=60) from conflict
 
 
-async def match_drill_schedule(memo: kopf.Memo, body: Mapping[str, Any]) -> None:
-    """Make the drill CronJob match ``spec.drill`` (kopf's change handler or a sharded loop)."""
+async def match_drill_schedule(
+    memo: kopf.Memo, body: Mapping[str, Any], *, changed: bool = True
+) -> None:
+    """Make the drill CronJob match ``spec.drill`` (kopf's change handler or a sharded loop).
+
+    ``changed`` False: not a change of ``spec.drill`` but a loop's first look at
+    it, which for an object without one removes a schedule only if its CronJob
+    is there (``remove_drill_schedule``'s ``only_if_scheduled``)."""
     reconciler: Reconciler = memo.reconciler
     metadata = body["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     raw = (body.get("spec") or {}).get("drill")
     if raw is None:
-        await remove_drill_schedule(reconciler.api, md_name=name, namespace=namespace)
+        await remove_drill_schedule(
+            reconciler.api, md_name=name, namespace=namespace, only_if_scheduled=not changed
+        )
         return
     try:
         drill = parse(DrillSchedule, dict(raw), prefix="spec.drill")

@@ -42,9 +42,9 @@ async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
     reconciler: Reconciler = memo.reconciler
     store = Store()
 
-    async def schedule(body: Mapping[str, Any]) -> bool:
+    async def schedule(body: Mapping[str, Any], *, first: bool) -> bool:
         try:
-            await match_drill_schedule(memo, body)
+            await match_drill_schedule(memo, body, changed=not first)
         except DrillScheduleConflict as conflict:
             log.warning("%s", conflict)
             return False
