@@ -26,18 +26,13 @@ top. A request waits at most about (requests queued ahead) / qps; with
 What the limit covers: every request made through the kr8s API object the
 operator builds in ``handlers.configure`` (the reconciler, the drill
 executor, and every workload, router and drill-schedule edge share it),
-including kr8s's own retries after a 401/403 and each hop of a redirect,
-except the shard Leases' (:func:`is_lease_request`). A Lease renewal queued
-behind a thousand new objects' writes waited 5 s at 100/s, past its renew
-deadline: the replica's only shard lapsed and every loop stopped (sharded
-mode, one replica, 1,000 objects created at once). client-go's leader
-election has a client, and so a bucket, of its own for the same reason. The
-Leases bound their own rate: one LIST and a write per held shard each
-``retry_period``. What it does not cover besides: kopf's own client
-(aiohttp), which lists and watches ModelDeployments and RollbackDrills and
-patches its finalizers, progress annotations and peering: a few long-lived
-watch requests plus a patch or two per handled change, which this limit does
-not see. Nor the Prometheus
+including kr8s's own retries after a 401/403 and each hop of a redirect. What
+it does not cover: kopf's own client (aiohttp), which lists and watches
+ModelDeployments and RollbackDrills and patches its finalizers, progress
+annotations and peering: a few long-lived watch requests plus a patch or two
+per handled change, which this limit does not see. Nor the shard Leases of
+sharded mode, which go through a client of their own on a thread of their own
+(``shards.thread`` says why). Nor the Prometheus
 queries, which are not API requests.
 
 The bucket (``TokenBucket``) is pure: it is given the time, so tests drive it
@@ -64,7 +59,6 @@ import httpx
 
 DEFAULT_QPS = 100.0
 DEFAULT_BURST = 200
-LEASE_PATH = "/apis/coordination.k8s.io/"
 
 
 class TokenBucket:
@@ -129,23 +123,13 @@ class RateLimiter:
         return delay
 
 
-def is_lease_request(request: httpx.Request) -> bool:
-    """Whether ``request`` reads or writes Leases (the shard Leases of sharded mode)."""
-    return request.url.path.startswith(LEASE_PATH)
-
-
 def request_hook(
-    limiter: RateLimiter,
-    on_wait: Callable[[float], None] | None = None,
-    *,
-    exempt: Callable[[httpx.Request], bool] | None = None,
+    limiter: RateLimiter, on_wait: Callable[[float], None] | None = None
 ) -> Callable[[httpx.Request], Awaitable[None]]:
-    """An httpx request event hook that waits for ``limiter`` before every request
-    but those ``exempt`` says go at once."""
+    """An httpx request event hook that waits for ``limiter`` before every request."""
 
     async def wait_for_token(request: httpx.Request) -> None:
-        if exempt is not None and exempt(request):
-            return
+        del request
         waited = await limiter.acquire()
         if on_wait is not None:
             on_wait(waited)
@@ -160,15 +144,10 @@ def _hook_session(session: httpx.AsyncClient | None, hook: Any) -> None:
 
 
 def limit_api(
-    api: Any,
-    limiter: RateLimiter,
-    on_wait: Callable[[float], None] | None = None,
-    *,
-    exempt: Callable[[httpx.Request], bool] | None = None,
+    api: Any, limiter: RateLimiter, on_wait: Callable[[float], None] | None = None
 ) -> None:
-    """Put every request of the kr8s async ``api`` through ``limiter``, but those
-    ``exempt`` says go at once."""
-    on_every_request(api, request_hook(limiter, on_wait, exempt=exempt))
+    """Put every request of the kr8s async ``api`` through ``limiter``."""
+    on_every_request(api, request_hook(limiter, on_wait))
 
 
 def on_every_request(api: Any, hook: Callable[[httpx.Request], Awaitable[None]]) -> None:

@@ -20,7 +20,6 @@ from modelcanary.ratelimit import (
     DEFAULT_QPS,
     RateLimiter,
     TokenBucket,
-    is_lease_request,
     limit_api,
 )
 
@@ -318,30 +317,3 @@ def test_the_run_help_names_the_flags_and_how_to_turn_the_limit_off(
     out = capsys.readouterr().out
     for flag in ("--api-qps", "--api-burst", "--no-api-rate-limit"):
         assert flag in out
-
-
-def test_the_shard_leases_go_at_once_while_everything_else_queues() -> None:
-    """A renewal queued behind a thousand objects' writes came 5 s late and lapsed the
-    shard (sharded mode, 1,000 objects created at once): Leases are not limited."""
-    clock = FakeClock()
-    limiter = RateLimiter(qps=1, burst=1, clock=clock, sleep=clock.sleep)
-    waits: list[float] = []
-    api = FakeApi()
-    limit_api(api, limiter, on_wait=waits.append, exempt=is_lease_request)
-    leases = "/apis/coordination.k8s.io/v1/namespaces/ops/leases"
-
-    async def main() -> None:
-        await api._create_session()
-        assert api._session is not None
-        await api._session.get("/api/v1/namespaces")  # the one token
-        await api._session.get("/api/v1/namespaces")  # waits 1 s
-        await api._session.get(leases)
-        await api._session.put(f"{leases}/modelcanary-shard-0", json={})
-        await api._session.get("/apis/apps/v1/deployments")  # waits 1 s more
-        await api._session.aclose()
-
-    asyncio.run(main())
-    assert api.sent == 5
-    assert waits == pytest.approx([0.0, 1.0, 1.0])  # three limited requests, none a Lease's
-    assert clock.slept == pytest.approx([1.0, 1.0])
-    assert not is_lease_request(httpx.Request("GET", "https://kube.invalid/api/v1/pods"))

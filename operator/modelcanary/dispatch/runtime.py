@@ -5,7 +5,10 @@ given ``--shards`` (and then registers no per-object kopf handler), starts
 it, and stops it at clean-up. Everything here is kopf-free; what is kopf's
 (posting events) comes in through the work objects.
 
-Order matters at both ends. Start: the Lease loop and the watch together;
+The Lease rounds run on a thread of their own (``shards.thread``) when the
+runtime is given a ``lease_store`` to make there, as the operator does, so a
+busy event loop cannot make a renewal late. Order matters at both ends.
+Start: the Lease rounds and the watch together;
 a loop starts only once its object is listed *and* its shard owned, whichever
 comes last. Stop: the Lease loop is cancelled first (no new shards), then
 every object loop is stopped and awaited, and only then are the Leases
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import kr8s.asyncio
@@ -32,8 +35,9 @@ from modelcanary.dispatch.loops import (
     ObjectLoop,
 )
 from modelcanary.dispatch.model_loop import ModelDeploymentWork, run_model_deployment
-from modelcanary.shards.leases import ShardManager
+from modelcanary.shards.leases import LeaseStore, ShardManager
 from modelcanary.shards.ownership import Timing
+from modelcanary.shards.thread import LeaseThread
 from modelcanary.view import store as view
 from modelcanary.view.store import DISPATCHED, Store
 from modelcanary.view.watch import Watcher, stop
@@ -55,6 +59,7 @@ class ShardedRuntime:
         timing: Timing | None = None,
         store: Store | None = None,
         on_model_deployment: Callable[[Mapping[str, Any]], None] | None = None,
+        lease_store: Callable[[], Awaitable[LeaseStore]] | None = None,
     ) -> None:
         self.store = store if store is not None else Store()
         """The unselected watch's objects; ``model_work.read`` reads this store."""
@@ -78,7 +83,12 @@ class ShardedRuntime:
         """Events of the passes here (kopf's ``kopf.event`` needs kopf's own object tasks)."""
         self.model_work = model_work
         self.drill_work = drill_work
-        self._tasks: list[asyncio.Task[None]] = []
+        self.lease_thread = LeaseThread(self.manager, lease_store) if lease_store else None
+        """The Lease rounds on a thread of their own, over the store ``lease_store`` makes
+        there (the operator's way); None: on this loop, over ``api`` (tests)."""
+        self._leases_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._events_task: asyncio.Task[None] | None = None
 
     def read_model_deployment(self, namespace: str, name: str) -> dict[str, object] | None:
         return self.store.get(view.MODEL_DEPLOYMENT, namespace, name)
@@ -94,22 +104,31 @@ class ShardedRuntime:
         await run_drill(loop, self.drill_work)
 
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.manager.run(), name="modelcanary-shard-leases"),
-            asyncio.create_task(self.watcher.run(), name="modelcanary-dispatched-watch"),
-            asyncio.create_task(self.events.run(), name="modelcanary-events"),
-        ]
+        if self.lease_thread is not None:
+            self.lease_thread.start()
+        else:
+            self._leases_task = asyncio.create_task(
+                self.manager.run(), name="modelcanary-shard-leases"
+            )
+        self._watch_task = asyncio.create_task(
+            self.watcher.run(), name="modelcanary-dispatched-watch"
+        )
+        self._events_task = asyncio.create_task(self.events.run(), name="modelcanary-events")
 
     async def stop(self) -> None:
         """Graceful: no new shards, every loop ended, then the Leases given up at once."""
-        leases, watch, events = self._tasks or (None, None, None)
-        if leases is not None:
-            leases.cancel()
+        if self.lease_thread is not None:
+            await self.lease_thread.stop_rounds()
+        elif self._leases_task is not None:
+            self._leases_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await leases
+                await self._leases_task
         await self.dispatcher.close()
         await self.feed.drain()
-        await self.manager.release()
-        await stop(watch)
-        await stop(events)
+        if self.lease_thread is not None:
+            await self.lease_thread.release()
+        else:
+            await self.manager.release()
+        await stop(self._watch_task)
+        await stop(self._events_task)
         await self.events.drain()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
+import kr8s.asyncio
 
 from modelcanary import telemetry
 from modelcanary.apierrors import API_ERRORS
@@ -24,9 +25,16 @@ from modelcanary.drill_executor import DrillExecutor
 from modelcanary.handlers import state
 from modelcanary.handlers.drills import match_drill_schedule, one_drill_pass
 from modelcanary.handlers.models import ERROR_BACKOFF_SECONDS, give_back, one_pass
-from modelcanary.handlers.startup import SHARDED, configure_both, stop_gc_pauses, watched
+from modelcanary.handlers.startup import (
+    SHARDED,
+    configure_both,
+    count_requests,
+    stop_gc_pauses,
+    watched,
+)
 from modelcanary.passes import ModelDeploymentResource
 from modelcanary.reconcile import Reconciler
+from modelcanary.shards.leases import LeaseStore
 from modelcanary.shards.ownership import Timing
 from modelcanary.view.store import MODEL_DEPLOYMENT, Store
 from modelcanary.view.watch import stop
@@ -78,8 +86,18 @@ async def start_sharded(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: A
         ),
         store=store,
         on_model_deployment=reconciler.own_writes.seen,
+        lease_store=lambda: lease_store(memo.shard_namespace),
     )
     runtime.start()
+
+
+async def lease_store(namespace: str) -> LeaseStore:
+    """The Lease thread's store, over a kr8s client of that thread's own (kr8s keeps one
+    per thread and event loop): counted in ``modelcanary_api_requests_total``, and not
+    held to the passes' rate limit (``shards.thread`` says why)."""
+    api = await kr8s.asyncio.api()
+    count_requests(api)
+    return LeaseStore(api, namespace)
 
 
 def forget_model(reconciler: Reconciler, namespace: str, name: str, uid: str) -> None:

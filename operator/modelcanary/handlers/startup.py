@@ -66,7 +66,7 @@ def _wake_owners(owners: set[Owner]) -> None:
             wake.set()
 
 
-def _count_requests(api: kr8s.asyncio.Api) -> None:
+def count_requests(api: kr8s.asyncio.Api) -> None:
     """Count every request kr8s's client sends (``modelcanary_api_requests_total``)."""
 
     async def on_request(request: httpx.Request) -> None:
@@ -102,13 +102,10 @@ async def configure_both(settings: kopf.OperatorSettings, memo: kopf.Memo) -> No
     if limit is not None:
         qps, burst = limit
         ratelimit.limit_api(
-            api,
-            ratelimit.RateLimiter(qps, burst),
-            on_wait=telemetry.API_RATE_LIMIT_WAIT.observe,
-            exempt=ratelimit.is_lease_request,
+            api, ratelimit.RateLimiter(qps, burst), on_wait=telemetry.API_RATE_LIMIT_WAIT.observe
         )
         telemetry.API_RATE_LIMIT_QPS.set(qps)
-    _count_requests(api)
+    count_requests(api)
     store = Store()
     memo.view = View(api, store)
     memo.watcher = Watcher(api, store, _wake_owners, namespaces=watched(memo))

@@ -15,8 +15,10 @@ does not exist yet. A 409 means another replica wrote first: the write is lost
 and the next round reads again. Writes go through kr8s's client (``call_api``)
 because kr8s has no Lease class and its objects have no PUT.
 
-Times: decisions use the event loop's monotonic clock (``loop.time()``), never
-the wall clock; ``renewTime`` and ``acquireTime`` are written for people
+Times: decisions use the monotonic clock (``time.monotonic``, which is also
+every event loop's), never the wall clock, so :meth:`ShardManager.owns` gives
+the same answer on the operator's loop as on the Lease thread's
+(``shards.thread``); ``renewTime`` and ``acquireTime`` are written for people
 (``kubectl get lease``) and for tools that expect them, and are not read back.
 """
 
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -207,7 +210,7 @@ class ShardManager:
     # ------------------------------------------------------------------ queries
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()
 
     def owned(self) -> frozenset[int]:
         """The shards this replica may act on right now."""
