@@ -131,14 +131,18 @@ async def match_drill_schedule(
 
     ``changed`` False: not a change of ``spec.drill`` but a loop's first look at
     it, which for an object without one removes a schedule only if its CronJob
-    is there (``remove_drill_schedule``'s ``only_if_scheduled``)."""
+    is there, as the view sees it (``remove_drill_schedule``'s ``only_if_scheduled``)."""
     reconciler: Reconciler = memo.reconciler
     metadata = body["metadata"]
     namespace, name = metadata["namespace"], metadata["name"]
     raw = (body.get("spec") or {}).get("drill")
     if raw is None:
         await remove_drill_schedule(
-            reconciler.api, md_name=name, namespace=namespace, only_if_scheduled=not changed
+            reconciler.api,
+            md_name=name,
+            namespace=namespace,
+            only_if_scheduled=not changed,
+            view=reconciler.view,
         )
         return
     try:

@@ -56,7 +56,10 @@ AUTOSCALER: Final = Kind("HorizontalPodAutoscaler", "autoscaling", "v2", "horizo
 SERVICE: Final = Kind("Service", "", "v1", "services", labelled=False)
 DRILL: Final = Kind("RollbackDrill", "modelcanary.io", "v1alpha1", "rollbackdrills")
 ROUTE: Final = Kind("HTTPRoute", "gateway.networking.k8s.io", "v1", "httproutes", labelled=False)
-KINDS: Final = (DEPLOYMENT, AUTOSCALER, SERVICE, DRILL, ROUTE)
+CRONJOB: Final = Kind("CronJob", "batch", "v1", "cronjobs")
+"""The drill schedule's CronJob (``spec.drill``): a sharded loop's first look at a
+model without one asks the view whether a schedule was left, not the API server."""
+KINDS: Final = (DEPLOYMENT, AUTOSCALER, SERVICE, DRILL, ROUTE, CRONJOB)
 MODEL_DEPLOYMENT: Final = Kind(
     "ModelDeployment", "modelcanary.io", "v1alpha1", "modeldeployments", labelled=False
 )

@@ -49,6 +49,8 @@ from modelcanary.drills.schedule import (
     build_drill_rbac_specs,
     drill_job_name,
 )
+from modelcanary.view.store import CRONJOB
+from modelcanary.view.watch import View
 from modelcanary.workloads.applier import _create_or_patch, read
 from modelcanary.workloads.builders import ANNOTATION_TEMPLATE_HASH
 from modelcanary.workloads.patches import (
@@ -285,25 +287,33 @@ async def _remove(
 
 
 async def remove_drill_schedule(
-    api: kr8s.asyncio.Api, *, md_name: str, namespace: str, only_if_scheduled: bool = False
+    api: kr8s.asyncio.Api,
+    *,
+    md_name: str,
+    namespace: str,
+    only_if_scheduled: bool = False,
+    view: View | None = None,
 ) -> bool:
     """Delete the drill schedule's objects that exist and are ours; True if any was deleted.
 
     Objects of the same name that are not ours are left alone. With
-    ``only_if_scheduled``, nothing more is read when there is no CronJob of
-    ours: one GET, not four, for the object that never had a schedule, which
-    is what a sharded loop finds for almost every ModelDeployment when it
-    starts (at a restart or a handover, four GETs each were 4,000 requests
-    for 1,000 objects, 40 s at the default limit). The CronJob is created
-    last and removed first, so without it no drill runs; a ServiceAccount and
-    its rights left by a removal cut short run nothing, and go with the
-    ModelDeployment.
+    ``only_if_scheduled``, nothing is read or deleted when there is no CronJob
+    of ours, as ``view`` sees it (the watches' view: no request once it has
+    listed CronJobs). That is what a sharded loop finds for almost every
+    ModelDeployment when it starts: at a restart or a handover, reading the
+    four objects each was 4,000 requests for 1,000 models, 40 s at the default
+    limit. The CronJob is created last and removed first, so without it no
+    drill runs; a ServiceAccount and its rights left by a removal cut short
+    run nothing, and go with the ModelDeployment.
     """
-    kinds = list(reversed(_KINDS))
-    cronjob, rest = kinds[0], kinds[1:]
-    assert cronjob is CronJob
-    removed_cronjob = await _remove(cronjob, api, namespace, md_name)
-    if only_if_scheduled and not removed_cronjob:
-        return False
-    deleted = [await _remove(kind, api, namespace, md_name) for kind in rest]
-    return removed_cronjob or any(deleted)
+    if only_if_scheduled:
+        name = drill_job_name(md_name)
+        cronjob = await (
+            view.get(CRONJOB, namespace, name)
+            if view is not None
+            else read(CronJob, api, namespace, name)
+        )
+        if cronjob is None or not is_ours(cronjob, md_name):
+            return False
+    deleted = [await _remove(kind, api, namespace, md_name) for kind in reversed(_KINDS)]
+    return any(deleted)
