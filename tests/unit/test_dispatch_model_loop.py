@@ -98,7 +98,10 @@ class World:
         self.given_back.append(obj["metadata"]["name"])
 
     def run(self) -> None:
-        work = ModelDeploymentWork(
+        asyncio.run(asyncio.wait_for(run_model_deployment(self.loop, self.work()), timeout=WAIT))
+
+    def work(self) -> ModelDeploymentWork:
+        return ModelDeploymentWork(
             read=self.read,
             one_pass=self.one_pass,
             give_back=self.give_back,
@@ -108,7 +111,6 @@ class World:
             retry_seconds=0.0,
             forget=lambda namespace, name, uid: self.forgotten.append(f"{namespace}/{name}/{uid}"),
         )
-        asyncio.run(asyncio.wait_for(run_model_deployment(self.loop, work), timeout=WAIT))
 
     def finalizers(self) -> list[str]:
         return list(self.kube.get(PATH)["metadata"].get("finalizers") or [])
@@ -122,6 +124,33 @@ def test_the_finalizer_is_added_before_the_first_pass_even_while_the_watch_lags(
     assert len(world.kube.writes()) == 1
     assert [obj["metadata"]["finalizers"] for obj in world.passes] == [[FINALIZER]]
     assert world.forgotten == ["ns/m/uid-m"]  # told to stop (a shard moving away): forgotten too
+    # The finalizer's write and the first pass each took a slot.
+    assert world.slots.priorities == [Priority.ROUTINE, Priority.ROUTINE]
+
+
+async def at_the_slot(slots: PassSlots) -> None:
+    """Return once something waits for a slot (each step of the loop is one yield)."""
+    for _ in range(1000):
+        if slots.waiting():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("nothing came to wait for a slot")
+
+
+def test_the_finalizer_write_waits_for_a_pass_slot() -> None:
+    """1,000 new objects' finalizer writes at once, outside the slots, queued in the
+    shared HTTP pool and cost a third of the ramp's CPU (sharded mode, bench-scale)."""
+    world = World()
+
+    async def main() -> None:
+        async with world.slots.take(Priority.DUE):  # every slot busy
+            running = asyncio.ensure_future(run_model_deployment(world.loop, world.work()))
+            await asyncio.wait_for(at_the_slot(world.slots), timeout=WAIT)
+            assert world.kube.writes() == []
+        await asyncio.wait_for(running, timeout=WAIT)
+
+    asyncio.run(main())
+    assert world.finalizers() == [FINALIZER]
 
 
 def test_a_deleted_object_gets_its_route_back_then_loses_the_finalizer() -> None:

@@ -7,7 +7,7 @@ replica that owns the object's shard:
   accepted), never from kopf;
 * before its first pass the loop adds ``modelcanary.io/finalizer``, so a
   deletion waits for the route to be given back; a pass never acts on an
-  object without it;
+  object without it; the write takes a pass slot, as a pass does;
 * with a ``deletionTimestamp``, the loop gives the user's HTTPRoute back and
   removes the finalizer, and runs no more passes; the API server then deletes
   the object, and the feed stops the loop;
@@ -110,7 +110,12 @@ async def _run(loop: ObjectLoop, work: ModelDeploymentWork, uids: set[str]) -> N
             await loop.sleep(work.retry_seconds)
             continue
         if FINALIZER not in finalizers:
-            answer = await _write_finalizer(loop, work, obj, keep=True)
+            # In a pass slot, as the passes' requests are: a thousand new objects'
+            # finalizer writes at once queued in the shared HTTP pool, whose
+            # matching of waiting requests to connections grows with the square of
+            # the queue (a third of the ramp's CPU, and no status for 25 s).
+            async with work.slots.take(first_pass_priority(obj)):
+                answer = await _write_finalizer(loop, work, obj, keep=True)
             if answer is None:
                 await loop.sleep(work.retry_seconds)
             continue  # the next step acts on the object with the finalizer

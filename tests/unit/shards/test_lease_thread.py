@@ -66,6 +66,18 @@ class Announcements:
             self.gained.set()
 
 
+async def holding_the_shard() -> tuple[FakeLeases, ShardManager, Announcements, LeaseThread]:
+    """A Lease thread started on this loop, once its first round has taken the shard."""
+    store = FakeLeases()
+    manager = manager_over(store)
+    announcements = Announcements()
+    manager.on_change = announcements
+    leases = LeaseThread(manager, making(store))
+    leases.start()
+    await asyncio.wait_for(announcements.gained.wait(), timeout=WAIT)
+    return store, manager, announcements, leases
+
+
 def test_on_the_event_loop_a_held_loop_lapses_the_shard() -> None:
     """What the thread is for: the same rounds as a task of the held loop fall behind."""
 
@@ -84,13 +96,7 @@ def test_on_the_event_loop_a_held_loop_lapses_the_shard() -> None:
 
 def test_on_a_thread_of_their_own_a_held_loop_does_not_lapse_the_shard() -> None:
     async def test() -> None:
-        store = FakeLeases()
-        manager = manager_over(store)
-        announcements = Announcements()
-        manager.on_change = announcements
-        leases = LeaseThread(manager, making(store))
-        leases.start()
-        await asyncio.wait_for(announcements.gained.wait(), timeout=WAIT)
+        store, manager, announcements, leases = await holding_the_shard()
         renewals_before = len(store.writes)
         hold_the_loop()
         assert manager.owned() == {0}
@@ -107,13 +113,7 @@ def test_on_a_thread_of_their_own_a_held_loop_does_not_lapse_the_shard() -> None
 
 def test_the_stop_ends_the_rounds_before_the_leases_are_written_free() -> None:
     async def test() -> None:
-        store = FakeLeases()
-        manager = manager_over(store)
-        announcements = Announcements()
-        manager.on_change = announcements
-        leases = LeaseThread(manager, making(store))
-        leases.start()
-        await asyncio.wait_for(announcements.gained.wait(), timeout=WAIT)
+        store, _, _, leases = await holding_the_shard()
         await asyncio.wait_for(leases.stop_rounds(), timeout=WAIT)
         writes = list(store.writes)
         await asyncio.sleep(4 * TIMING.retry_period)
