@@ -204,9 +204,9 @@ class ShardManager:
         self._presence_sightings: Mapping[str, Sighting] = {}
         self._announced: frozenset[int] = frozenset()
         self._regained: set[int] = set()
+        """Shards renewed after they lapsed: announced as gained though they never left."""
         self._presence_sent_at: float | None = None
         """When this replica's presence Lease was last written (sent), None: not yet."""
-        """Shards renewed after they lapsed: announced as gained though they never left."""
         self.rounds = 0
         self.slowest_round = 0.0
         """Seconds the slowest round so far took: the latency in the takeover bound."""
@@ -280,40 +280,32 @@ class ShardManager:
         # nobody else wanted (found on the first run of three replicas).
         claimed = sorted(plan.acquire | plan.renew)
         sent_at = self.now()
+        mine = replica_lease_name(self.identity)
         presence_due = (
             self._presence_sent_at is None
             or sent_at >= self._presence_sent_at + self.timing.renew_interval
         )
-        presence_writes = (
-            [
-                self.store.write(
-                    replica_lease_name(self.identity),
-                    leases.get(replica_lease_name(self.identity)),
-                    holder=self.identity,
-                    duration_seconds=duration,
-                    purpose="presence",
-                )
-            ]
-            if presence_due
-            else []
-        )
-        claim_writes = [
-            self.store.write(
-                shard_lease_name(k),
-                leases.get(shard_lease_name(k)),
+
+        def hold(name: str, purpose: str) -> Awaitable[bool]:
+            return self.store.write(
+                name,
+                leases.get(name),
                 holder=self.identity,
                 duration_seconds=duration,
-                purpose="claim",
+                purpose=purpose,
             )
-            for k in claimed
-        ]
-        results = await asyncio.gather(*presence_writes, *claim_writes, return_exceptions=True)
-        if presence_due and results[0] is True:
-            self._presence_sent_at = sent_at
-        elif presence_due:
-            self._presence_sent_at = None  # refused or failed: written again next round
+
+        writes = {shard_lease_name(k): hold(shard_lease_name(k), "claim") for k in claimed}
+        if presence_due:
+            writes[mine] = hold(mine, "presence")
+        outcomes = await asyncio.gather(*writes.values(), return_exceptions=True)
+        results = dict(zip(writes, outcomes, strict=True))
+        if presence_due:
+            # Refused or failed: written again next round.
+            self._presence_sent_at = sent_at if results[mine] is True else None
         answered_at = self.now()
-        for k, result in zip(claimed, results[len(presence_writes) :], strict=True):
+        for k in claimed:
+            result = results[shard_lease_name(k)]
             if result is True:
                 if k in self.holdings.sent_at and k not in self.holdings.owned(
                     answered_at, self.timing
@@ -323,7 +315,7 @@ class ShardManager:
             elif result is False:  # another replica's write won, or the Lease is gone
                 self.holdings = self.holdings.without({k})
             # A failed write changes nothing: a held shard stays until its deadline.
-        failed = [r for r in results if isinstance(r, Exception)]
+        failed = [r for r in outcomes if isinstance(r, Exception)]
         if failed:
             # As before, an API failure ends the round (run() logs it and retries);
             # the claims that did succeed are recorded above.
